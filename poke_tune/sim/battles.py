@@ -1,0 +1,415 @@
+"""Play many seeded battles in parallel on a pool of persistent node worker processes.
+
+Each worker (`js/worker.js`) multiplexes several battles, each on the package's own
+server-less `BattleStream`. Python reads every worker's stdout on a thread into one
+queue, so a single loop here tracks each battle's public state, asks the right policy
+for each request and writes the choice back, while the workers simulate other battles.
+
+Failure handling: a worker that exits, or sends nothing for `timeout_s` while it owes
+output, is killed and restarted, and its battles are replayed from the start with the
+same seeds (battles are reproducible, so a replay is the same battle). After
+`max_attempts` a battle is reported as failed in its `BattleResult`, never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from poke_tune.sim.actions import action_to_choice, legal_action_mask
+from poke_tune.sim.dex import load_dex
+from poke_tune.sim.encoding import ObservationEncoder
+from poke_tune.sim.policies import PlayerView, Policy
+from poke_tune.sim.runtime import WORKER_SCRIPT, ShowdownRuntime, find_runtime
+from poke_tune.sim.state import BattleState
+
+__all__ = [
+    "SIDES",
+    "BattleResult",
+    "BattleSpec",
+    "SimulatorError",
+    "SimulatorPool",
+    "Trajectory",
+    "battle_seeds",
+]
+
+_logger = logging.getLogger(__name__)
+
+SIDES = ("p1", "p2")
+
+
+class SimulatorError(RuntimeError):
+    """The simulator cannot run at all (not a single battle's failure)."""
+
+
+def battle_seeds(seed: int, index: int) -> tuple[list[int], list[int], list[int]]:
+    """Showdown PRNG seeds (battle, p1 team, p2 team) for battle `index` of a seeded set."""
+    words = np.random.SeedSequence([seed, index]).generate_state(12) & 0xFFFF
+    values = [int(w) for w in words]
+    return values[0:4], values[4:8], values[8:12]
+
+
+@dataclass(frozen=True)
+class BattleSpec:
+    """One battle to play: the two policies, the seeds and what to record."""
+
+    index: int
+    p1: Policy
+    p2: Policy
+    seed: int = 0
+    battle_format: str = "gen9randombattle"
+    max_turns: int = 200
+    record: tuple[bool, bool] = (False, False)
+
+    def policy(self, side: str) -> Policy:
+        return self.p1 if side == "p1" else self.p2
+
+    def policy_rng(self, side: str) -> np.random.Generator:
+        """The policy's RNG for this battle and side, fresh on every (re)play."""
+        return np.random.default_rng([self.seed, self.index, SIDES.index(side) + 1])
+
+
+@dataclass
+class Trajectory:
+    """One player's decisions in one battle, as recorded for offline datasets."""
+
+    side: str
+    policy: str
+    observations: list[np.ndarray] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
+    hp_balance: list[float] = field(default_factory=list)  # before each decision
+    final_hp_balance: float = 0.0
+    final_observation: np.ndarray | None = None  # set only when the battle was cut off
+    final_mask: np.ndarray | None = None
+    outcome: float = 0.0  # +1 win, -1 loss, 0 tie or cut off
+
+
+@dataclass
+class BattleResult:
+    """How one battle ended."""
+
+    spec: BattleSpec
+    winner: str | None = None  # "p1", "p2", or None for a tie or a cut-off battle
+    turns: int = 0
+    truncated: bool = False
+    invalid_choices: int = 0
+    attempts: int = 1
+    error: str | None = None  # set when every attempt failed
+    log: list[str] = field(default_factory=list)
+    trajectories: dict[str, Trajectory] = field(default_factory=dict)
+
+
+def _hp_balance(state: BattleState, side: str) -> float:
+    """(own HP - opponent HP) / 6 from public HP fractions; unrevealed Pokemon count full."""
+    total = 0.0
+    for sign, side_state in ((1.0, state.sides[side]), (-1.0, state.sides[_other(side)])):
+        hp = sum(p.hp for p in side_state.pokemon.values())
+        total += sign * (hp + 6 - len(side_state.pokemon))
+    return total / 6.0
+
+
+def _other(side: str) -> str:
+    return "p2" if side == "p1" else "p1"
+
+
+class _Battle:
+    """The Python half of one battle: state tracking, decisions and recording."""
+
+    def __init__(
+        self, spec: BattleSpec, encoder: ObservationEncoder, attempt: int, keep_log: bool
+    ) -> None:
+        self.spec = spec
+        self.encoder = encoder
+        self.state = BattleState()
+        self.rngs = {side: spec.policy_rng(side) for side in SIDES}
+        self.result = BattleResult(spec=spec, attempts=attempt)
+        self.keep_log = keep_log
+        self.truncating = False
+        self.final_sides: set[str] = set()
+        self.finished = False
+        for side, record in zip(SIDES, spec.record, strict=True):
+            if record:
+                self.result.trajectories[side] = Trajectory(side, spec.policy(side).name)
+
+    def start_commands(self) -> list[str]:
+        battle, p1, p2 = battle_seeds(self.spec.seed, self.spec.index)
+        start = {"formatid": self.spec.battle_format, "seed": battle}
+        return [
+            f">start {orjson.dumps(start).decode()}",
+            f'>player p1 {{"name":"p1","seed":{p1}}}',
+            f'>player p2 {{"name":"p2","seed":{p2}}}',
+        ]
+
+    def on_chunk(self, chunk: str) -> list[str]:
+        """Handle one stream chunk; returns the commands to send back."""
+        kind, _, body = chunk.partition("\n")
+        if kind == "update":
+            self.state.apply(body)
+            if self.keep_log:
+                self.result.log.extend(ln for ln in body.split("\n") if not ln.startswith("|t:|"))
+            if self.state.turn > self.spec.max_turns:
+                self.truncating = True
+        elif kind == "sideupdate":
+            side, _, message = body.partition("\n")
+            if message.startswith("|request|"):
+                return self._on_request(side, orjson.loads(message[len("|request|"):]))
+            if message.startswith("|error|[Invalid choice]"):
+                _logger.warning("battle %d: %s", self.spec.index, message)
+                self.result.invalid_choices += 1
+                return [f">{side} default"]
+            # "[Unavailable choice]": hidden information; a fresh request follows.
+        elif kind == "end":
+            self._on_end(orjson.loads(body))
+        elif kind == "error":
+            raise RuntimeError(f"simulator error in battle {self.spec.index}: {body}")
+        return []
+
+    def _on_request(self, side: str, request: dict[str, Any]) -> list[str]:
+        trajectory = self.result.trajectories.get(side)
+        if self.truncating:
+            # Cut off at the turn limit: keep s' for bootstrapping, then end as a tie
+            # once both players' requests are in.
+            if trajectory is not None:
+                trajectory.final_observation = self.encoder.encode(side, request, self.state)
+                trajectory.final_mask = legal_action_mask(request)
+            self.final_sides.add(side)
+            return [">forcetie"] if len(self.final_sides) == len(SIDES) else []
+        if request.get("teamPreview"):
+            return [f">{side} default"]
+        mask = legal_action_mask(request)
+        if not mask.any():  # a `wait` request: the other player is choosing
+            return []
+        view = PlayerView(side, request, self.state, mask, self.encoder)
+        policy = self.spec.policy(side)
+        action = policy.act(view, self.rngs[side])
+        if not mask[action]:
+            raise ValueError(f"policy {policy.name!r} chose illegal action {action}")
+        if trajectory is not None:
+            trajectory.observations.append(view.observation)
+            trajectory.masks.append(mask)
+            trajectory.actions.append(action)
+            trajectory.hp_balance.append(_hp_balance(self.state, side))
+        return [f">{side} {action_to_choice(action)}"]
+
+    def _on_end(self, summary: dict[str, Any]) -> None:
+        winner = summary.get("winner") or None
+        self.result.winner = winner if winner in SIDES else None
+        self.result.turns = int(summary.get("turns", self.state.turn))
+        self.result.truncated = self.truncating
+        for side, trajectory in self.result.trajectories.items():
+            if self.result.winner is not None:
+                trajectory.outcome = 1.0 if self.result.winner == side else -1.0
+            trajectory.final_hp_balance = _hp_balance(self.state, side)
+        self.finished = True
+
+
+class _Worker:
+    """One node process; its stdout lines go to the shared event queue as they arrive."""
+
+    def __init__(self, slot: int, runtime: ShowdownRuntime, events: queue.Queue[Any]) -> None:
+        self.slot = slot
+        self.runtime = runtime
+        self.events = events
+        self.generation = 0
+        self.battles: set[int] = set()
+        self.last_output = time.monotonic()
+        self.stderr_tail: deque[str] = deque(maxlen=20)
+        self.failed_starts = 0  # consecutive deaths before any output: a broken install
+        self.produced_output = False
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "POKE_TUNE_SHOWDOWN_PKG": str(self.runtime.package_dir)}
+        proc = subprocess.Popen(
+            [self.runtime.node, str(WORKER_SCRIPT)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        generation = self.generation
+        threading.Thread(target=self._read, args=(proc.stdout, generation), daemon=True).start()
+        threading.Thread(target=self._drain, args=(proc.stderr,), daemon=True).start()
+        self.last_output = time.monotonic()
+        self.produced_output = False
+        return proc
+
+    def _read(self, stream: IO[bytes], generation: int) -> None:
+        for line in stream:
+            self.events.put((self, generation, line))
+        self.events.put((self, generation, None))  # EOF: the process is gone
+
+    def _drain(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            self.stderr_tail.append(line.decode(errors="replace").rstrip())
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, battle_id: int, commands: list[str]) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(f"{battle_id}\t{chr(12).join(commands)}\n".encode())
+        except (BrokenPipeError, OSError):
+            pass  # the reader thread reports the death; the battles are replayed
+
+    def flush(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def restart(self) -> None:
+        self.kill()
+        self.generation += 1
+        self.battles.clear()
+        self.stderr_tail.clear()
+        self.proc = self._spawn()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+class SimulatorPool:
+    """A pool of persistent node simulator workers; use as a context manager.
+
+    Args:
+        num_workers: node processes (default: the machine's CPU count).
+        battles_per_worker: battles multiplexed on one worker, so that the worker always
+            has work while Python is choosing actions for other battles.
+        timeout_s: a worker that owes output and sends none for this long is restarted.
+        max_attempts: plays of one battle before it is reported as failed.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_workers: int | None = None,
+        battles_per_worker: int = 8,
+        timeout_s: float = 60.0,
+        max_attempts: int = 3,
+        runtime: ShowdownRuntime | None = None,
+    ) -> None:
+        if num_workers is not None and num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        self.num_workers = num_workers or os.cpu_count() or 1
+        self.battles_per_worker = battles_per_worker
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.runtime = runtime or find_runtime()
+        self.restarts = 0
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._workers: list[_Worker] = []
+
+    def __enter__(self) -> SimulatorPool:
+        self._workers = [
+            _Worker(i, self.runtime, self._events) for i in range(self.num_workers)
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every worker."""
+        for worker in self._workers:
+            worker.kill()
+        self._workers = []
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the node workers (for monitoring, and crash tests)."""
+        return [worker.pid for worker in self._workers]
+
+    def play(self, specs: Iterable[BattleSpec], *, keep_logs: bool = False) -> Iterator[BattleResult]:
+        """Play every battle in `specs`; yields one result per spec, in completion order."""
+        if not self._workers:
+            raise RuntimeError("SimulatorPool.play() needs the pool opened: use `with pool:`")
+        encoders: dict[str, ObservationEncoder] = {}
+        pending: deque[tuple[BattleSpec, int]] = deque((spec, 1) for spec in specs)
+        active: dict[int, tuple[_Battle, _Worker]] = {}
+        next_id = 1
+
+        def start(spec: BattleSpec, attempt: int, worker: _Worker) -> None:
+            nonlocal next_id
+            if spec.battle_format not in encoders:
+                encoders[spec.battle_format] = ObservationEncoder(load_dex(spec.battle_format))
+            battle = _Battle(spec, encoders[spec.battle_format], attempt, keep_logs)
+            active[next_id] = (battle, worker)
+            worker.battles.add(next_id)
+            worker.send(next_id, battle.start_commands())
+            next_id += 1
+
+        def fail_worker(worker: _Worker, reason: str) -> Iterator[BattleResult]:
+            stderr = "\n".join(worker.stderr_tail)
+            worker.failed_starts = 0 if worker.produced_output else worker.failed_starts + 1
+            if worker.failed_starts >= self.max_attempts:
+                raise SimulatorError(
+                    f"simulator worker {worker.slot} {reason} {worker.failed_starts} times "
+                    f"before any output; stderr:\n{stderr or '(empty)'}"
+                )
+            _logger.warning("simulator worker %d %s; restarting it. stderr: %s",
+                            worker.slot, reason, stderr or "(empty)")
+            self.restarts += 1
+            lost = [active.pop(battle_id)[0] for battle_id in sorted(worker.battles)]
+            worker.restart()
+            for battle in lost:
+                if battle.result.attempts >= self.max_attempts:
+                    battle.result.error = f"worker {reason} on each of {battle.result.attempts} attempts"
+                    yield battle.result
+                else:
+                    pending.appendleft((battle.spec, battle.result.attempts + 1))
+
+        while pending or active:
+            for worker in self._workers:
+                while pending and len(worker.battles) < self.battles_per_worker:
+                    if not worker.battles:
+                        worker.last_output = time.monotonic()
+                    start(*pending.popleft(), worker)
+                worker.flush()
+            try:
+                events = [self._events.get(timeout=min(1.0, self.timeout_s))]
+            except queue.Empty:
+                events = []
+            while len(events) < 4096:
+                try:
+                    events.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            now = time.monotonic()
+            for worker, generation, line in events:
+                if generation != worker.generation:
+                    continue  # output of a process that was already replaced
+                if line is None:
+                    yield from fail_worker(worker, f"exited with code {worker.proc.wait()}")
+                    continue
+                worker.last_output = now
+                worker.produced_output = True
+                battle_id, chunk = orjson.loads(line)
+                entry = active.get(battle_id)
+                if entry is None:
+                    continue
+                battle = entry[0]
+                commands = battle.on_chunk(chunk)
+                if commands:
+                    worker.send(battle_id, commands)
+                if battle.finished:
+                    del active[battle_id]
+                    worker.battles.discard(battle_id)
+                    yield battle.result
+            for worker in self._workers:
+                if worker.battles and now - worker.last_output > self.timeout_s:
+                    yield from fail_worker(worker, f"sent nothing for {self.timeout_s:.0f} s")

@@ -1,0 +1,231 @@
+"""Built-in behaviour policies and the `Policy` interface learned policies share.
+
+A policy maps a `PlayerView` (the request, the public state, the legal-action mask and a
+lazily encoded observation) to a flat action index. Randomness comes only from the
+`rng` argument, which the battle runner seeds per battle and side, so a battle replays
+exactly.
+
+Names accepted by `make_policy`: `random`, `max-damage`, `heuristic`, and any of them with
+an epsilon-mixture suffix, e.g. `max-damage:eps=0.3` (a uniformly random legal action
+with probability 0.3, else the base policy's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from poke_tune.sim.actions import NUM_MOVES, action_index
+from poke_tune.sim.dex import Dex
+from poke_tune.sim.encoding import ObservationEncoder
+from poke_tune.sim.state import BattleState, parse_condition
+
+__all__ = [
+    "BUILTIN_POLICIES",
+    "EpsilonMixturePolicy",
+    "HeuristicPolicy",
+    "MaxDamagePolicy",
+    "PlayerView",
+    "Policy",
+    "RandomPolicy",
+    "make_policy",
+]
+
+STAB = 1.5
+_TERA_OFFSET = action_index(2, 0)
+_SWITCH_OFFSET = action_index(1, 0)
+
+
+@dataclass
+class PlayerView:
+    """Everything one player knows when it must choose."""
+
+    side: str
+    request: dict[str, Any]
+    state: BattleState
+    mask: np.ndarray
+    encoder: ObservationEncoder
+    _observation: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def observation(self) -> np.ndarray:
+        """The encoded observation (computed on first use: random play never pays for it)."""
+        if self._observation is None:
+            self._observation = self.encoder.encode(self.side, self.request, self.state)
+        return self._observation
+
+    @property
+    def dex(self) -> Dex:
+        return self.encoder.dex
+
+
+class Policy(Protocol):
+    """Anything that picks a legal action index for a `PlayerView`."""
+
+    name: str
+
+    def act(self, view: PlayerView, rng: np.random.Generator) -> int:
+        """A legal action index (`view.mask[index]` is True)."""
+        ...
+
+
+def _random_legal(mask: np.ndarray, rng: np.random.Generator) -> int:
+    legal = np.flatnonzero(mask)
+    return int(legal[rng.integers(len(legal))])
+
+
+def _move_damage_scores(view: PlayerView, use_stats: bool) -> np.ndarray:
+    """Expected-damage proxy for each of the 4 move actions (0 where illegal or status).
+
+    base power x STAB x type effectiveness x accuracy, and with `use_stats` the user's
+    attacking stat for the move's category.
+    """
+    scores = np.zeros(NUM_MOVES)
+    active = (view.request.get("active") or [{}])[0]
+    user = next(p for p in view.request["side"]["pokemon"] if p["active"])
+    user_types = view.encoder.own_types(user)
+    defender_types = view.encoder.opponent_active_types(view.side, view.state)
+    for slot, move in enumerate(active.get("moves", [])[:NUM_MOVES]):
+        data = view.dex.move(move.get("id", ""))
+        if not view.mask[slot] or data is None or data.category == "Status":
+            continue
+        score = data.base_power * view.dex.effectiveness(data.type, defender_types)
+        score *= STAB if data.type in user_types else 1.0
+        if use_stats:
+            score *= data.accuracy / 100.0
+            score *= user["stats"]["atk" if data.category == "Physical" else "spa"] / 100.0
+        scores[slot] = score
+    return scores
+
+
+@dataclass(frozen=True)
+class RandomPolicy:
+    """Uniformly random legal action."""
+
+    name: str = "random"
+
+    def act(self, view: PlayerView, rng: np.random.Generator) -> int:
+        return _random_legal(view.mask, rng)
+
+
+@dataclass(frozen=True)
+class MaxDamagePolicy:
+    """The legal move with the highest base power x STAB x effectiveness, else random."""
+
+    name: str = "max-damage"
+
+    def act(self, view: PlayerView, rng: np.random.Generator) -> int:
+        scores = _move_damage_scores(view, use_stats=False)
+        if scores.max() > 0:
+            return int(scores.argmax())
+        return _random_legal(view.mask, rng)
+
+
+@dataclass(frozen=True)
+class HeuristicPolicy:
+    """Max damage with stats and accuracy, terastallizes for STAB, leaves bad matchups.
+
+    Matchup of a Pokemon against the opponent's active = best log2 effectiveness of its
+    own types against the opponent minus the opponent's best against it. A healthy
+    active in a matchup of -1 or worse switches to a bench Pokemon at least 1.5 better.
+    """
+
+    name: str = "heuristic"
+    switch_threshold: float = -1.0
+    switch_margin: float = 1.5
+
+    def _matchup(self, view: PlayerView, own_types: tuple[str, ...]) -> float:
+        opponent = view.encoder.opponent_active_types(view.side, view.state)
+        if not opponent or not own_types:
+            return 0.0
+        log2 = Dex.log2_effectiveness
+        offence = max(log2(view.dex.effectiveness(t, opponent)) for t in own_types)
+        defence = max(log2(view.dex.effectiveness(t, own_types)) for t in opponent)
+        return offence - defence
+
+    def _best_switch(self, view: PlayerView) -> tuple[int, float] | None:
+        options = []
+        for slot, pokemon in enumerate(view.request["side"]["pokemon"][:6]):
+            action = _SWITCH_OFFSET + slot
+            if view.mask[action]:
+                hp, _ = parse_condition(pokemon["condition"])
+                score = self._matchup(view, view.encoder.own_types(pokemon)) + hp
+                options.append((score, -slot, action))
+        if not options:
+            return None
+        score, _, action = max(options)
+        return action, score
+
+    def act(self, view: PlayerView, rng: np.random.Generator) -> int:
+        scores = _move_damage_scores(view, use_stats=True)
+        switch = self._best_switch(view)
+        if not view.mask[:NUM_MOVES].any():  # forced switch, or trapped with no move
+            return switch[0] if switch else _random_legal(view.mask, rng)
+
+        user = next(p for p in view.request["side"]["pokemon"] if p["active"])
+        hp, _ = parse_condition(user["condition"])
+        matchup = self._matchup(view, view.encoder.own_types(user))
+        if (
+            switch is not None
+            and hp > 0.5
+            and matchup <= self.switch_threshold
+            and switch[1] - 1.0 >= matchup + self.switch_margin  # hp counts 1.0 at most
+        ):
+            return switch[0]
+        if scores.max() <= 0:
+            return _random_legal(view.mask, rng)
+        best = int(scores.argmax())
+        active = view.request["active"][0]
+        tera_type = active.get("canTerastallize")
+        move = view.dex.move(active["moves"][best].get("id", ""))
+        if tera_type and move is not None and move.type == tera_type:
+            return _TERA_OFFSET + best
+        return best
+
+
+@dataclass(frozen=True)
+class EpsilonMixturePolicy:
+    """With probability `epsilon` a uniformly random legal action, else `base`'s."""
+
+    base: Policy
+    epsilon: float
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+
+    def act(self, view: PlayerView, rng: np.random.Generator) -> int:
+        if rng.random() < self.epsilon:
+            return _random_legal(view.mask, rng)
+        return self.base.act(view, rng)
+
+
+BUILTIN_POLICIES: dict[str, type[RandomPolicy | MaxDamagePolicy | HeuristicPolicy]] = {
+    "random": RandomPolicy,
+    "max-damage": MaxDamagePolicy,
+    "heuristic": HeuristicPolicy,
+}
+
+
+def make_policy(name: str) -> Policy:
+    """A built-in policy by name, e.g. `heuristic` or `max-damage:eps=0.3`."""
+    base_name, _, suffix = name.partition(":")
+    if base_name not in BUILTIN_POLICIES:
+        raise ValueError(
+            f"unknown policy {name!r}: expected one of {sorted(BUILTIN_POLICIES)}, "
+            "optionally with ':eps=<0..1>'"
+        )
+    base: Policy = BUILTIN_POLICIES[base_name]()
+    if not suffix:
+        return base
+    key, _, value = suffix.partition("=")
+    try:
+        epsilon = float(value)
+    except ValueError:
+        epsilon = -1.0
+    if key != "eps" or not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"bad policy suffix in {name!r}: expected ':eps=<number in [0, 1]>'")
+    return EpsilonMixturePolicy(base=base, epsilon=epsilon, name=name)
