@@ -10,7 +10,7 @@ from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS, action_to_choice, 
 from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool, Trajectory
 from poke_tune.sim.dex import Dex, load_dex
 from poke_tune.sim.encoding import ENCODER_VERSION, ObservationEncoder
-from poke_tune.sim.policies import Policy, PlayerView, make_policy
+from poke_tune.sim.policies import PlayerView, Policy, make_policy
 from poke_tune.sim.runtime import ShowdownRuntime, find_runtime
 
 __all__ = [

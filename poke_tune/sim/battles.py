@@ -13,6 +13,7 @@ same seeds (battles are reproducible, so a replay is the same battle). After
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -164,7 +165,7 @@ class _Battle:
         elif kind == "sideupdate":
             side, _, message = body.partition("\n")
             if message.startswith("|request|"):
-                return self._on_request(side, orjson.loads(message[len("|request|"):]))
+                return self._on_request(side, orjson.loads(message[len("|request|") :]))
             if message.startswith("|error|[Invalid choice]"):
                 _logger.warning("battle %d: %s", self.spec.index, message)
                 self.result.invalid_choices += 1
@@ -234,7 +235,10 @@ class _Worker:
         env = {**os.environ, "POKE_TUNE_SHOWDOWN_PKG": str(self.runtime.package_dir)}
         proc = subprocess.Popen(
             [self.runtime.node, str(WORKER_SCRIPT)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
         )
         assert proc.stdout is not None and proc.stderr is not None
         generation = self.generation
@@ -259,17 +263,14 @@ class _Worker:
 
     def send(self, battle_id: int, commands: list[str]) -> None:
         assert self.proc.stdin is not None
-        try:
+        # On a dead process the reader thread reports the death; the battles are replayed.
+        with contextlib.suppress(BrokenPipeError, OSError):
             self.proc.stdin.write(f"{battle_id}\t{chr(12).join(commands)}\n".encode())
-        except (BrokenPipeError, OSError):
-            pass  # the reader thread reports the death; the battles are replayed
 
     def flush(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, OSError):
             if self.proc.stdin is not None:
                 self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass
 
     def restart(self) -> None:
         self.kill()
@@ -316,9 +317,7 @@ class SimulatorPool:
         self._workers: list[_Worker] = []
 
     def __enter__(self) -> SimulatorPool:
-        self._workers = [
-            _Worker(i, self.runtime, self._events) for i in range(self.num_workers)
-        ]
+        self._workers = [_Worker(i, self.runtime, self._events) for i in range(self.num_workers)]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -334,7 +333,9 @@ class SimulatorPool:
         """Process ids of the node workers (for monitoring, and crash tests)."""
         return [worker.pid for worker in self._workers]
 
-    def play(self, specs: Iterable[BattleSpec], *, keep_logs: bool = False) -> Iterator[BattleResult]:
+    def play(
+        self, specs: Iterable[BattleSpec], *, keep_logs: bool = False
+    ) -> Iterator[BattleResult]:
         """Play every battle in `specs`; yields one result per spec, in completion order."""
         if not self._workers:
             raise RuntimeError("SimulatorPool.play() needs the pool opened: use `with pool:`")
@@ -361,14 +362,19 @@ class SimulatorPool:
                     f"simulator worker {worker.slot} {reason} {worker.failed_starts} times "
                     f"before any output; stderr:\n{stderr or '(empty)'}"
                 )
-            _logger.warning("simulator worker %d %s; restarting it. stderr: %s",
-                            worker.slot, reason, stderr or "(empty)")
+            _logger.warning(
+                "simulator worker %d %s; restarting it. stderr: %s",
+                worker.slot,
+                reason,
+                stderr or "(empty)",
+            )
             self.restarts += 1
             lost = [active.pop(battle_id)[0] for battle_id in sorted(worker.battles)]
             worker.restart()
             for battle in lost:
                 if battle.result.attempts >= self.max_attempts:
-                    battle.result.error = f"worker {reason} on each of {battle.result.attempts} attempts"
+                    attempts = battle.result.attempts
+                    battle.result.error = f"worker {reason} on each of {attempts} attempts"
                     yield battle.result
                 else:
                     pending.appendleft((battle.spec, battle.result.attempts + 1))

@@ -101,7 +101,12 @@ def _extract(runtime: ShowdownRuntime, battle_format: str) -> dict[str, Any]:
     request = f"0\t#dex {json.dumps({'format': battle_format})}\n"
     proc = subprocess.run(
         [runtime.node, str(WORKER_SCRIPT)],
-        input=request, capture_output=True, text=True, timeout=120, env=env, check=True,
+        input=request,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
     )
     _, payload = json.loads(proc.stdout.splitlines()[0])
     result: dict[str, Any] = json.loads(payload)

@@ -6,9 +6,9 @@
 |------------------|----------------------------------------------------------------|-----------|
 | own team (6)     | hp, fainted, active, status one-hot (6), types (T), tera'd      | 6 x (10+T) |
 | own active       | boosts (7, /6), can terastallize, tera type one-hot (T)        | 8+T       |
-| active moves (4) | present, base power/150, accuracy, category (3), type (T), pp   | 4 x (12+T) |
+| active moves (4) | present, base power/250, accuracy, category (3), type (T), pp   | 4 x (12+T) |
 |                  | fraction, disabled, effectiveness vs the opponent's known types |           |
-|                  | (log2/2), immune, STAB, priority/5                              |           |
+|                  | (log2/2), immune, STAB, priority/7                              |           |
 | opponent active  | known, hp, status (6), types (T), boosts (7), tera'd           | 16+T      |
 | opponent team (6)| revealed, hp, fainted, active, status (6), types (T)           | 6 x (10+T) |
 | field            | weather (5), terrain (5), trick room, side conditions (8) x 2   | 27        |
@@ -38,8 +38,14 @@ STATUSES = ("brn", "par", "slp", "frz", "psn", "tox")
 WEATHER_SLOTS = ("", "sun", "rain", "sand", "snow")
 TERRAIN_SLOTS = ("", "electric", "grassy", "misty", "psychic")
 SIDE_CONDITIONS = (
-    "stealthrock", "spikes", "toxicspikes", "stickyweb",
-    "reflect", "lightscreen", "auroraveil", "tailwind",
+    "stealthrock",
+    "spikes",
+    "toxicspikes",
+    "stickyweb",
+    "reflect",
+    "lightscreen",
+    "auroraveil",
+    "tailwind",
 )
 _CONDITION_LAYERS = {"spikes": 3.0, "toxicspikes": 2.0}
 CATEGORIES = ("Physical", "Special", "Status")
@@ -191,7 +197,7 @@ class ObservationEncoder:
         data = self.dex.move(move.get("id", ""))
         out[at] = 1.0
         if data is not None:
-            out[at + 1] = data.base_power / 150.0
+            out[at + 1] = min(1.0, data.base_power / 250.0)
             out[at + 2] = data.accuracy / 100.0
             self._one_hot(out, at + 3, CATEGORIES, data.category)
             self._types(out, at + 6, (data.type,))
@@ -205,6 +211,6 @@ class ObservationEncoder:
                 out[end + 2] = Dex.log2_effectiveness(multiplier)
                 out[end + 3] = multiplier == 0.0
             out[end + 4] = data.type in attacker_types
-            out[end + 5] = data.priority / 5.0
+            out[end + 5] = data.priority / 7.0
         elif data is not None:
-            out[end + 5] = data.priority / 5.0
+            out[end + 5] = data.priority / 7.0

@@ -64,7 +64,10 @@ class PlayerView:
 class Policy(Protocol):
     """Anything that picks a legal action index for a `PlayerView`."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """A short label for logs, datasets and result tables."""
+        ...
 
     def act(self, view: PlayerView, rng: np.random.Generator) -> int:
         """A legal action index (`view.mask[index]` is True)."""

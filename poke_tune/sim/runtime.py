@@ -119,8 +119,15 @@ def install_showdown(version: str = SHOWDOWN_VERSION) -> ShowdownRuntime:
     _logger.info("installing pokemon-showdown %s into %s", version, target)
     # The package ships a prebuilt dist/: its install scripts are not needed.
     subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts",
-         f"pokemon-showdown@{version}"],
-        cwd=target, check=True,
+        [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            f"pokemon-showdown@{version}",
+        ],
+        cwd=target,
+        check=True,
     )
     return find_runtime()

@@ -15,8 +15,14 @@ __all__ = ["BOOST_STATS", "BattleState", "PokemonState", "SideState", "parse_con
 
 BOOST_STATS = ("atk", "def", "spa", "spd", "spe", "accuracy", "evasion")
 WEATHERS = {
-    "sunnyday": "sun", "desolateland": "sun", "raindance": "rain", "primordialsea": "rain",
-    "sandstorm": "sand", "snow": "snow", "snowscape": "snow", "hail": "snow",
+    "sunnyday": "sun",
+    "desolateland": "sun",
+    "raindance": "rain",
+    "primordialsea": "rain",
+    "sandstorm": "sand",
+    "snow": "snow",
+    "snowscape": "snow",
+    "hail": "snow",
 }
 
 

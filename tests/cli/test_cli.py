@@ -1,0 +1,56 @@
+"""The `poke-tune` console script end to end, on small budgets, with the real simulator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+POKE_TUNE = str(Path(sys.executable).with_name("poke-tune"))
+
+
+def run(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [POKE_TUNE, *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_eval_reports_a_win_rate_with_an_interval() -> None:
+    result = run("eval", "max-damage", "--opponent", "random", "--battles", "40", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["battles"] == 40
+    assert report["wins"] + report["losses"] + report["ties"] == 40
+    assert report["ci_low"] <= report["win_rate"] <= report["ci_high"]
+    assert report["win_rate"] > 0.6
+    assert report["invalid_choices"] == 0
+
+
+def test_unknown_policy_is_a_clear_error() -> None:
+    result = run("eval", "alphago", "--battles", "2")
+    assert result.returncode == 2
+    assert "unknown policy 'alphago'" in result.stderr
+
+
+def test_generate_then_info(tmp_path: Path) -> None:
+    out = tmp_path / "tiny.jsonl.gz"
+    generated = run("data", "generate", str(out), "--battles", "6", "--seed", "3")
+    assert generated.returncode == 0, generated.stderr
+    assert "6 battles, 12 trajectories" in generated.stdout
+    info = run("data", "info", str(out), "--json")
+    assert info.returncode == 0, info.stderr
+    stats = json.loads(info.stdout)
+    assert stats["battles"] == 6 and stats["trajectories"] == 12
+    assert stats["transitions"] > 6 * 2
+
+
+def test_info_on_a_malformed_file_names_the_line(tmp_path: Path) -> None:
+    out = tmp_path / "ok.jsonl"
+    assert run("data", "generate", str(out), "--battles", "2").returncode == 0
+    lines = out.read_text().splitlines()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join([*lines[:2], lines[2][: len(lines[2]) // 2]]) + "\n")
+    result = run("data", "info", str(broken))
+    assert result.returncode == 2
+    assert "broken.jsonl:3" in result.stderr
