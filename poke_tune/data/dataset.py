@@ -413,7 +413,7 @@ class TrajectoryWriter:
         self.check = check
         self.lines_written = 0
         self._partial = self.path.with_name(self.path.name + ".partial")
-        self._raw = self._partial.open("wb")  # noqa: SIM115 (closed in close())
+        self._raw = self._partial.open("wb")
         # mtime=0 and no file name in the gzip header: the same records give the same bytes.
         self._file: io.BufferedIOBase = (
             gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, compresslevel=6, mtime=0)

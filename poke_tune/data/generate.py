@@ -54,14 +54,16 @@ def trajectory_record(
         zip(trajectory.observations, trajectory.masks, trajectory.actions, strict=True)
     ):
         action_type, action_target = action_parts(action)
-        steps.append({
-            "observation": observation,
-            "action_type": action_type,
-            "action_target": action_target,
-            "reward": float(rewards[t]),
-            "done": t == last,
-            "action_mask": mask,
-        })
+        steps.append(
+            {
+                "observation": observation,
+                "action_type": action_type,
+                "action_target": action_target,
+                "reward": float(rewards[t]),
+                "done": t == last,
+                "action_mask": mask,
+            }
+        )
     truncated = trajectory.final_observation is not None
     return {
         "replay_id": replay_id,
@@ -99,8 +101,13 @@ def generate_dataset(
     pairs = list(itertools.product(built, repeat=2))
     specs = [
         BattleSpec(
-            index=i, p1=pairs[i % len(pairs)][0], p2=pairs[i % len(pairs)][1], seed=seed,
-            battle_format=battle_format, max_turns=max_turns, record=(True, True),
+            index=i,
+            p1=pairs[i % len(pairs)][0],
+            p2=pairs[i % len(pairs)][1],
+            seed=seed,
+            battle_format=battle_format,
+            max_turns=max_turns,
+            record=(True, True),
         )
         for i in range(battles)
     ]
@@ -112,8 +119,11 @@ def generate_dataset(
         num_actions=NUM_ACTIONS,
         battle_format=battle_format,
         generator={
-            "policies": list(policies), "battles": battles, "seed": seed,
-            "max_turns": max_turns, "hp_shaping": hp_shaping,
+            "policies": list(policies),
+            "battles": battles,
+            "seed": seed,
+            "max_turns": max_turns,
+            "hp_shaping": hp_shaping,
         },
     )
     trajectories = transitions = failed = truncated = 0
