@@ -8,23 +8,34 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from poke_tune.algos import (
+    DivergedError,
+    TrainConfig,
+    Trainer,
+    load_policy,
+    parse_algo_config,
+    run_training,
+)
 from poke_tune.data.dataset import DatasetError, dataset_info, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.eval.winrate import EVAL_SEED, EvaluationError, evaluate
 from poke_tune.sim.battles import BattleResult, SimulatorError
 from poke_tune.sim.dex import load_dex
-from poke_tune.sim.policies import make_policy
+from poke_tune.sim.policies import Policy, make_policy
 from poke_tune.sim.runtime import SimulatorNotFoundError, install_showdown
 
 __all__ = ["app"]
@@ -166,9 +177,126 @@ def _print_mapping(title: str, values: dict[str, Any]) -> None:
     stdout.print(table)
 
 
+def resolve_policy(name: str) -> Policy:
+    """A built-in policy name, or the path of a training checkpoint."""
+    path = Path(name)
+    if path.suffix == ".pt" or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        return load_policy(path.resolve())
+    return make_policy(name)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["network.hidden_sizes=[512,512]", "expectile=0.9"]` -> a nested dict (YAML values)."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set expectile=0.9")
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return result
+
+
+@app.command()
+def train(
+    algo: Annotated[str, typer.Option(help="bc, iql or cql.")],
+    data: Annotated[Path, typer.Option(help="Trajectory-JSONL dataset.")],
+    steps: Annotated[int | None, typer.Option(min=1, help="Gradient steps.")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE for the algorithm or training config, repeatable."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/ALGO-TIME).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue from a checkpoint.")] = None,
+    bc_init: Annotated[
+        Path | None, typer.Option(help="Start the policy from a BC checkpoint.")
+    ] = None,
+) -> None:
+    """Train BC, IQL or CQL on a dataset; writes checkpoints and metrics.jsonl."""
+    with _user_errors():
+        values = parse_overrides(overrides or [])
+        train_fields = {k: values.pop(k) for k in list(values) if k in TrainConfig.model_fields}
+        if steps is not None:
+            train_fields["steps"] = steps
+        dataset = load_dataset(data.resolve())
+        if resume is not None:
+            trainer = Trainer.resume(resume.resolve(), dataset)
+        else:
+            trainer = Trainer(
+                parse_algo_config({"algo": algo, **values}), TrainConfig(**train_fields), dataset
+            )
+        if bc_init is not None:
+            trainer.init_policy_from(bc_init.resolve())
+        run_dir = (out or Path("runs") / f"{algo}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(
+            json.dumps(
+                {
+                    "algo": trainer.algo_config.model_dump(mode="json"),
+                    "train": trainer.config.model_dump(mode="json"),
+                    "data": str(data.resolve()),
+                    "dataset_key": dataset.key,
+                },
+                indent=2,
+            )
+        )
+        best = float("-inf")
+        columns = (
+            TextColumn(f"[bold]{algo}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+        )
+        status = "completed"
+        with (
+            Progress(*columns, console=console) as progress,
+            (run_dir / "metrics.jsonl").open("a") as metrics_file,
+        ):
+            task = progress.add_task(
+                algo, total=trainer.config.steps, completed=trainer.step, info=""
+            )
+            try:
+                for metrics in run_training(trainer, lambda n: progress.advance(task, n)):
+                    metrics_file.write(json.dumps(metrics) + "\n")
+                    metrics_file.flush()
+                    trainer.save(run_dir / "checkpoint_last.pt")
+                    score = metrics.get("offline/fqe_value", metrics["step"])
+                    if score > best:
+                        best = score
+                        shutil.copyfile(
+                            run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
+                        )
+                    shown = {k: v for k, v in metrics.items() if k.startswith("offline/")}
+                    progress.update(
+                        task, info=" ".join(f"{k[8:]}={v:.3f}" for k, v in shown.items())
+                    )
+            except DivergedError as error:
+                status = "diverged"
+                metrics_file.write(
+                    json.dumps({"step": trainer.step, "status": status, "reason": str(error)})
+                    + "\n"
+                )
+                console.print(f"[bold red]diverged:[/] {error}")
+    stdout.print(
+        f"{status}: {trainer.step} steps; checkpoints {run_dir / 'checkpoint_last.pt'} (last) "
+        f"and {run_dir / 'checkpoint_best.pt'} (best offline/fqe_value); "
+        f"metrics {run_dir / 'metrics.jsonl'}"
+    )
+    if status != "completed":
+        raise typer.Exit(1)
+
+
 @app.command("eval")
 def eval_command(
-    policy: Annotated[str, typer.Argument(help="Policy to evaluate (built-in name).")],
+    policy: Annotated[
+        str, typer.Argument(help="Policy to evaluate: a built-in name or a checkpoint file.")
+    ],
     opponent: Annotated[str, typer.Option(help="Opponent policy.")] = "max-damage",
     battles: Annotated[int, typer.Option(min=1)] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the evaluation battle set.")] = EVAL_SEED,
@@ -179,7 +307,7 @@ def eval_command(
 ) -> None:
     """Win rate of POLICY against --opponent in seeded battles, with a 95% interval."""
     with _user_errors():
-        evaluated, rival = make_policy(policy), make_policy(opponent)
+        evaluated, rival = resolve_policy(policy), resolve_policy(opponent)
         with _battle_progress(battles, f"{policy} vs {opponent}") as advance:
             result = evaluate(
                 evaluated,

@@ -1,0 +1,52 @@
+"""A trained algorithm as a `Policy` that plays real battles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from poke_tune.algos.trainer import build_algorithm, parse_algo_config, read_checkpoint
+from poke_tune.sim.policies import PlayerView
+
+__all__ = ["LearnedPolicy", "load_policy"]
+
+
+@dataclass
+class LearnedPolicy:
+    """Acts on the encoded observation: masked argmax of the algorithm's action scores
+    (policy logits for BC/IQL, mean Q for CQL), or a masked softmax sample when
+    `temperature` is set."""
+
+    name: str
+    scores: Callable[[torch.Tensor], torch.Tensor]
+    temperature: float | None = None
+
+    def act(self, view: PlayerView, rng: np.random.Generator) -> int:
+        with torch.inference_mode():
+            observation = torch.from_numpy(view.observation)[None]
+            scores = self.scores(observation)[0].numpy().astype(np.float64)
+        scores[~view.mask] = -np.inf
+        if self.temperature is None:
+            return int(scores.argmax())
+        logits = scores / self.temperature
+        probs = np.exp(logits - logits.max())
+        return int(rng.choice(len(probs), p=probs / probs.sum()))
+
+
+def load_policy(path: Path, *, temperature: float | None = None) -> LearnedPolicy:
+    """The acting policy of a training checkpoint (CPU, eval mode)."""
+    state = read_checkpoint(path)
+    algorithm = build_algorithm(
+        parse_algo_config(state["algo_config"]),
+        observation_size=state["observation_size"],
+        num_actions=state["num_actions"],
+        total_steps=1,
+    )
+    algorithm.load_state_dict(state["algorithm"])
+    algorithm.train(False)
+    name = f"{state['algo_config']['algo']}@{state['step']}:{path.name}"
+    return LearnedPolicy(name=name, scores=algorithm.action_scores, temperature=temperature)

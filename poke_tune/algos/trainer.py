@@ -1,0 +1,367 @@
+"""The training loop shared by `poke-tune train` and the Ray Tune trainable.
+
+The compiled dataset is moved to the device once as tensors; batches are sampled with a
+seeded torch.Generator and gathered by index (no per-transition Python). Every
+`eval_interval` steps the caller asks for offline metrics on the held-out trajectories:
+TD error, action match with the data, and an FQE estimate of the policy's initial-state
+value. Checkpoints hold everything needed to continue bit for bit: weights, optimizer
+and schedule states, the step, the RNG states, the configs and the encoder version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from poke_tune.algos.bc import BC, BCConfig
+from poke_tune.algos.common import Algorithm, Batch, set_seed
+from poke_tune.algos.cql import CQL, CQLConfig
+from poke_tune.algos.fqe import FQE
+from poke_tune.algos.iql import IQL, IQLConfig
+from poke_tune.algos.networks import masked_argmax
+from poke_tune.data.dataset import OfflineDataset
+from poke_tune.sim.actions import ACTION_LAYOUT
+from poke_tune.sim.encoding import ENCODER_VERSION
+
+__all__ = [
+    "AlgoConfig",
+    "DivergedError",
+    "TrainConfig",
+    "Trainer",
+    "TransitionTensors",
+    "build_algorithm",
+    "parse_algo_config",
+    "read_checkpoint",
+    "run_training",
+]
+
+_logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+AlgoConfig = Annotated[BCConfig | IQLConfig | CQLConfig, Field(discriminator="algo")]
+_ALGO_CONFIG: TypeAdapter[BCConfig | IQLConfig | CQLConfig] = TypeAdapter(AlgoConfig)
+DIVERGENCE_LIMIT = 1e6  # |mean Q| beyond this with rewards in [-1, 1] is divergence
+
+
+class DivergedError(RuntimeError):
+    """Training produced NaN/inf or exploding values; the run's status is 'diverged'."""
+
+
+class TrainConfig(BaseModel):
+    """Settings of one training run that are not algorithm hyperparameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(default=20_000, gt=0)
+    """Gradient steps."""
+    batch_size: int = Field(default=256, gt=0)
+    """Transitions per gradient step."""
+    warmup_steps: int = Field(default=0, ge=0)
+    """Linear learning-rate warm-up."""
+    eval_interval: int = Field(default=2_000, gt=0)
+    """Steps between offline evaluations (and checkpoints)."""
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Share of trajectories held out for offline metrics."""
+    fqe_steps: int = Field(default=250, ge=0)
+    """FQE updates per evaluation (warm-started), 0 to skip FQE."""
+    seed: int = 0
+    """Seed of initialisation, batch sampling, the split and dropout."""
+    device: str = "auto"
+    """'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'."""
+
+
+def parse_algo_config(values: dict[str, Any]) -> BCConfig | IQLConfig | CQLConfig:
+    """Validate an algorithm config dict (with its `algo` key) into its typed model."""
+    return _ALGO_CONFIG.validate_python(values)
+
+
+def build_algorithm(
+    config: BCConfig | IQLConfig | CQLConfig,
+    *,
+    observation_size: int,
+    num_actions: int,
+    total_steps: int,
+    warmup_steps: int = 0,
+    device: torch.device | str = "cpu",
+) -> Algorithm:
+    """The algorithm object for a config."""
+    kinds: dict[str, type[BC] | type[IQL] | type[CQL]] = {"bc": BC, "iql": IQL, "cql": CQL}
+    algorithm: Algorithm = kinds[config.algo](
+        config,  # type: ignore[arg-type]
+        observation_size=observation_size,
+        num_actions=num_actions,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        device=device,
+    )
+    return algorithm
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class TransitionTensors:
+    """A subset of the dataset's transitions as device tensors, sampled by index."""
+
+    def __init__(self, dataset: OfflineDataset, indices: np.ndarray, device: torch.device):
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            # np.array copies: the cache is a read-only memory map.
+            return torch.from_numpy(np.array(array)).to(device)
+
+        self.observations = tensor(dataset.observations)
+        self.masks = tensor(dataset.action_masks)
+        self.rows = tensor(dataset.rows[indices])
+        self.actions = tensor(dataset.actions[indices])
+        self.rewards = tensor(dataset.rewards[indices])
+        self.terminals = tensor(dataset.terminals[indices])
+        # First transition of each trajectory in this subset: the initial states.
+        _, first = np.unique(dataset.trajectory_ids[indices], return_index=True)
+        self.initial_rows = self.rows[tensor(first)]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, index: torch.Tensor) -> Batch:
+        rows = self.rows[index]
+        return Batch(
+            observations=self.observations[rows],
+            actions=self.actions[index],
+            rewards=self.rewards[index],
+            next_observations=self.observations[rows + 1],
+            terminals=self.terminals[index],
+            masks=self.masks[rows],
+            next_masks=self.masks[rows + 1],
+        )
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        index = torch.randint(
+            len(self.rows), (batch_size,), generator=generator, device=generator.device
+        )
+        return self.batch(index)
+
+
+class Trainer:
+    """One offline training run: algorithm, data, sampler, FQE and the step counter."""
+
+    def __init__(
+        self,
+        algo_config: BCConfig | IQLConfig | CQLConfig,
+        train_config: TrainConfig,
+        dataset: OfflineDataset,
+    ) -> None:
+        header = dataset.header
+        if (header.encoder_version, header.action_layout) != (ENCODER_VERSION, ACTION_LAYOUT):
+            raise ValueError(
+                f"dataset {dataset.source} uses {header.encoder_version}/{header.action_layout};"
+                f" this poke-tune trains on {ENCODER_VERSION}/{ACTION_LAYOUT}"
+            )
+        self.algo_config = algo_config
+        self.config = train_config
+        self.dataset = dataset
+        self.device = resolve_device(train_config.device)
+        set_seed(train_config.seed)
+        train_index, val_index = dataset.split(train_config.val_fraction, train_config.seed)
+        self.train_data = TransitionTensors(dataset, train_index, self.device)
+        self.val_data = (
+            TransitionTensors(dataset, val_index, self.device) if len(val_index) else None
+        )
+        self.algorithm = build_algorithm(
+            algo_config,
+            observation_size=dataset.observation_size,
+            num_actions=dataset.num_actions,
+            total_steps=train_config.steps,
+            warmup_steps=train_config.warmup_steps,
+            device=self.device,
+        )
+        # FQE gets its own RNG streams, so offline evaluation never changes training.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train_config.seed + 1)
+            self.fqe = FQE(
+                observation_size=dataset.observation_size,
+                num_actions=dataset.num_actions,
+                gamma=getattr(algo_config, "gamma", 0.99),
+                device=self.device,
+            )
+        self.generator = torch.Generator(self.device).manual_seed(train_config.seed)
+        self.fqe_generator = torch.Generator(self.device).manual_seed(train_config.seed + 1)
+        self.step = 0
+
+    # -- training -------------------------------------------------------------------------
+
+    def train(
+        self, until_step: int, on_progress: Callable[[int], None] | None = None
+    ) -> dict[str, float]:
+        """Gradient steps up to `until_step`; returns the metrics averaged over them.
+
+        `on_progress(steps_done)` is called every 50 steps (progress bars).
+        """
+        self.algorithm.train(True)
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        while self.step < min(until_step, self.config.steps):
+            batch = self.train_data.sample(self.config.batch_size, self.generator)
+            for key, value in self.algorithm.update(batch).items():
+                sums[key] = sums[key] + value if key in sums else value.clone()
+            self.step += 1
+            count += 1
+            if on_progress is not None and count % 50 == 0:
+                on_progress(50)
+        if on_progress is not None and count % 50:
+            on_progress(count % 50)
+        if not count:
+            return {}
+        metrics = {key: float(value) / count for key, value in sums.items()}
+        self._check_divergence(metrics)
+        return metrics
+
+    def _check_divergence(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            if not np.isfinite(value):
+                raise DivergedError(f"{key} became {value} by step {self.step}")
+        q_mean = abs(metrics.get("train/q_mean", 0.0))
+        if q_mean > DIVERGENCE_LIMIT:
+            raise DivergedError(f"train/q_mean reached {q_mean:.3g} by step {self.step}")
+
+    # -- offline evaluation ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def _policy_scores(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.algorithm.action_scores(observations)
+
+    def evaluate(self, max_transitions: int = 8192) -> dict[str, float]:
+        """Held-out TD error and action match, and the FQE initial-state value."""
+        self.algorithm.train(False)
+        metrics: dict[str, float] = {}
+        data = self.val_data or self.train_data
+        index = torch.arange(min(len(data), max_transitions), device=self.device)
+        batch = data.batch(index)
+        with torch.no_grad():
+            chosen = masked_argmax(self._policy_scores(batch.observations), batch.masks)
+            metrics["offline/action_match"] = float((chosen == batch.actions).float().mean())
+            td_error = self.algorithm.td_error(batch)
+            if td_error is not None:
+                metrics["offline/td_error"] = float(td_error)
+        if self.config.fqe_steps:
+            for _ in range(self.config.fqe_steps):
+                fqe_batch = self.train_data.sample(self.config.batch_size, self.fqe_generator)
+                self.fqe.update(fqe_batch, self._policy_scores)
+            rows = data.initial_rows
+            metrics["offline/fqe_value"] = self.fqe.value(
+                data.observations[rows], data.masks[rows], self._policy_scores
+            )
+        self._check_divergence(metrics)
+        return metrics
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to continue this run bit for bit (loadable with weights_only=True)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "encoder_version": ENCODER_VERSION,
+            "action_layout": ACTION_LAYOUT,
+            "observation_size": self.dataset.observation_size,
+            "num_actions": self.dataset.num_actions,
+            "dataset_key": self.dataset.key,
+            "algo_config": self.algo_config.model_dump(mode="json"),
+            "train_config": self.config.model_dump(mode="json"),
+            "step": self.step,
+            "algorithm": self.algorithm.state_dict(),
+            "fqe": self.fqe.state_dict(),
+            "rng": {
+                "sampler": self.generator.get_state(),
+                "fqe_sampler": self.fqe_generator.get_state(),
+                "torch": torch.get_rng_state(),
+            },
+        }
+
+    def save(self, path: Path) -> None:
+        """Write a checkpoint atomically (a crash never leaves a half-written file)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint of the same configs and dataset."""
+        check_compatible(state, self.dataset)
+        if state["dataset_key"] != self.dataset.key:
+            raise ValueError(
+                f"checkpoint was trained on dataset {state['dataset_key']}, not "
+                f"{self.dataset.key} ({self.dataset.source})"
+            )
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.fqe.load_state_dict(state["fqe"])
+        self.generator.set_state(state["rng"]["sampler"])
+        self.fqe_generator.set_state(state["rng"]["fqe_sampler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.step = int(state["step"])
+
+    @classmethod
+    def resume(cls, path: Path, dataset: OfflineDataset, device: str | None = None) -> Trainer:
+        """A trainer restored from a checkpoint file, ready to continue."""
+        state = read_checkpoint(path)
+        train_config = TrainConfig.model_validate(state["train_config"])
+        if device is not None:
+            train_config = train_config.model_copy(update={"device": device})
+        trainer = cls(parse_algo_config(state["algo_config"]), train_config, dataset)
+        trainer.load_state_dict(state)
+        return trainer
+
+    def init_policy_from(self, path: Path) -> None:
+        """Start the policy from a BC checkpoint's policy (IQL and BC only)."""
+        state = read_checkpoint(path)
+        check_compatible(state, self.dataset)
+        if state["algo_config"]["algo"] != "bc":
+            raise ValueError(f"{path} is a {state['algo_config']['algo']} checkpoint, not BC")
+        policy = getattr(self.algorithm, "policy", None)
+        if policy is None:
+            raise ValueError(f"{self.algo_config.algo} has no policy network to initialise")
+        policy.load_state_dict(state["algorithm"]["policy"])
+
+
+def run_training(
+    trainer: Trainer, on_progress: Callable[[int], None] | None = None
+) -> Iterator[dict[str, float]]:
+    """Train to the end, yielding `step`, the window's train metrics and the offline
+    metrics after every `eval_interval` steps (and at the last step)."""
+    config = trainer.config
+    while trainer.step < config.steps:
+        boundary = min(
+            config.steps, (trainer.step // config.eval_interval + 1) * config.eval_interval
+        )
+        metrics = trainer.train(boundary, on_progress)
+        metrics |= trainer.evaluate()
+        yield {"step": float(trainer.step), **metrics}
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only) and check its format and encoder version."""
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a poke-tune checkpoint (format {CHECKPOINT_FORMAT})")
+    if (state["encoder_version"], state["action_layout"]) != (ENCODER_VERSION, ACTION_LAYOUT):
+        raise ValueError(
+            f"{path} was trained on {state['encoder_version']}/{state['action_layout']}; "
+            f"this poke-tune encodes {ENCODER_VERSION}/{ACTION_LAYOUT}"
+        )
+    return state
+
+
+def check_compatible(state: dict[str, Any], dataset: OfflineDataset) -> None:
+    """A checkpoint and a dataset must share encoder version, sizes and action layout."""
+    header = dataset.header
+    ours = (state["encoder_version"], state["action_layout"], state["observation_size"])
+    theirs = (header.encoder_version, header.action_layout, header.observation_size)
+    if ours != theirs:
+        raise ValueError(f"checkpoint {ours} and dataset {dataset.source} {theirs} do not match")
