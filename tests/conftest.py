@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from poke_tune.data.dataset import OfflineDataset, load_dataset
+from poke_tune.data.generate import generate_dataset
 from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.dex import Dex, load_dex
 from poke_tune.sim.encoding import ObservationEncoder
@@ -25,3 +27,12 @@ def dex() -> Dex:
 @pytest.fixture(scope="session")
 def encoder(dex: Dex) -> ObservationEncoder:
     return ObservationEncoder(dex)
+
+
+@pytest.fixture(scope="session")
+def battle_dataset(tmp_path_factory: pytest.TempPathFactory) -> OfflineDataset:
+    """A real dataset: 160 battles of mixed random / max-damage behaviour."""
+    folder = tmp_path_factory.mktemp("battles")
+    path = folder / "mixed.jsonl.gz"
+    generate_dataset(path, policies=["random", "max-damage"], battles=160, seed=0)
+    return load_dataset(path, cache_root=folder / "cache")

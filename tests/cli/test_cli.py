@@ -54,3 +54,43 @@ def test_info_on_a_malformed_file_names_the_line(tmp_path: Path) -> None:
     result = run("data", "info", str(broken))
     assert result.returncode == 2
     assert "broken.jsonl:3" in result.stderr
+
+
+def test_train_then_eval_the_checkpoint(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl.gz"
+    assert run("data", "generate", str(data), "--battles", "8").returncode == 0
+    out = tmp_path / "run"
+    trained = run(
+        "train",
+        "--algo",
+        "iql",
+        "--data",
+        str(data),
+        "--steps",
+        "60",
+        "--out",
+        str(out),
+        "--set",
+        "eval_interval=30",
+        "--set",
+        "expectile=0.8",
+        "--set",
+        "network.hidden_sizes=[32]",
+    )
+    assert trained.returncode == 0, trained.stderr
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [30, 60]
+    assert json.loads((out / "config.json").read_text())["algo"]["expectile"] == 0.8
+    evaluated = run(
+        "eval", str(out / "checkpoint_last.pt"), "--opponent", "random", "--battles", "4", "--json"
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["battles"] == 4
+
+
+def test_train_rejects_an_out_of_range_hyperparameter(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    assert run("data", "generate", str(data), "--battles", "2").returncode == 0
+    result = run("train", "--algo", "iql", "--data", str(data), "--set", "expectile=0.4")
+    assert result.returncode == 2
+    assert "expectile" in result.stderr and "greater than 0.5" in result.stderr
