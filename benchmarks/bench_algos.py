@@ -1,0 +1,327 @@
+"""Training throughput: poke-tune's BC/IQL/CQL updates vs a seed-style IQL pipeline.
+
+Runs, in one process on this machine (CPU, torch's default threads):
+1. a real dataset: `--battles` random/max-damage battles, generated and compiled;
+2. seed-style IQL, the design poke-tune replaced: per-transition dicts, a torch Dataset
+   that builds tensors per item, a shuffling DataLoader with the default collate, and
+   twin Q(concat(s, one_hot(a))) -> scalar networks; DataLoader time is included;
+3. poke-tune's `Trainer.train` for BC, IQL and CQL with their default configs;
+4. the float32 `torch.mm` ceiling for the layer shapes the updates run.
+FLOPs per step are counted from the networks' nn.Linear shapes (see `mlp_flops`).
+
+usage: python benchmarks/bench_algos.py [--battles 150] [--steps 300] [--warmup 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from poke_tune.algos.bc import BC, BCConfig
+from poke_tune.algos.cql import CQL, CQLConfig
+from poke_tune.algos.iql import IQL, IQLConfig
+from poke_tune.algos.networks import mlp
+from poke_tune.algos.trainer import TrainConfig, Trainer
+from poke_tune.data.dataset import OfflineDataset, load_dataset
+from poke_tune.data.generate import generate_dataset
+
+BATCH = 256
+TARGETS = "targets (issue): IQL >= 3x seed-style, IQL >= 70% of the matmul ceiling"
+
+
+# -- FLOP counting ---------------------------------------------------------------------------
+
+
+def mlp_flops(net: nn.Module, batch: int, *, trained: bool) -> float:
+    """FLOPs of one pass of `net`'s nn.Linear layers over `batch` rows.
+
+    Convention: a Linear forward costs 2 * B * in * out. A trained pass (forward and
+    backward) costs 3x that (forward, grad wrt input, grad wrt weight), except the first
+    layer, whose input (observation or (s, a) features) needs no gradient: 2x. A no-grad
+    forward costs 1x. Bias adds, ReLU, LayerNorm, losses and optimizer steps are ignored.
+    """
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    forwards = [2.0 * batch * layer.in_features * layer.out_features for layer in linears]
+    if not trained:
+        return sum(forwards)
+    return 2 * forwards[0] + 3 * sum(forwards[1:])
+
+
+def ensemble_flops(nets: Iterable[nn.Module], batch: int, *, trained: bool) -> float:
+    return sum(mlp_flops(net, batch, trained=trained) for net in nets)
+
+
+def flops_per_step(algorithm: object, batch: int) -> float:
+    """FLOPs of one `update`, pass by pass as the algorithm's code runs them."""
+    if isinstance(algorithm, BC):
+        return mlp_flops(algorithm.policy, batch, trained=True)
+    if isinstance(algorithm, IQL):
+        return (
+            ensemble_flops(algorithm.q_target.critics, batch, trained=False)  # Q_target(s)
+            + mlp_flops(algorithm.v, batch, trained=True)  # V(s), V update
+            + mlp_flops(algorithm.v, batch, trained=False)  # V(s) again for the advantage
+            + mlp_flops(algorithm.policy, batch, trained=True)  # policy update
+            + mlp_flops(algorithm.v, batch, trained=False)  # V(s') for the Q targets
+            + ensemble_flops(algorithm.q.critics, batch, trained=True)  # Q update
+        )
+    if isinstance(algorithm, CQL):
+        return (
+            ensemble_flops(algorithm.q.critics, batch, trained=False)  # Q(s') for the argmax
+            + ensemble_flops(algorithm.q_target.critics, batch, trained=False)  # Q_target(s')
+            + ensemble_flops(algorithm.q.critics, batch, trained=True)  # Q(s), Q update
+        )
+    if isinstance(algorithm, SeedIQL):
+        return (
+            ensemble_flops(algorithm.q_targets, batch, trained=False)
+            + mlp_flops(algorithm.v, batch, trained=True)
+            + 2 * mlp_flops(algorithm.v, batch, trained=False)  # V(s) advantage, V(s')
+            + mlp_flops(algorithm.policy, batch, trained=True)
+            + ensemble_flops(algorithm.qs, batch, trained=True)
+        )
+    raise TypeError(f"no FLOP count for {type(algorithm).__name__}")
+
+
+# -- seed-style IQL (the replaced design) ----------------------------------------------------
+
+_DTYPES = {
+    "obs": torch.float32,
+    "action": torch.int64,
+    "reward": torch.float32,
+    "next_obs": torch.float32,
+    "done": torch.float32,
+    "mask": torch.bool,
+    "next_mask": torch.bool,
+}
+
+
+class SeedTransitions(Dataset[dict[str, torch.Tensor]]):
+    """A list of per-transition dicts; every item becomes fresh tensors in __getitem__."""
+
+    def __init__(self, dataset: OfflineDataset, indices: np.ndarray) -> None:
+        obs, masks = np.asarray(dataset.observations), np.asarray(dataset.action_masks)
+        self.transitions: list[dict[str, Any]] = []
+        for i in indices:
+            row = int(dataset.rows[i])
+            self.transitions.append(
+                {
+                    "obs": obs[row].copy(),
+                    "action": int(dataset.actions[i]),
+                    "reward": float(dataset.rewards[i]),
+                    "next_obs": obs[row + 1].copy(),
+                    "done": float(dataset.terminals[i]),
+                    "mask": masks[row].copy(),
+                    "next_mask": masks[row + 1].copy(),
+                }
+            )
+
+    def __len__(self) -> int:
+        return len(self.transitions)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.transitions[index]
+        return {key: torch.tensor(item[key], dtype=dtype) for key, dtype in _DTYPES.items()}
+
+
+class SeedIQL:
+    """IQL as the seed wrote it: twin Q(concat(s, one_hot(a))) -> scalar, V, policy."""
+
+    def __init__(self, config: IQLConfig, observation_size: int, num_actions: int) -> None:
+        self.config, self.num_actions = config, num_actions
+        net = config.network
+        self.qs = [mlp(observation_size + num_actions, 1, net) for _ in range(2)]
+        self.q_targets = [copy.deepcopy(q).requires_grad_(False) for q in self.qs]
+        self.v = mlp(observation_size, 1, net)
+        self.policy = mlp(observation_size, num_actions, net)
+        q_params = [p for q in self.qs for p in q.parameters()]
+        self.q_optimizer = torch.optim.Adam(q_params, lr=config.critic_lr)
+        self.v_optimizer = torch.optim.Adam(self.v.parameters(), lr=config.critic_lr)
+        self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.actor_lr)
+
+    def update(self, b: dict[str, torch.Tensor]) -> None:
+        cfg = self.config
+        sa = torch.cat([b["obs"], F.one_hot(b["action"], self.num_actions).float()], dim=1)
+        with torch.no_grad():
+            target_q = torch.min(self.q_targets[0](sa), self.q_targets[1](sa)).squeeze(1)
+        diff = target_q - self.v(b["obs"]).squeeze(1)
+        v_loss = (torch.abs(cfg.expectile - (diff < 0).float()) * diff**2).mean()
+        _step(self.v_optimizer, v_loss)
+        with torch.no_grad():
+            advantage = target_q - self.v(b["obs"]).squeeze(1)
+            weights = torch.exp(cfg.temperature * advantage).clamp(max=cfg.max_weight)
+        logits = self.policy(b["obs"]).masked_fill(~b["mask"], float("-inf"))
+        log_pi = F.log_softmax(logits, dim=-1).gather(1, b["action"][:, None]).squeeze(1)
+        _step(self.policy_optimizer, -(weights * log_pi).mean())
+        with torch.no_grad():
+            next_v = self.v(b["next_obs"]).squeeze(1)
+            target = b["reward"] + cfg.gamma * (1.0 - b["done"]) * next_v
+        q_loss = sum(((q(sa).squeeze(1) - target) ** 2).mean() for q in self.qs)
+        _step(self.q_optimizer, q_loss)
+        for q_target, q in zip(self.q_targets, self.qs, strict=True):
+            for target_param, param in zip(q_target.parameters(), q.parameters(), strict=True):
+                target_param.data.mul_(1.0 - cfg.tau).add_(cfg.tau * param.data)
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad()
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
+
+
+def _forever(loader: DataLoader[Any]) -> Iterator[dict[str, torch.Tensor]]:
+    while True:
+        yield from loader
+
+
+# -- measurements ----------------------------------------------------------------------------
+
+
+def seed_rate(dataset: OfflineDataset, steps: int, warmup: int) -> tuple[float, float]:
+    """(steps/s, FLOP/step) of seed-style IQL on the trainer's training split."""
+    torch.manual_seed(0)
+    train_index, _ = dataset.split(TrainConfig().val_fraction, seed=0)
+    loader = DataLoader(
+        SeedTransitions(dataset, train_index), batch_size=BATCH, shuffle=True, drop_last=True
+    )
+    algo = SeedIQL(IQLConfig(), dataset.observation_size, dataset.num_actions)
+    batches = _forever(loader)
+    for _ in range(warmup):
+        algo.update(next(batches))
+    start = time.perf_counter()
+    for _ in range(steps):
+        algo.update(next(batches))
+    return steps / (time.perf_counter() - start), flops_per_step(algo, BATCH)
+
+
+def trainer_rate(
+    config: BCConfig | IQLConfig | CQLConfig, dataset: OfflineDataset, steps: int, warmup: int
+) -> tuple[float, float]:
+    """(steps/s, FLOP/step) of `Trainer.train` with batch size BATCH, FQE off."""
+    train_config = TrainConfig(batch_size=BATCH, steps=warmup + steps, fqe_steps=0, device="cpu")
+    trainer = Trainer(config, train_config, dataset)
+    trainer.train(warmup)
+    start = time.perf_counter()
+    trainer.train(warmup + steps)
+    return steps / (time.perf_counter() - start), flops_per_step(trainer.algorithm, BATCH)
+
+
+def _gflops(run: Callable[[], object], flops: float, min_seconds: float, repeats: int) -> float:
+    """Median GFLOP/s of `run` over `repeats` timings of at least `min_seconds` each."""
+    calls = 1
+    while True:  # calibrate: double the call count until one timing lasts min_seconds
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        if time.perf_counter() - start >= min_seconds:
+            break
+        calls *= 2
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        rates.append(calls * flops / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
+def matmul_ceiling(
+    observation_size: int, hidden: int, min_seconds: float = 0.3, repeats: int = 5
+) -> tuple[float, str]:
+    """Best median float32 torch.mm GFLOP/s over the update's layer shapes (and its name)."""
+    b, d, h = BATCH, observation_size, hidden
+
+    def mm(label: str, a: torch.Tensor, w: torch.Tensor) -> tuple[str, float]:
+        out = torch.empty(a.shape[0], w.shape[1])
+        run = lambda: torch.mm(a, w, out=out)  # noqa: E731
+        return label, _gflops(
+            run, 2.0 * a.shape[0] * a.shape[1] * w.shape[1], min_seconds, repeats
+        )
+
+    x, g, w1, w2 = torch.randn(b, d), torch.randn(b, h), torch.randn(h, d), torch.randn(h, h)
+    results = [
+        mm(f"fwd [{b}x{d}]@[{d}x{h}]", x, w1.t()),
+        mm(f"fwd [{b}x{h}]@[{h}x{h}]", g, w2.t()),
+        mm(f"dW1 [{h}x{b}]@[{b}x{d}]", g.t(), x),
+        mm(f"dX2 [{b}x{h}]@[{h}x{h}]", g, w2),
+        mm(f"dW2 [{h}x{b}]@[{b}x{h}]", g.t(), g),
+    ]
+    label, best = max(results, key=lambda item: item[1])
+    return best, label
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--battles", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=300, help="timed gradient steps")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    print(
+        f"machine: {platform.node()} | {_cpu_model()} | {os.cpu_count()} CPUs | "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads | "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "bench.jsonl.gz"
+        generate_dataset(path, policies=["random", "max-damage"], battles=args.battles, seed=0)
+        dataset = load_dataset(path, cache_root=Path(scratch) / "cache")
+        print(
+            f"dataset: {args.battles} battles, {dataset.num_transitions} transitions, "
+            f"observation {dataset.observation_size}, {dataset.num_actions} actions; "
+            f"batch {BATCH}, {args.steps} timed steps after {args.warmup} warm-up"
+        )
+        hidden = max(IQLConfig().network.hidden_sizes)
+        before, shape = matmul_ceiling(dataset.observation_size, hidden)
+        rows = [("seed-style IQL (DataLoader)", seed_rate(dataset, args.steps, args.warmup))]
+        for name, config in (("BC", BCConfig()), ("IQL", IQLConfig()), ("CQL", CQLConfig())):
+            rows.append(
+                (f"poke-tune {name}", trainer_rate(config, dataset, args.steps, args.warmup))
+            )
+        after, _ = matmul_ceiling(dataset.observation_size, hidden)
+
+    ceiling = max(before, after)
+    seed_steps = rows[0][1][0]
+    print(
+        f"{'pipeline':28} {'steps/s':>8} {'vs seed':>8} {'GFLOP/step':>10} "
+        f"{'GFLOP/s':>8} {'% ceiling':>9}"
+    )
+    for name, (rate, flops) in rows:
+        achieved = rate * flops / 1e9
+        print(
+            f"{name:28} {rate:8.1f} {rate / seed_steps:7.2f}x {flops / 1e9:10.3f} "
+            f"{achieved:8.1f} {100 * achieved / ceiling:8.1f}%"
+        )
+    print(
+        f"matmul ceiling: {ceiling:.1f} GFLOP/s (float32 torch.mm, best shape {shape}; "
+        f"{before:.1f} before the pipelines, {after:.1f} after)"
+    )
+    if min(before, after) < 0.65 * ceiling:  # run-to-run noise here is about +-20%
+        print("warning: the ceiling fell by > 35% during the run; the machine was not idle")
+    print(TARGETS)
+
+
+if __name__ == "__main__":
+    main()
