@@ -24,11 +24,12 @@ class LearnedPolicy:
     name: str
     scores: Callable[[torch.Tensor], torch.Tensor]
     temperature: float | None = None
+    device: torch.device | str = "cpu"
 
     def act(self, view: PlayerView, rng: np.random.Generator) -> int:
         with torch.inference_mode():
-            observation = torch.from_numpy(view.observation)[None]
-            scores = self.scores(observation)[0].numpy().astype(np.float64)
+            observation = torch.from_numpy(view.observation)[None].to(self.device)
+            scores = self.scores(observation)[0].cpu().numpy().astype(np.float64)
         scores[~view.mask] = -np.inf
         if self.temperature is None:
             return int(scores.argmax())

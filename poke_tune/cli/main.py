@@ -48,7 +48,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Generate and inspect offline datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 stdout = Console(soft_wrap=True)
 _USER_ERRORS = (
     SimulatorNotFoundError,
@@ -187,6 +187,36 @@ def resolve_policy(name: str) -> Policy:
     return make_policy(name)
 
 
+def _experiment_table(results: Any, spec: Any) -> None:
+    from poke_tune.tuning.search import best_row, trial_rows
+    from poke_tune.tuning.spec import OBJECTIVE_KEY
+
+    rows = trial_rows(results, spec)
+    columns = [c for c in (rows[0] if rows else {}) if c != "checkpoint"]
+    table = Table(title=f"{spec.name}: {len(rows)} trials")
+    for column in columns:
+        table.add_column(column.removeprefix("param/"))
+    for row in rows:
+        table.add_row(
+            *(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns)
+        )
+    stdout.print(table)
+    best = best_row(rows, spec)
+    if best is None:
+        console.print("[bold red]no trial finished with an objective")
+        return
+    params = {k.removeprefix("param/"): v for k, v in best.items() if k.startswith("param/")}
+    stdout.print(
+        f"best trial {best['trial_id']}: {OBJECTIVE_KEY} = {best[OBJECTIVE_KEY]:.4g}, "
+        f"params {params}"
+    )
+    if best["checkpoint"] is not None:
+        stdout.print(
+            f"  checkpoint: {best['checkpoint']}\n  evaluate:   poke-tune eval "
+            f"{best['checkpoint']} --opponent {spec.objective.opponent} --battles 500"
+        )
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """`["network.hidden_sizes=[512,512]", "expectile=0.9"]` -> a nested dict (YAML values)."""
     result: dict[str, Any] = {}
@@ -290,6 +320,81 @@ def train(
     )
     if status != "completed":
         raise typer.Exit(1)
+
+
+def _load_spec(spec: Path, overrides: list[str] | None, **extra: Any) -> Any:
+    from poke_tune.tuning.spec import load_spec
+
+    values = parse_overrides(overrides or [])
+    for key, value in extra.items():
+        if value is not None:
+            node = values
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return load_spec(spec, values)
+
+
+@app.command()
+def validate(
+    spec: Annotated[Path, typer.Argument(help="Search spec YAML.")],
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE.")] = None,
+) -> None:
+    """Check a search spec without running it."""
+    with _user_errors():
+        loaded = _load_spec(spec, overrides)
+    stdout.print(
+        f"{spec}: valid ({loaded.algorithm['algo']}, {len(loaded.search_space)} "
+        f"parameters, {loaded.num_samples} trials)"
+    )
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="Search spec YAML.")],
+    address: Annotated[str | None, typer.Option(help="Ray cluster (default: local).")] = None,
+    num_samples: Annotated[int | None, typer.Option(min=1)] = None,
+    steps: Annotated[int | None, typer.Option(min=1)] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE override, e.g. objective.battles=20."),
+    ] = None,
+) -> None:
+    """Run a tuning sweep: Optuna proposes, Ray Tune trains one trial per configuration."""
+    from poke_tune.tuning.search import run_sweep
+
+    with _user_errors():
+        loaded = _load_spec(spec, overrides, num_samples=num_samples, **{"training.steps": steps})
+        results = run_sweep(loaded, address=address)
+    _experiment_table(results, loaded)
+
+
+@app.command()
+def resume(
+    experiment: Annotated[Path, typer.Argument(help="Experiment folder (storage_path/name).")],
+    address: Annotated[str | None, typer.Option(help="Ray cluster (default: local).")] = None,
+) -> None:
+    """Continue an interrupted sweep (searcher and scheduler state included)."""
+    from poke_tune.tuning.search import restore_tuner, spec_of
+
+    with _user_errors():
+        results = restore_tuner(experiment.resolve(), address=address).fit()
+        spec = spec_of(experiment.resolve())
+    _experiment_table(results, spec)
+
+
+@app.command()
+def best(
+    experiment: Annotated[Path, typer.Argument(help="Experiment folder (storage_path/name).")],
+) -> None:
+    """Print the trials table and the best trial of a finished sweep."""
+    from poke_tune.tuning.search import restore_tuner, spec_of
+
+    with _user_errors():
+        results = restore_tuner(experiment.resolve()).get_results()
+        spec = spec_of(experiment.resolve())
+    _experiment_table(results, spec)
 
 
 @app.command("eval")

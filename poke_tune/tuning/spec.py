@@ -1,0 +1,296 @@
+"""The search spec: one YAML file that says everything a sweep needs, validated once.
+
+Errors name the file, the line and the key path, e.g.
+`search_spaces/cql_alpha.yaml:14: search_space.alpha.low: Input should be greater than 0`.
+Relative paths in a spec (dataset, storage) are resolved against the spec's folder and
+stored absolute, because Ray trials run in their own working directories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from poke_tune.algos import TrainConfig, parse_algo_config
+from poke_tune.eval.winrate import EVAL_SEED
+
+__all__ = [
+    "OBJECTIVE_KEY",
+    "CategoricalParam",
+    "FloatParam",
+    "IntParam",
+    "SearchSpec",
+    "SpecError",
+    "load_spec",
+]
+
+OBJECTIVE_KEY = "objective/best"
+"""What Tune and Optuna optimise: the best-so-far value of the spec's objective metric
+(budget-robust, so an ASHA-stopped trial reports its best, not its last, evaluation)."""
+
+
+class SpecError(ValueError):
+    """An invalid search spec; the message names file, line, key path and expectation."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Condition(_Strict):
+    """Sample a parameter only when another parameter has one of some values."""
+
+    param: str
+    values: list[Any] = Field(min_length=1)
+
+
+class FloatParam(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    when: Condition | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got {self.low}")
+        return self
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    when: Condition | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+    when: Condition | None = None
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class GenerateRecipe(_Strict):
+    """A dataset made by `poke-tune data generate`, once, cached by this recipe's hash."""
+
+    battles: int = Field(gt=0)
+    policies: list[str] = Field(default=["random", "max-damage"], min_length=1)
+    seed: int = 0
+    battle_format: str = "gen9randombattle"
+    max_turns: int = Field(default=200, gt=0)
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[
+            :16
+        ]
+
+
+class DatasetSpec(_Strict):
+    path: Path | None = None
+    generate: GenerateRecipe | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if (self.path is None) == (self.generate is None):
+            raise ValueError("give exactly one of `path` or `generate`")
+        return self
+
+
+class ObjectiveSpec(_Strict):
+    """What a trial is judged by."""
+
+    metric: str = "eval/win_rate"
+    """`eval/win_rate` (real battles) or an offline metric such as `offline/fqe_value`."""
+    mode: Literal["max", "min"] = "max"
+    opponent: str = "max-damage"
+    """Built-in opponent of the win-rate evaluation."""
+    battles: int = Field(default=100, gt=0)
+    """Battles per evaluation; the same seeded set for every trial and evaluation."""
+    seed: int = EVAL_SEED
+    max_turns: int = Field(default=200, gt=0)
+
+    @property
+    def uses_battles(self) -> bool:
+        return self.metric.startswith("eval/")
+
+
+class SearcherSpec(_Strict):
+    algorithm: Literal["tpe", "cmaes", "random", "grid"] = "tpe"
+    seed: int = 0
+    warm_start: list[dict[str, Any]] = []
+    """Points to evaluate first (e.g. the paper's defaults)."""
+
+
+class SchedulerSpec(_Strict):
+    type: Literal["fifo", "asha"] = "asha"
+    grace_period: int = Field(default=2, gt=0)
+    """Evaluations before ASHA may stop a trial."""
+    reduction_factor: float = Field(default=2.0, gt=1)
+
+
+class ResourcesSpec(_Strict):
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _fraction_or_whole(cls, gpu: float) -> float:
+        if gpu > 1 and gpu != int(gpu):
+            raise ValueError(f"gpu must be a fraction in (0, 1] or a whole number, got {gpu}")
+        return gpu
+
+
+class CheckpointSpec(_Strict):
+    every: int = Field(default=1, gt=0)
+    """Checkpoint every this many evaluations."""
+    keep: int = Field(default=2, gt=0)
+    """Best checkpoints kept per trial, by the objective."""
+
+
+class SearchSpec(_Strict):
+    """A whole sweep."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    algorithm: dict[str, Any]
+    """`algo` (bc / iql / cql) and fixed hyperparameters of that algorithm."""
+    dataset: DatasetSpec
+    training: TrainConfig = TrainConfig(steps=3000, eval_interval=500)
+    objective: ObjectiveSpec = ObjectiveSpec()
+    search_space: dict[str, Param] = Field(min_length=1)
+    searcher: SearcherSpec = SearcherSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    num_samples: int = Field(default=8, gt=0)
+    max_concurrent_trials: int = Field(default=2, gt=0)
+    resources: ResourcesSpec = ResourcesSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    max_failures: int = Field(default=2, ge=0)
+    storage_path: Path = Path("runs/ray")
+    mlflow: dict[str, Any] = {}
+    """Tracking settings (used by the MLflow integration)."""
+
+    @model_validator(mode="after")
+    def _check_algorithm(self) -> SearchSpec:
+        # Every sampled point must give a valid algorithm config: check the space's corners.
+        for name, param in self.search_space.items():
+            corners = (
+                [param.low, param.high]
+                if not isinstance(param, CategoricalParam)
+                else (param.choices)
+            )
+            for value in corners:
+                self.algorithm_config({name: value})
+            if param.when is not None and param.when.param not in self.search_space:
+                raise ValueError(
+                    f"search_space.{name}.when: unknown parameter {param.when.param!r}"
+                )
+        return self
+
+    def algorithm_config(self, sampled: dict[str, Any]) -> Any:
+        """The typed algorithm config of one trial: fixed settings + sampled values."""
+        values: dict[str, Any] = json.loads(json.dumps(self.algorithm))
+        for key, value in sampled.items():
+            node = values
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return parse_algo_config(values)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the YAML node at `loc` (or of its nearest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+            if match is None:
+                # unknown key: point at the key itself if present
+                # not in the file (e.g. a command-line override): no line to point at
+                return None
+            node = match
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and part < len(node.value)
+        ):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> SearchSpec:
+    """Read and validate a spec file; `overrides` (nested dict) replace values in it."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}:1: expected a mapping of spec keys, got {type(raw).__name__}")
+    _merge(raw, overrides or {})
+    try:
+        spec = SearchSpec.model_validate(raw)
+    except ValidationError as error:
+        problems = []
+        for issue in error.errors():
+            loc = tuple(p for p in issue["loc"] if not str(p).startswith("function-after"))
+            loc = tuple(p for p in loc if p not in ("float", "int", "categorical"))
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(root, loc)
+            where = f"{path}:{line}" if line else str(path)
+            problems.append(f"{where}: {key}: {issue['msg']}")
+        raise SpecError("invalid search spec:\n  " + "\n  ".join(problems)) from None
+    return _resolve_paths(spec, path, root)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _resolve_paths(spec: SearchSpec, spec_path: Path, root: yaml.Node | None) -> SearchSpec:
+    dataset = spec.dataset
+    if dataset.path is not None:
+        resolved = (spec_path.parent / dataset.path).resolve()
+        if not resolved.is_file():
+            line = _line_of(root, ("dataset", "path"))
+            raise SpecError(f"{spec_path}:{line}: dataset.path: file {resolved} does not exist")
+        dataset = dataset.model_copy(update={"path": resolved})
+    storage = spec.storage_path
+    if "://" not in str(storage):
+        storage = (Path.cwd() / storage).resolve()
+    return spec.model_copy(update={"dataset": dataset, "storage_path": storage})
