@@ -56,6 +56,7 @@ def train_trial(config: dict[str, Any], *, spec_json: str, dataset: OfflineDatas
             trainer.load_state_dict(read_checkpoint(Path(folder) / CHECKPOINT_FILE))
             progress = json.loads((Path(folder) / PROGRESS_FILE).read_text())
         _logger.info("resumed at step %d", trainer.step)
+    progress["restored_from_step"] = trainer.step if checkpoint is not None else 0
 
     opponent = make_policy(spec.objective.opponent)
     with ExitStack() as stack:
@@ -104,7 +105,12 @@ def _train_loop(
             best = progress["best"]
             progress["best"] = value if best is None else sign * max(sign * best, sign * value)
             progress["evaluations"] += 1
-            report |= {OBJECTIVE_KEY: progress["best"], "status": "running"}
+            report |= {
+                OBJECTIVE_KEY: progress["best"],
+                "status": "running",
+                "device": str(trainer.device),
+                "restored_from_step": progress["restored_from_step"],
+            }
             last = trainer.step >= spec.training.steps
             if progress["evaluations"] % spec.checkpoint.every == 0 or last:
                 with tempfile.TemporaryDirectory() as folder:

@@ -1,0 +1,152 @@
+"""The tuning service on a real local Ray instance: a whole sweep with Optuna and ASHA,
+fractional GPU packing, trial crash recovery, and driver interrupt + resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray.tune.search.optuna import OptunaSearch
+
+from poke_tune.algos import load_policy
+from poke_tune.eval.winrate import evaluate
+from poke_tune.sim.policies import make_policy
+from poke_tune.tuning.search import run_sweep, trial_rows
+from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec, load_spec
+
+TINY = Path(__file__).with_name("tiny.yaml")
+POKE_TUNE = str(Path(sys.executable).with_name("poke-tune"))
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    # One logical GPU on a CPU machine: Tune packs gpu: 0.25 trials as on a real one.
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def _spec(tmp_path: Path, **overrides: Any) -> SearchSpec:
+    return load_spec(TINY, {"storage_path": str(tmp_path / "ray"), **overrides})
+
+
+def test_sweep_with_optuna_and_asha_finds_a_loadable_winner(
+    local_ray: None, tmp_path: Path
+) -> None:
+    spec = _spec(tmp_path)
+    rows = trial_rows(run_sweep(spec), spec)
+    assert len(rows) == 4
+    assert {r["status"] for r in rows} <= {"completed", "early-stopped"}
+    # Optuna's warm start (the official IQL defaults) was tried, the rest were sampled.
+    points = {(r["param/expectile"], r["param/temperature"]) for r in rows}
+    assert (0.7, 3.0) in points and len(points) == 4
+    best = max(rows, key=lambda r: r[OBJECTIVE_KEY])
+    assert best["checkpoint"] is not None and best["checkpoint"].is_file()
+    result = evaluate(load_policy(best["checkpoint"]), make_policy("random"), battles=4)
+    assert result.battles == 4 and result.invalid_choices == 0
+
+
+def test_quarter_gpus_pack_four_trials_at_once(local_ray: None, tmp_path: Path) -> None:
+    spec = _spec(
+        tmp_path,
+        name="packing",
+        objective={"metric": "offline/action_match", "mode": "max"},
+        training={"steps": 1500, "eval_interval": 1500, "batch_size": 64, "fqe_steps": 0},
+        resources={"cpu": 0.25, "gpu": 0.25},
+        max_concurrent_trials=4,
+        scheduler={"type": "fifo"},
+    )
+    results = run_sweep(spec)
+    frame = results.get_dataframe()
+    assert len(frame) == 4
+    assert set(frame["device"]) == {"cpu"}  # no CUDA here: the trials fall back to CPU
+    ends = frame["timestamp"]
+    starts = ends - frame["time_total_s"]
+    assert starts.max() < ends.min(), "the four trials did not all run at the same time"
+
+
+def _trial_worker_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"ray::ImplicitFunc"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_killed_trial_resumes_from_its_checkpoint(local_ray: None, tmp_path: Path) -> None:
+    spec = _spec(
+        tmp_path,
+        name="crash",
+        num_samples=2,
+        objective={"metric": "offline/action_match", "mode": "max"},
+        training={"steps": 1200, "eval_interval": 200, "batch_size": 64, "fqe_steps": 0},
+        scheduler={"type": "fifo"},
+    )
+    experiment = Path(spec.storage_path) / spec.name
+
+    def kill_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if list(experiment.glob("*/checkpoint_000001")) and _trial_worker_pids():
+                os.kill(_trial_worker_pids()[0], signal.SIGKILL)
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint)
+    killer.start()
+    results = run_sweep(spec)
+    killer.join()
+    rows = trial_rows(results, spec)
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    frame = results.get_dataframe()
+    assert (frame["restored_from_step"] > 0).any(), "no trial was restored from a checkpoint"
+    assert (frame["step"] == 1200).all()
+
+
+def test_interrupted_driver_resumes_with_the_optuna_history(tmp_path: Path) -> None:
+    storage = tmp_path / "ray"
+    run = [
+        POKE_TUNE,
+        "run",
+        str(TINY),
+        "--set",
+        f"storage_path={storage}",
+        "--set",
+        "num_samples=6",
+        "--set",
+        "name=resumable",
+    ]
+    experiment = storage / "resumable"
+    driver = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(experiment.glob("*/result.json"))) < 2:
+        time.sleep(0.5)
+    time.sleep(2)
+    driver.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
+    driver.communicate(timeout=120)
+
+    resumed = subprocess.run(
+        [POKE_TUNE, "resume", str(experiment)], capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumable: 6 trials" in resumed.stdout
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(str(experiment))
+    trials = searcher._ot_study.trials
+    assert len(trials) == 6
+    assert all(t.state.name == "COMPLETE" for t in trials)
