@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# One command from a fresh clone: set up, generate a small dataset, evaluate policies.
+# One command from a fresh clone: set up, then run the main job, a CQL alpha sweep
+# (its dataset is generated from the spec's recipe on first use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-mkdir -p runs
-.venv/bin/poke-tune data generate runs/quickstart.jsonl.gz --battles 200 --policies random,max-damage
-.venv/bin/poke-tune data info runs/quickstart.jsonl.gz
-.venv/bin/poke-tune eval heuristic --opponent max-damage --battles 200
+.venv/bin/poke-tune run search_spaces/cql_alpha.yaml
