@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -366,7 +367,14 @@ def run(
 
     with _user_errors():
         loaded = _load_spec(spec, overrides, num_samples=num_samples, **{"training.steps": steps})
-        results = run_sweep(loaded, address=address)
+        invocation = {
+            "spec_file": str(spec.resolve()),
+            "overrides": overrides or [],
+            "num_samples": num_samples,
+            "steps": steps,
+            "argv": sys.argv,
+        }
+        results = run_sweep(loaded, address=address, invocation=invocation)
     _experiment_table(results, loaded)
 
 

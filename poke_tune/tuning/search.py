@@ -50,6 +50,8 @@ _logger = logging.getLogger(__name__)
 
 SPEC_FILE = "poke_tune_spec.json"
 """Written into the experiment folder so `resume` and `best` need only that folder."""
+RUN_FILE = "poke_tune_run.json"
+"""How the sweep was started: spec file, command-line overrides, command line."""
 
 
 @dataclass(frozen=True)
@@ -176,14 +178,24 @@ def _init_ray(address: str | None) -> None:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
 
 
-def run_sweep(spec: SearchSpec, *, address: str | None = None) -> tune.ResultGrid:
-    """Run a whole sweep (local Ray unless `address` / RAY_ADDRESS names a cluster)."""
+def run_sweep(
+    spec: SearchSpec,
+    *,
+    address: str | None = None,
+    invocation: dict[str, Any] | None = None,
+) -> tune.ResultGrid:
+    """Run a whole sweep (local Ray unless `address` / RAY_ADDRESS names a cluster).
+
+    `invocation` (spec file, command-line overrides) is saved beside the spec as run.
+    """
     dataset = prepare_dataset(spec)
     _init_ray(address)
     tuner = build_tuner(spec, dataset)
     folder = experiment_path(spec)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
+    if invocation is not None:
+        (folder / RUN_FILE).write_text(json.dumps(invocation, indent=2, default=str))
     return tuner.fit()
 
 

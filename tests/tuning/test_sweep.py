@@ -3,6 +3,7 @@ fractional GPU packing, trial crash recovery, and driver interrupt + resume."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -145,6 +146,8 @@ def test_interrupted_driver_resumes_with_the_optuna_history(tmp_path: Path) -> N
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resumable: 6 trials" in resumed.stdout
+    invocation = json.loads((experiment / "poke_tune_run.json").read_text())
+    assert "num_samples=6" in invocation["overrides"]  # overrides are recorded with the run
     searcher = OptunaSearch()
     searcher.restore_from_dir(str(experiment))
     trials = searcher._ot_study.trials
