@@ -2,8 +2,9 @@
 
 Errors name the file, the line and the key path, e.g.
 `search_spaces/cql_alpha.yaml:14: search_space.alpha.low: Input should be greater than 0`.
-Relative paths in a spec (dataset, storage) are resolved against the spec's folder and
-stored absolute, because Ray trials run in their own working directories.
+Relative paths are stored absolute, because Ray trials run in their own working
+directories: `dataset.path` against the spec's folder, a local `storage_path` against the
+current folder (where results are expected).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -39,6 +41,9 @@ __all__ = [
 OBJECTIVE_KEY = "objective/best"
 """What Tune and Optuna optimise: the best-so-far value of the spec's objective metric
 (budget-robust, so an ASHA-stopped trial reports its best, not its last, evaluation)."""
+
+
+_PARAM_TYPES = ("float", "int", "categorical")
 
 
 class SpecError(ValueError):
@@ -83,6 +88,8 @@ class IntParam(_Strict):
     def _check(self) -> IntParam:
         if self.low >= self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low < 1:
+            raise ValueError(f"a log-scale integer range needs low >= 1, got {self.low}")
         return self
 
 
@@ -189,26 +196,56 @@ class SearchSpec(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     max_failures: int = Field(default=2, ge=0)
-    storage_path: Path = Path("runs/ray")
+    storage_path: str = "runs/ray"
+    """Where Ray Tune keeps the experiment: a local folder (relative to the current folder)
+    or shared storage such as `s3://bucket/path` or an NFS mount."""
     mlflow: dict[str, Any] = {}
     """Tracking settings (used by the MLflow integration)."""
 
     @model_validator(mode="after")
-    def _check_algorithm(self) -> SearchSpec:
-        # Every sampled point must give a valid algorithm config: check the space's corners.
-        for name, param in self.search_space.items():
-            corners = (
-                [param.low, param.high]
-                if not isinstance(param, CategoricalParam)
-                else (param.choices)
-            )
-            for value in corners:
-                self.algorithm_config({name: value})
-            if param.when is not None and param.when.param not in self.search_space:
-                raise ValueError(
-                    f"search_space.{name}.when: unknown parameter {param.when.param!r}"
-                )
+    def _check_algorithm(self, info: ValidationInfo) -> SearchSpec:
+        # `load_spec` runs these checks itself, to point at the offending line.
+        if not (info.context or {}).get("defer_semantic_checks"):
+            for loc, message in self.problems():
+                raise ValueError(f"{'.'.join(map(str, loc))}: {message}")
         return self
+
+    def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Checks across fields: every corner of the space is a valid algorithm config,
+        and `when` conditions name earlier parameters. Returns (key path, message) pairs."""
+        found: list[tuple[tuple[str | int, ...], str]] = []
+        names = list(self.search_space)
+        for name, param in self.search_space.items():
+            corners: list[tuple[str, int | None, Any]]
+            if isinstance(param, CategoricalParam):
+                corners = [("choices", i, v) for i, v in enumerate(param.choices)]
+            else:
+                corners = [("low", None, param.low), ("high", None, param.high)]
+            for key, index, value in corners:
+                try:
+                    self.algorithm_config({name: value})
+                except ValidationError as error:
+                    loc: tuple[str | int, ...] = ("search_space", name, key)
+                    if index is not None:
+                        loc += (index,)
+                    reason = "; ".join(e["msg"] for e in error.errors())
+                    found.append(
+                        (
+                            loc,
+                            f"{name}={value!r} is not a valid "
+                            f"{self.algorithm.get('algo')} setting: {reason}",
+                        )
+                    )
+            condition = param.when
+            if condition is not None and condition.param not in names[: names.index(name)]:
+                found.append(
+                    (
+                        ("search_space", name, "when", "param"),
+                        f"unknown parameter {condition.param!r}: `when` must name a parameter "
+                        "listed before this one",
+                    )
+                )
+        return found
 
     def algorithm_config(self, sampled: dict[str, Any]) -> Any:
         """The typed algorithm config of one trial: fixed settings + sampled values."""
@@ -223,25 +260,22 @@ class SearchSpec(_Strict):
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """1-based line of the YAML node at `loc` (or of its nearest existing parent)."""
+    """1-based line of the key (or list item) at `loc`; None for a key missing from the
+    file (a command-line override, a required key left out)."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == part), None)
-            if match is None:
-                # unknown key: point at the key itself if present
-                # not in the file (e.g. a command-line override): no line to point at
+            entry = next(((k, v) for k, v in node.value if k.value == part), None)
+            if entry is None:
                 return None
-            node = match
-        elif (
-            isinstance(node, yaml.SequenceNode)
-            and isinstance(part, int)
-            and part < len(node.value)
-        ):
+            line, node = entry[0].start_mark.line + 1, entry[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
             node = node.value[part]
+            line = node.start_mark.line + 1
         else:
             break
-        line = node.start_mark.line + 1
     return line
 
 
@@ -260,17 +294,22 @@ def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> SearchSpec
         raise SpecError(f"{path}:1: expected a mapping of spec keys, got {type(raw).__name__}")
     _merge(raw, overrides or {})
     try:
-        spec = SearchSpec.model_validate(raw)
+        spec = SearchSpec.model_validate(raw, context={"defer_semantic_checks": True})
+        found = spec.problems()
     except ValidationError as error:
-        problems = []
+        found = []
         for issue in error.errors():
             loc = tuple(p for p in issue["loc"] if not str(p).startswith("function-after"))
-            loc = tuple(p for p in loc if p not in ("float", "int", "categorical"))
+            found.append((tuple(p for p in loc if p not in _PARAM_TYPES), issue["msg"]))
+    if found:
+        problems = []
+        for loc, message in found:
             key = ".".join(str(p) for p in loc) or "(top level)"
             line = _line_of(root, loc)
-            where = f"{path}:{line}" if line else str(path)
-            problems.append(f"{where}: {key}: {issue['msg']}")
-        raise SpecError("invalid search spec:\n  " + "\n  ".join(problems)) from None
+            problems.append(
+                f"{path}:{line}: {key}: {message}" if line else f"{path}: {key}: {message}"
+            )
+        raise SpecError("invalid search spec:\n  " + "\n  ".join(problems))
     return _resolve_paths(spec, path, root)
 
 
@@ -291,6 +330,6 @@ def _resolve_paths(spec: SearchSpec, spec_path: Path, root: yaml.Node | None) ->
             raise SpecError(f"{spec_path}:{line}: dataset.path: file {resolved} does not exist")
         dataset = dataset.model_copy(update={"path": resolved})
     storage = spec.storage_path
-    if "://" not in str(storage):
-        storage = (Path.cwd() / storage).resolve()
+    if "://" not in storage:
+        storage = str((Path.cwd() / storage).resolve())
     return spec.model_copy(update={"dataset": dataset, "storage_path": storage})

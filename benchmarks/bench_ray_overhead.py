@@ -1,0 +1,188 @@
+"""Ray overhead of a sweep: a Tune sweep vs the same trials run without Ray.
+
+Issue targets: the sweep's wall time at most 10% above the same trials run back to back
+with the same concurrency, and the first reported result within 20 s.
+
+(a) Ray: `run_sweep(spec)`: OptunaSearch (random sampler), FIFO scheduler, 2 concurrent
+    1-CPU trials, a checkpoint at every evaluation as in the checked-in specs. Timed from
+    before `ray.init` (and separately without it). The first result is the moment a
+    trial's result.json first holds a line (a 20 ms poll of the experiment folder).
+(b) Baseline: the configurations Ray ran (read back from the ResultGrid), each trained by
+    `Trainer` + `run_training` in a ProcessPoolExecutor(max_workers=2) (spawned workers,
+    one torch thread each, as Ray gives a 1-CPU trial OMP_NUM_THREADS=1); no checkpoints.
+    Worker start-up is inside the timing, as Ray's is.
+
+Objective: `offline/action_match`, the held-out agreement with the data's actions. Every
+evaluation computes it without battles (and FQE is off), so a trial's time is training
+time and the difference isolates Ray. IQL with a 64x64 network, 300 steps (about 3 s on
+one core), evaluated every 100 steps. The dataset (60 generated battles, cached) is
+prepared before either timer starts.
+
+usage: python benchmarks/bench_ray_overhead.py [--trials 16] [--steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import platform
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+from poke_tune.algos import Trainer, run_training
+from poke_tune.data.dataset import OfflineDataset
+from poke_tune.tuning.search import experiment_path, prepare_dataset, run_sweep
+from poke_tune.tuning.spec import SearchSpec
+
+CONCURRENCY = 2
+TARGETS = "targets (issue): overhead <= 10%, first result <= 20 s"
+
+
+def make_spec(storage: Path, trials: int, steps: int) -> SearchSpec:
+    return SearchSpec.model_validate(
+        {
+            "name": "ray-overhead",
+            "algorithm": {"algo": "iql", "network": {"hidden_sizes": [64, 64]}},
+            "dataset": {"generate": {"battles": 60, "seed": 0}},
+            "training": {"steps": steps, "eval_interval": steps // 3, "fqe_steps": 0},
+            "objective": {"metric": "offline/action_match", "mode": "max"},
+            "search_space": {
+                "expectile": {"type": "float", "low": 0.6, "high": 0.9},
+                "temperature": {"type": "float", "low": 1.0, "high": 10.0, "log": True},
+            },
+            "searcher": {"algorithm": "random", "seed": 0},
+            "scheduler": {"type": "fifo"},
+            "num_samples": trials,
+            "max_concurrent_trials": CONCURRENCY,
+            "resources": {"cpu": 1, "gpu": 0},
+            "storage_path": str(storage),
+        }
+    )
+
+
+def _watch_first_result(folder: Path, stop: threading.Event, seen: list[float]) -> None:
+    while not stop.is_set():
+        if any(p.stat().st_size > 0 for p in folder.glob("*/result.json")):
+            seen.append(time.time())
+            return
+        time.sleep(0.02)
+
+
+def run_ray(spec: SearchSpec, log: Path) -> dict[str, Any]:
+    """The sweep under Ray; returns timings and the configurations it ran."""
+    stop, seen = threading.Event(), list[float]()
+    watcher = threading.Thread(
+        target=_watch_first_result, args=(experiment_path(spec), stop, seen), daemon=True
+    )
+    watcher.start()
+    start = time.time()
+    with log.open("w") as sink, contextlib.redirect_stdout(sink):
+        ray.init(include_dashboard=False, log_to_driver=True)  # as run_sweep would
+        ready = time.time()
+        grid = run_sweep(spec)
+        end = time.time()
+        ray.shutdown()
+    stop.set()
+    results = [grid[i] for i in range(len(grid))]  # a ResultGrid is not typed iterable
+    errors = [r.error for r in results if r.error is not None]
+    if errors or len(results) != spec.num_samples:
+        tail = "\n".join(log.read_text().splitlines()[-20:])
+        raise RuntimeError(f"sweep failed ({len(errors)} errors): {errors[:1]}\n{tail}")
+    return {
+        "start": start,
+        "init_s": ready - start,
+        "wall_s": end - start,
+        "first": seen[0] if seen else float("nan"),
+        "trial_s": sum((r.metrics or {})["time_total_s"] for r in results) / len(results),
+        "configs": [dict(r.config or {}) for r in results],
+    }
+
+
+def _train_one(
+    spec_json: str, config: dict[str, Any], dataset: OfflineDataset
+) -> tuple[float, float, float]:
+    """One trial without Ray: start, first evaluation and end times."""
+    torch.set_num_threads(1)
+    start = time.time()
+    spec = SearchSpec.model_validate_json(spec_json)
+    trainer = Trainer(spec.algorithm_config(config), spec.training, dataset)
+    first = 0.0
+    for _ in run_training(trainer):
+        first = first or time.time()
+    return start, first, time.time()
+
+
+def run_baseline(
+    spec: SearchSpec, dataset: OfflineDataset, configs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The same configurations, CONCURRENCY at a time in plain worker processes."""
+    start = time.time()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=CONCURRENCY, mp_context=context) as pool:
+        spec_json = spec.model_dump_json()
+        futures = [pool.submit(_train_one, spec_json, c, dataset) for c in configs]
+        times = [f.result() for f in futures]
+    return {
+        "start": start,
+        "init_s": 0.0,
+        "wall_s": time.time() - start,
+        "first": min(first for _, first, _ in times),
+        "trial_s": sum(end - begin for begin, _, end in times) / len(times),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        spec = make_spec(Path(scratch) / "ray", args.trials, args.steps)
+        dataset = prepare_dataset(spec)  # generated once, then cached: outside the timings
+        ray_run = run_ray(spec, Path(scratch) / "tune.log")
+        base = run_baseline(spec, dataset, ray_run["configs"])
+
+    print(
+        f"machine: {platform.node()} | {platform.processor() or platform.machine()} | "
+        f"{os.cpu_count()} CPUs | python {platform.python_version()} | torch {torch.__version__}"
+        f" | ray {ray.__version__}"
+    )
+    print(
+        f"sweep: {args.trials} IQL trials x {args.steps} steps (64x64, batch 256), "
+        f"{len(dataset.rewards)} transitions, {CONCURRENCY} concurrent, 1 CPU each; {TARGETS}"
+    )
+    print(
+        f"{'path':34} {'wall s':>7} {'per-trial s':>11} {'in-trial s':>10} {'overhead':>8} "
+        f"{'first result s':>14}"
+    )
+    rows = [
+        ("Ray Tune, incl. ray.init", ray_run, 0.0),
+        ("Ray Tune, excl. ray.init", ray_run, ray_run["init_s"]),
+        (f"ProcessPoolExecutor({CONCURRENCY}), no Ray", base, 0.0),
+    ]
+    for name, run, skip in rows:
+        wall = run["wall_s"] - skip
+        overhead = 100.0 * (wall / base["wall_s"] - 1.0)
+        first = run["first"] - run["start"] - skip
+        print(
+            f"{name:34} {wall:7.1f} {wall / args.trials:11.2f} {run['trial_s']:10.2f} "
+            f"{overhead:7.1f}% {first:14.1f}"
+        )
+    print(
+        f"ray.init {ray_run['init_s']:.1f} s; per-trial = wall / trials; in-trial = a trial's "
+        "own time (Tune's time_total_s or the worker's clock), averaged"
+    )
+
+
+if __name__ == "__main__":
+    main()

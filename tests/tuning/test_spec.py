@@ -1,0 +1,277 @@
+"""`load_spec`: every error names the file, the line, the key path and the expectation.
+
+Fast unit tests: small YAML files in tmp_path, no Ray.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from poke_tune.tuning.spec import SearchSpec, SpecError, load_spec
+
+SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+
+BASE: dict[str, Any] = {
+    "name": "unit",
+    "algorithm": {"algo": "iql", "network": {"hidden_sizes": [32]}},
+    "dataset": {"path": "data.jsonl"},
+    "training": {"steps": 100, "eval_interval": 50, "fqe_steps": 0},
+    "objective": {"metric": "offline/action_match", "mode": "max"},
+    "search_space": {
+        "expectile": {"type": "float", "low": 0.6, "high": 0.9},
+        "temperature": {"type": "float", "low": 1.0, "high": 10.0, "log": True},
+    },
+    "searcher": {"algorithm": "tpe", "seed": 0},
+    "scheduler": {"type": "asha", "grace_period": 1},
+    "num_samples": 4,
+    "resources": {"cpu": 1, "gpu": 0},
+    "storage_path": "runs/ray",
+}
+
+
+WriteSpec = Callable[..., Path]
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> WriteSpec:
+    """Write BASE, changed by `edit(spec_dict)`, to tmp_path/<name> (beside a data file)."""
+    (tmp_path / "data.jsonl").write_text("")
+
+    def write(edit: Callable[[dict[str, Any]], None] | None = None, name: str = "s.yaml") -> Path:
+        raw = copy.deepcopy(BASE)
+        if edit is not None:
+            edit(raw)
+        path = tmp_path / name
+        # Flow style for mappings of scalars: `expectile: {type: float, ...}` on one line.
+        path.write_text(yaml.safe_dump(raw, sort_keys=False, default_flow_style=None))
+        return path
+
+    return write
+
+
+def key_line(path: Path, keys: tuple[str, ...]) -> int:
+    """1-based line of the KEY at the end of `keys` in a YAML file."""
+    node = yaml.compose(path.read_text())
+    line = 1
+    for key in keys:
+        assert isinstance(node, yaml.MappingNode), keys
+        key_node, node = next((k, v) for k, v in node.value if k.value == key)
+        line = key_node.start_mark.line + 1
+    return line
+
+
+def _set(*keys: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(raw: dict[str, Any]) -> None:
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+
+    return edit
+
+
+EXTRA = "Extra inputs are not permitted"
+
+# id, edit, key path in the message, expected text
+ERROR_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
+    ("unknown-top", _set("epochs", value=3), "epochs", EXTRA),
+    ("unknown-nested", _set("scheduler", "grace", value=3), "scheduler.grace", EXTRA),
+    ("wrong-type", _set("num_samples", value="many"), "num_samples", "valid integer"),
+    (
+        "range-outside-config",
+        _set("search_space", "expectile", value={"type": "float", "low": 0.4, "high": 0.9}),
+        "search_space.expectile.low",
+        "greater than 0.5",
+    ),
+    (
+        "gpu-fraction",
+        _set("resources", "gpu", value=1.5),
+        "resources.gpu",
+        "a fraction in (0, 1] or a whole number, got 1.5",
+    ),
+    (
+        "gpu-negative",
+        _set("resources", "gpu", value=-1),
+        "resources.gpu",
+        "greater than or equal to 0",
+    ),
+    ("mode", _set("objective", "mode", value="maximise"), "objective.mode", "'max'"),
+    (
+        "low-not-below-high",
+        _set("search_space", "expectile", value={"type": "float", "low": 0.9, "high": 0.6}),
+        "search_space.expectile",
+        "must be below high",
+    ),
+    (
+        "log-low-not-positive",
+        _set(
+            "search_space",
+            "temperature",
+            value={"type": "float", "low": 0, "high": 3, "log": True},
+        ),
+        "search_space.temperature",
+        "needs low > 0",
+    ),
+    (
+        "when-unknown-param",
+        _set("search_space", "temperature", "when", value={"param": "beta", "values": [1]}),
+        "search_space.temperature.when.param",
+        "unknown parameter 'beta'",
+    ),
+    ("dataset-neither", _set("dataset", value={}), "dataset", "exactly one of"),
+    (
+        "dataset-both",
+        _set("dataset", "generate", value={"battles": 10}),
+        "dataset",
+        "exactly one of",
+    ),
+    (
+        "dataset-missing",
+        _set("dataset", "path", value="nope.jsonl"),
+        "dataset.path",
+        "nope.jsonl does not exist",
+    ),
+]
+
+
+CASES = [pytest.param(edit, key, text, id=case_id) for case_id, edit, key, text in ERROR_CASES]
+
+
+def _error(path: Path, overrides: dict[str, Any] | None = None) -> str:
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, overrides)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(("edit", "key", "text"), CASES)
+def test_error_names_file_key_and_expectation(
+    write_spec: WriteSpec, edit: Callable[[dict[str, Any]], None], key: str, text: str
+) -> None:
+    path = write_spec(edit)
+    message = _error(path)
+    assert str(path) in message
+    assert f"{key}: " in message
+    assert text in message
+
+
+@pytest.mark.parametrize(("edit", "key", "text"), CASES)
+def test_error_points_at_the_line_of_its_key(
+    write_spec: WriteSpec, edit: Callable[[dict[str, Any]], None], key: str, text: str
+) -> None:
+    path = write_spec(edit)
+    line = key_line(path, tuple(key.split(".")))
+    assert f"{path}:{line}: {key}: " in _error(path)
+
+
+def test_block_mapping_value_error_points_at_its_key(tmp_path: Path) -> None:
+    (tmp_path / "data.jsonl").write_text("")
+    path = tmp_path / "s.yaml"
+    raw = copy.deepcopy(BASE)
+    raw["scheduler"]["grace"] = {"a": 1}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False, default_flow_style=False))
+    line = key_line(path, ("scheduler", "grace"))
+    assert f"{path}:{line}: scheduler.grace: " in _error(path)
+
+
+def test_several_errors_are_reported_together(write_spec: WriteSpec) -> None:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["num_samples"] = "many"
+        raw["objective"]["mode"] = "maximise"
+
+    message = _error(write_spec(edit))
+    assert "num_samples" in message and "objective.mode" in message
+
+
+@pytest.mark.parametrize("path", sorted(SEARCH_SPACES.glob("*.yaml")), ids=lambda p: p.name)
+def test_checked_in_spec_validates(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.search_space
+    for point in spec.searcher.warm_start:
+        spec.algorithm_config(point)
+
+
+def test_there_are_checked_in_specs() -> None:
+    names = {path.stem for path in SEARCH_SPACES.glob("*.yaml")}
+    assert {"cql_alpha", "cql_lagrange", "iql_expectile", "iql_joint", "iql_temperature"} <= names
+
+
+def test_overrides_replace_values(write_spec: WriteSpec) -> None:
+    overrides = {"num_samples": 9, "scheduler": {"type": "fifo"}, "training": {"steps": 200}}
+    spec = load_spec(write_spec(), overrides)
+    assert spec.num_samples == 9
+    assert spec.scheduler.type == "fifo"
+    assert spec.scheduler.grace_period == 1  # nested overrides merge, not replace
+    assert spec.training.steps == 200 and spec.training.eval_interval == 50
+
+
+def test_invalid_override_is_reported(write_spec: WriteSpec) -> None:
+    path = write_spec()
+    message = _error(path, {"num_samples": 0})
+    assert str(path) in message and "num_samples: Input should be greater than 0" in message
+
+
+def test_unknown_override_key_has_no_line(write_spec: WriteSpec) -> None:
+    path = write_spec()
+    message = _error(path, {"scheduler": {"grace": 1}})
+    assert f"{path}: scheduler.grace: Extra inputs are not permitted" in message
+
+
+def test_relative_paths_are_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_spec: WriteSpec
+) -> None:
+    data = tmp_path / "data" / "d.jsonl"
+    data.parent.mkdir()
+    data.write_text("")
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    path = write_spec(_set("dataset", "path", value="../data/d.jsonl"), name="specs/s.yaml")
+    spec = load_spec(path)
+    assert spec.dataset.path == data.resolve()
+    assert Path(spec.storage_path).is_absolute()
+    assert Path(spec.storage_path) == tmp_path / "elsewhere" / "runs" / "ray"
+
+
+def test_absolute_dataset_path_is_kept(tmp_path: Path, write_spec: WriteSpec) -> None:
+    data = (tmp_path / "data.jsonl").resolve()
+    spec = load_spec(write_spec(_set("dataset", "path", value=str(data))))
+    assert spec.dataset.path == data
+
+
+def test_generate_recipe_needs_no_file(write_spec: WriteSpec) -> None:
+    spec = load_spec(write_spec(_set("dataset", value={"generate": {"battles": 10}})))
+    assert spec.dataset.path is None and spec.dataset.generate is not None
+    assert spec.dataset.generate.battles == 10
+
+
+def test_storage_uri_is_kept(write_spec: WriteSpec) -> None:
+    spec = load_spec(write_spec(_set("storage_path", value="s3://bucket/ray")))
+    assert str(spec.storage_path) == "s3://bucket/ray"
+
+
+@pytest.mark.parametrize("gpu", [0.25, 0.5, 1, 2])
+def test_gpu_fractions_and_whole_numbers_are_accepted(write_spec: WriteSpec, gpu: float) -> None:
+    assert load_spec(write_spec(_set("resources", "gpu", value=gpu))).resources.gpu == gpu
+
+
+def test_categorical_choices_are_each_checked(write_spec: WriteSpec) -> None:
+    edit = _set("search_space", "num_critics", value={"type": "categorical", "choices": [1, 0]})
+    assert "greater than or equal to 1" in _error(write_spec(edit))
+
+
+def test_when_condition_on_a_known_parameter(write_spec: WriteSpec) -> None:
+    when = {"param": "expectile", "values": [0.7]}
+    spec = load_spec(write_spec(_set("search_space", "temperature", "when", value=when)))
+    condition = spec.search_space["temperature"].when
+    assert condition is not None and condition.param == "expectile"
+
+
+def test_spec_validates_without_a_file() -> None:
+    spec = SearchSpec.model_validate(BASE | {"dataset": {"generate": {"battles": 5}}})
+    assert spec.algorithm_config({"expectile": 0.8}).expectile == 0.8
