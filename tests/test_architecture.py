@@ -1,4 +1,5 @@
-"""Layers import downward only (sim -> data -> eval -> cli), checked by import-linter."""
+"""Layers import downward only (sim -> data -> algos -> eval -> tuning -> cli) and Ray and
+Optuna stay under tuning, checked by import-linter."""
 
 from __future__ import annotations
 
@@ -16,3 +17,4 @@ def test_layers_import_downward_only() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "layers import downward only KEPT" in result.stdout
+    assert "Ray and Optuna only under poke_tune.tuning KEPT" in result.stdout

@@ -38,6 +38,7 @@ from poke_tune.sim.battles import BattleResult, SimulatorError
 from poke_tune.sim.dex import load_dex
 from poke_tune.sim.policies import Policy, make_policy
 from poke_tune.sim.runtime import SimulatorNotFoundError, install_showdown
+from poke_tune.tuning.spec import set_dotted
 
 __all__ = ["app"]
 
@@ -218,18 +219,18 @@ def _experiment_table(results: Any, spec: Any) -> None:
         )
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`["network.hidden_sizes=[512,512]", "expectile=0.9"]` -> a nested dict (YAML values)."""
+def parse_overrides(pairs: list[str], **options: Any) -> dict[str, Any]:
+    """`["network.hidden_sizes=[512,512]", "expectile=0.9"]` -> a nested dict (YAML values);
+    `options` (dotted keys as `a__b`) that are not None are set too."""
     result: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set expectile=0.9")
-        node = result
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
+        set_dotted(result, key, yaml.safe_load(raw))
+    for key, value in options.items():
+        if value is not None:
+            set_dotted(result, key.replace("__", "."), value)
     return result
 
 
@@ -323,18 +324,10 @@ def train(
         raise typer.Exit(1)
 
 
-def _load_spec(spec: Path, overrides: list[str] | None, **extra: Any) -> Any:
+def _load_spec(spec: Path, overrides: list[str] | None, **options: Any) -> Any:
     from poke_tune.tuning.spec import load_spec
 
-    values = parse_overrides(overrides or [])
-    for key, value in extra.items():
-        if value is not None:
-            node = values
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-    return load_spec(spec, values)
+    return load_spec(spec, parse_overrides(overrides or [], **options))
 
 
 @app.command()
@@ -366,7 +359,7 @@ def run(
     from poke_tune.tuning.search import run_sweep
 
     with _user_errors():
-        loaded = _load_spec(spec, overrides, num_samples=num_samples, **{"training.steps": steps})
+        loaded = _load_spec(spec, overrides, num_samples=num_samples, training__steps=steps)
         invocation = {
             "spec_file": str(spec.resolve()),
             "overrides": overrides or [],

@@ -36,6 +36,7 @@ __all__ = [
     "SearchSpec",
     "SpecError",
     "load_spec",
+    "set_dotted",
 ]
 
 OBJECTIVE_KEY = "objective/best"
@@ -251,12 +252,16 @@ class SearchSpec(_Strict):
         """The typed algorithm config of one trial: fixed settings + sampled values."""
         values: dict[str, Any] = json.loads(json.dumps(self.algorithm))
         for key, value in sampled.items():
-            node = values
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
+            set_dotted(values, key, value)
         return parse_algo_config(values)
+
+
+def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
+    """`set_dotted(d, "network.hidden_sizes", [64])` sets d["network"]["hidden_sizes"]."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[leaf] = value
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
