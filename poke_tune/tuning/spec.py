@@ -215,6 +215,18 @@ class SearchSpec(_Strict):
         """Checks across fields: every corner of the space is a valid algorithm config,
         and `when` conditions name earlier parameters. Returns (key path, message) pairs."""
         found: list[tuple[tuple[str | int, ...], str]] = []
+        reported = self.reported_metrics()
+        if (
+            not self.objective.metric.startswith("train/")
+            and self.objective.metric not in reported
+        ):
+            found.append(
+                (
+                    ("objective", "metric"),
+                    f"{self.objective.metric!r} is not reported by this sweep; expected one of "
+                    f"{sorted(reported)} or a train/ metric of the algorithm",
+                )
+            )
         names = list(self.search_space)
         for name, param in self.search_space.items():
             corners: list[tuple[str, int | None, Any]]
@@ -247,6 +259,16 @@ class SearchSpec(_Strict):
                     )
                 )
         return found
+
+    def reported_metrics(self) -> set[str]:
+        """Evaluation metrics every trial of this spec reports."""
+        metrics = {"eval/win_rate", "eval/win_rate_ci_low", "eval/win_rate_ci_high"}
+        metrics.add("offline/action_match")
+        if self.algorithm.get("algo") != "bc":
+            metrics.add("offline/td_error")
+        if self.training.fqe_steps > 0:
+            metrics.add("offline/fqe_value")
+        return metrics
 
     def algorithm_config(self, sampled: dict[str, Any]) -> Any:
         """The typed algorithm config of one trial: fixed settings + sampled values."""

@@ -107,11 +107,11 @@ def _train_loop(
             progress["evaluations"] += 1
             report |= {
                 OBJECTIVE_KEY: progress["best"],
-                "status": "running",
+                "status": "completed" if trainer.step >= spec.training.steps else "running",
                 "device": str(trainer.device),
                 "restored_from_step": progress["restored_from_step"],
             }
-            last = trainer.step >= spec.training.steps
+            last = report["status"] == "completed"
             if progress["evaluations"] % spec.checkpoint.every == 0 or last:
                 with tempfile.TemporaryDirectory() as folder:
                     tune.report(report, checkpoint=_save(trainer, Path(folder), progress))

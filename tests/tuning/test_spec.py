@@ -275,3 +275,9 @@ def test_when_condition_on_a_known_parameter(write_spec: WriteSpec) -> None:
 def test_spec_validates_without_a_file() -> None:
     spec = SearchSpec.model_validate(BASE | {"dataset": {"generate": {"battles": 5}}})
     assert spec.algorithm_config({"expectile": 0.8}).expectile == 0.8
+
+
+def test_an_objective_no_trial_reports_is_refused(write_spec: WriteSpec) -> None:
+    path = write_spec(_set("training", "fqe_steps", value=0))
+    message = _error(path, {"objective": {"metric": "offline/fqe_value"}})
+    assert "objective.metric: 'offline/fqe_value' is not reported" in message
