@@ -108,7 +108,8 @@ class BattleResult:
     invalid_choices: int = 0
     attempts: int = 1
     error: str | None = None  # set when every attempt failed
-    log: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # battle log, with `keep_logs`
+    input_log: list[str] = field(default_factory=list)  # Showdown's input log: replays it
     trajectories: dict[str, Trajectory] = field(default_factory=dict)
 
 
@@ -208,6 +209,7 @@ class _Battle:
         winner = summary.get("winner") or None
         self.result.winner = winner if winner in SIDES else None
         self.result.turns = int(summary.get("turns", self.state.turn))
+        self.result.input_log = summary.get("inputLog", [])
         self.result.truncated = self.truncating
         for side, trajectory in self.result.trajectories.items():
             if self.result.winner is not None:
