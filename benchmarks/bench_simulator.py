@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,18 +52,23 @@ class RandomMovePolicy:
         return int(legal[rng.integers(len(legal))])
 
 
-def raw_showdown(battles: int, workers: int) -> Row:
+Row = tuple[int, int, float, float | None]  # battles, turns, seconds, replay seconds
+
+
+def run_node_workers(script: str, args: list[str], workers: int) -> tuple[list[Any], float]:
+    """Run `workers` copies of a benchmark JS script (each gets its index and the worker
+    count after `args`); returns their JSON reports and the wall time."""
     runtime = find_runtime()
-    per_worker = battles // workers
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
             [
                 runtime.node,
-                str(HERE / "raw_showdown.js"),
+                str(HERE / script),
                 str(runtime.package_dir),
-                str(per_worker),
+                *args,
                 str(k),
+                str(workers),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -70,37 +76,20 @@ def raw_showdown(battles: int, workers: int) -> Row:
         for k in range(workers)
     ]
     reports = [json.loads(p.communicate()[0]) for p in procs]
-    seconds = time.perf_counter() - start
+    return reports, time.perf_counter() - start
+
+
+def raw_showdown(battles: int, workers: int) -> Row:
+    reports, seconds = run_node_workers("raw_showdown.js", [str(battles // workers)], workers)
     return sum(r["battles"] for r in reports), sum(r["turns"] for r in reports), seconds, None
-
-
-Row = tuple[int, int, float, float | None]  # battles, turns, seconds, replay seconds
 
 
 def replay(results: list[BattleResult], workers: int) -> float:
     """Wall time of replaying exactly these battles in node; checks the winners agree."""
-    runtime = find_runtime()
     with tempfile.NamedTemporaryFile("w", suffix=".json") as logs:
         json.dump([r.input_log for r in results], logs)
         logs.flush()
-        start = time.perf_counter()
-        procs = [
-            subprocess.Popen(
-                [
-                    runtime.node,
-                    str(HERE / "replay_showdown.js"),
-                    str(runtime.package_dir),
-                    logs.name,
-                    str(k),
-                    str(workers),
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for k in range(workers)
-        ]
-        reports = [json.loads(p.communicate()[0]) for p in procs]
-        seconds = time.perf_counter() - start
+        reports, seconds = run_node_workers("replay_showdown.js", [logs.name], workers)
     for k, report in enumerate(reports):
         expected = [r.winner for r in results[k::workers]]
         assert report["winners"] == expected, "a replay diverged from the original battle"

@@ -1,5 +1,5 @@
 // Raw simulator speed, no Python: Showdown's own RandomPlayerAI on both sides.
-// usage: node raw_showdown.js <package dir> <battles> <seed offset>
+// usage: node raw_showdown.js <package dir> <battles> <worker index (seed offset)> <workers>
 // prints {"battles":N,"turns":T,"seconds":S}
 'use strict';
 const path = require('path');
