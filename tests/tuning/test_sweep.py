@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import ray
+import yaml
 from ray.tune.search.optuna import OptunaSearch
 
 from poke_tune.algos import load_policy
@@ -153,3 +154,24 @@ def test_interrupted_driver_resumes_with_the_optuna_history(tmp_path: Path) -> N
     trials = searcher._ot_study.trials
     assert len(trials) == 6
     assert all(t.state.name == "COMPLETE" for t in trials)
+
+
+def test_a_diverged_trial_is_marked_and_the_sweep_goes_on(local_ray: None, tmp_path: Path) -> None:
+    raw = yaml.safe_load(TINY.read_text())
+    raw |= {
+        "name": "diverging",
+        "storage_path": str(tmp_path / "ray"),
+        "algorithm": {"algo": "cql", "network": {"hidden_sizes": [32]}},
+        "search_space": {"learning_rate": {"type": "categorical", "choices": [3e-4, 1e9]}},
+        "searcher": {"algorithm": "grid", "seed": 0},
+        "objective": {"metric": "offline/action_match", "mode": "max"},
+        "scheduler": {"type": "fifo"},
+        "num_samples": 2,
+    }
+    path = tmp_path / "diverging.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(path)
+    rows = {r["param/learning_rate"]: r for r in trial_rows(run_sweep(spec), spec)}
+    assert rows[1e9]["status"] == "diverged"  # a learning rate of 1e9 makes Q NaN
+    assert rows[1e9][OBJECTIVE_KEY] == -1e6
+    assert rows[3e-4]["status"] == "completed"
