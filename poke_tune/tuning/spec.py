@@ -62,15 +62,16 @@ class Condition(_Strict):
     values: list[Any] = Field(min_length=1)
 
 
-class FloatParam(_Strict):
-    type: Literal["float"]
+class _RangeParam(_Strict):
+    """A numeric range; for integers `low > 0` means `low >= 1`, so one check serves both."""
+
     low: float
     high: float
     log: bool = False
     when: Condition | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> FloatParam:
+    def _check(self) -> _RangeParam:
         if self.low >= self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.log and self.low <= 0:
@@ -78,20 +79,14 @@ class FloatParam(_Strict):
         return self
 
 
-class IntParam(_Strict):
+class FloatParam(_RangeParam):
+    type: Literal["float"]
+
+
+class IntParam(_RangeParam):
     type: Literal["int"]
     low: int
     high: int
-    log: bool = False
-    when: Condition | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> IntParam:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.log and self.low < 1:
-            raise ValueError(f"a log-scale integer range needs low >= 1, got {self.low}")
-        return self
 
 
 class CategoricalParam(_Strict):
