@@ -17,4 +17,4 @@ def test_layers_import_downward_only() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "layers import downward only KEPT" in result.stdout
-    assert "Ray and Optuna only under poke_tune.tuning KEPT" in result.stdout
+    assert "Ray, Optuna and MLflow only under poke_tune.tuning KEPT" in result.stdout

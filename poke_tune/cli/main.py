@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -59,6 +60,7 @@ _USER_ERRORS = (
     EvaluationError,
     ValueError,
     FileNotFoundError,
+    ConnectionError,  # an unreachable tracking server or cluster
 )
 
 
@@ -179,8 +181,13 @@ def _print_mapping(title: str, values: dict[str, Any]) -> None:
     stdout.print(table)
 
 
-def resolve_policy(name: str) -> Policy:
-    """A built-in policy name, or the path of a training checkpoint."""
+def resolve_policy(name: str, tracking_uri: str | None = None) -> Policy:
+    """A built-in policy name, a training checkpoint file, or a registered MLflow model
+    (`models:/NAME@champion`, `models:/NAME/3`)."""
+    if name.startswith("models:/"):
+        from poke_tune.tuning.tracking import load_registered_policy
+
+        return load_registered_policy(name, tracking_uri)
     path = Path(name)
     if path.suffix == ".pt" or path.is_file():
         if not path.is_file():
@@ -189,11 +196,11 @@ def resolve_policy(name: str) -> Policy:
     return make_policy(name)
 
 
-def _experiment_table(results: Any, spec: Any) -> None:
-    from poke_tune.tuning.search import best_row, trial_rows
+def _print_outcome(outcome: Any, spec: Any) -> None:
+    """The trials table, the best trial, how to evaluate it, and where MLflow has it."""
     from poke_tune.tuning.spec import OBJECTIVE_KEY
 
-    rows = trial_rows(results, spec)
+    rows = outcome.rows
     columns = [c for c in (rows[0] if rows else {}) if c != "checkpoint"]
     table = Table(title=f"{spec.name}: {len(rows)} trials")
     for column in columns:
@@ -203,20 +210,44 @@ def _experiment_table(results: Any, spec: Any) -> None:
             *(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns)
         )
     stdout.print(table)
-    best = best_row(rows, spec)
+    best = outcome.best
     if best is None:
         console.print("[bold red]no trial finished with an objective")
-        return
-    params = {k.removeprefix("param/"): v for k, v in best.items() if k.startswith("param/")}
-    stdout.print(
-        f"best trial {best['trial_id']}: {OBJECTIVE_KEY} = {best[OBJECTIVE_KEY]:.4g}, "
-        f"params {params}"
-    )
-    if best["checkpoint"] is not None:
+    else:
+        params = {k.removeprefix("param/"): v for k, v in best.items() if k.startswith("param/")}
         stdout.print(
-            f"  checkpoint: {best['checkpoint']}\n  evaluate:   poke-tune eval "
-            f"{best['checkpoint']} --opponent {spec.objective.opponent} --battles 500"
+            f"best trial {best['trial_id']}: {OBJECTIVE_KEY} = {best[OBJECTIVE_KEY]:.4g}, "
+            f"params {params}"
         )
+        if best["checkpoint"] is not None:
+            stdout.print(
+                f"  checkpoint: {best['checkpoint']}\n  evaluate:   poke-tune eval "
+                f"{best['checkpoint']} --opponent {spec.objective.opponent} --battles 500"
+            )
+    tracking = outcome.tracking
+    if tracking is None:
+        return
+    if "error" in tracking:
+        console.print(f"[bold red]MLflow:[/] {tracking['error']}")
+        return
+    stdout.print(
+        f"  MLflow:     {spec.mlflow.tracking_uri}, parent run {tracking['parent_run_id']}"
+    )
+    if "model" in tracking:
+        verdict = (
+            "is the new champion"
+            if tracking["champion"]
+            else f"did not beat the champion ({tracking['previous_champion_value']})"
+        )
+        stdout.print(
+            f"  model:      {tracking['model']} version {tracking['version']} {verdict}; "
+            f"poke-tune eval {tracking['model_uri']} --tracking-uri {spec.mlflow.tracking_uri}"
+        )
+    stdout.print(f"  compare:    poke-tune ui {experiment_folder(spec)}")
+
+
+def experiment_folder(spec: Any) -> str:
+    return f"{spec.storage_path.rstrip('/')}/{spec.name}"
 
 
 def parse_overrides(pairs: list[str], **options: Any) -> dict[str, Any]:
@@ -354,21 +385,33 @@ def run(
         list[str] | None,
         typer.Option("--set", help="KEY=VALUE override, e.g. objective.battles=20."),
     ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI (default: spec, MLFLOW_TRACKING_URI, SQLite)."),
+    ] = None,
 ) -> None:
-    """Run a tuning sweep: Optuna proposes, Ray Tune trains one trial per configuration."""
+    """Run a tuning sweep: Optuna proposes, Ray Tune trains one trial per configuration,
+    MLflow records the sweep and registers the winner."""
     from poke_tune.tuning.search import run_sweep
 
     with _user_errors():
-        loaded = _load_spec(spec, overrides, num_samples=num_samples, training__steps=steps)
+        loaded = _load_spec(
+            spec,
+            overrides,
+            num_samples=num_samples,
+            training__steps=steps,
+            mlflow__tracking_uri=tracking_uri,
+        )
         invocation = {
             "spec_file": str(spec.resolve()),
             "overrides": overrides or [],
             "num_samples": num_samples,
             "steps": steps,
+            "tracking_uri": tracking_uri,
             "argv": sys.argv,
         }
-        results = run_sweep(loaded, address=address, invocation=invocation)
-    _experiment_table(results, loaded)
+        outcome = run_sweep(loaded, address=address, invocation=invocation)
+    _print_outcome(outcome, loaded)
 
 
 @app.command()
@@ -377,12 +420,12 @@ def resume(
     address: Annotated[str | None, typer.Option(help="Ray cluster (default: local).")] = None,
 ) -> None:
     """Continue an interrupted sweep (searcher and scheduler state included)."""
-    from poke_tune.tuning.search import restore_tuner, spec_of
+    from poke_tune.tuning.search import resume_sweep, spec_of
 
     with _user_errors():
-        results = restore_tuner(experiment.resolve(), address=address).fit()
+        outcome = resume_sweep(experiment.resolve(), address=address)
         spec = spec_of(experiment.resolve())
-    _experiment_table(results, spec)
+    _print_outcome(outcome, spec)
 
 
 @app.command()
@@ -390,18 +433,66 @@ def best(
     experiment: Annotated[Path, typer.Argument(help="Experiment folder (storage_path/name).")],
 ) -> None:
     """Print the trials table and the best trial of a finished sweep."""
-    from poke_tune.tuning.search import restore_tuner, spec_of
+    from poke_tune.tuning.search import SweepOutcome, best_row, restore_tuner, spec_of, trial_rows
 
     with _user_errors():
-        results = restore_tuner(experiment.resolve()).get_results()
         spec = spec_of(experiment.resolve())
-    _experiment_table(results, spec)
+        results = restore_tuner(experiment.resolve()).get_results()
+        rows = trial_rows(results, spec)
+    _print_outcome(SweepOutcome(results, rows, best_row(rows, spec), None), spec)
+
+
+@app.command()
+def track(
+    experiment: Annotated[Path, typer.Argument(help="Experiment folder (storage_path/name).")],
+) -> None:
+    """Send a finished sweep's MLflow records that an outage kept back, and log its
+    trials table, plots, best checkpoint and registered model."""
+    from poke_tune.tuning.search import spec_of, track_experiment
+
+    with _user_errors():
+        outcome = track_experiment(experiment.resolve())
+        spec = spec_of(experiment.resolve())
+    _print_outcome(outcome, spec)
+
+
+@app.command()
+def ui(
+    target: Annotated[
+        str | None,
+        typer.Argument(help="Experiment folder or spec file (default: the local SQLite store)."),
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
+) -> None:
+    """Start the MLflow UI on the sweep's tracking store and print its runs page."""
+    from poke_tune.tuning.tracking import experiment_url, mlflow_ui_command, ui_target
+
+    with _user_errors():
+        uri, experiment = ui_target(target, tracking_uri)
+    if uri.startswith(("http://", "https://")):  # a server already serves its own UI
+        stdout.print(experiment_url(uri, experiment) if experiment else uri)
+        return
+    server = f"http://{host}:{port}"
+    stdout.print(
+        f"MLflow UI for {uri}: {experiment_url(server, experiment) if experiment else server}"
+    )
+    with subprocess.Popen(mlflow_ui_command(uri, host=host, port=port)) as process:
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
 
 
 @app.command("eval")
 def eval_command(
     policy: Annotated[
-        str, typer.Argument(help="Policy to evaluate: a built-in name or a checkpoint file.")
+        str,
+        typer.Argument(
+            help="Policy to evaluate: a built-in name, a checkpoint file, or a registered "
+            "model such as models:/poke-tune-cql_alpha@champion."
+        ),
     ],
     opponent: Annotated[str, typer.Option(help="Opponent policy.")] = "max-damage",
     battles: Annotated[int, typer.Option(min=1)] = 500,
@@ -410,10 +501,14 @@ def eval_command(
     max_turns: Annotated[int, typer.Option(min=1)] = 200,
     workers: Annotated[int | None, typer.Option(min=1, help="Node workers.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI for models:/ policies.")
+    ] = None,
 ) -> None:
     """Win rate of POLICY against --opponent in seeded battles, with a 95% interval."""
     with _user_errors():
-        evaluated, rival = resolve_policy(policy), resolve_policy(opponent)
+        evaluated = resolve_policy(policy, tracking_uri)
+        rival = resolve_policy(opponent, tracking_uri)
         with _battle_progress(battles, f"{policy} vs {opponent}") as advance:
             result = evaluate(
                 evaluated,

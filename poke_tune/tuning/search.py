@@ -17,6 +17,8 @@ from typing import Any
 
 import optuna
 import ray
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -31,11 +33,22 @@ from poke_tune.tuning.spec import (
     SearchSpec,
     SpecError,
 )
-from poke_tune.tuning.trainable import CHECKPOINT_FILE, train_trial
+from poke_tune.tuning.tracking import (
+    UNSENT_FILE,
+    MLflowTracking,
+    Outbox,
+    TrackingUnavailableError,
+    check_reachable,
+    experiment_id,
+    finish_sweep,
+    sweep_tags,
+)
+from poke_tune.tuning.trainable import CHECKPOINT_FILE, train_trial, trial_status
 
 __all__ = [
     "SPEC_FILE",
     "DefineByRun",
+    "SweepOutcome",
     "best_row",
     "build_tuner",
     "experiment_path",
@@ -43,6 +56,7 @@ __all__ = [
     "restore_tuner",
     "run_sweep",
     "spec_of",
+    "track_experiment",
     "trial_rows",
 ]
 
@@ -138,14 +152,21 @@ def _trainable(spec: SearchSpec, dataset: OfflineDataset) -> Any:
     return tune.with_resources(with_data, resources)
 
 
-def build_tuner(spec: SearchSpec, dataset: OfflineDataset) -> tune.Tuner:
+def build_tuner(
+    spec: SearchSpec, dataset: OfflineDataset, callbacks: list[tune.Callback] | None = None
+) -> tune.Tuner:
     """The Tuner for a spec (call inside an initialised Ray)."""
+    storage = None
+    if spec.searcher.storage is not None:
+        storage = optuna.storages.RDBStorage(spec.searcher.storage)
     searcher = OptunaSearch(
         space=DefineByRun(spec),
         metric=OBJECTIVE_KEY,
         mode=spec.objective.mode,
         points_to_evaluate=spec.searcher.warm_start or None,
         sampler=_sampler(spec),
+        study_name=spec.name,
+        storage=storage,
     )
     return tune.Tuner(
         _trainable(spec, dataset),
@@ -167,6 +188,7 @@ def build_tuner(spec: SearchSpec, dataset: OfflineDataset) -> tune.Tuner:
                 checkpoint_score_order=spec.objective.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            callbacks=callbacks,
         ),
     )
 
@@ -181,25 +203,92 @@ def _init_ray(address: str | None) -> None:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
 
 
+@dataclass
+class SweepOutcome:
+    """A finished (or interrupted) sweep: Tune's results, one row per trial, the best row,
+    and what was logged to MLflow at the end (None when tracking is off)."""
+
+    results: tune.ResultGrid
+    rows: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    tracking: dict[str, Any] | None
+
+
+def _experiment_key(spec: SearchSpec) -> str:
+    """The experiment's location as a string (also for s3:// storage)."""
+    return f"{spec.storage_path.rstrip('/')}/{spec.name}"
+
+
 def run_sweep(
     spec: SearchSpec,
     *,
     address: str | None = None,
     invocation: dict[str, Any] | None = None,
-) -> tune.ResultGrid:
+) -> SweepOutcome:
     """Run a whole sweep (local Ray unless `address` / RAY_ADDRESS names a cluster).
 
-    `invocation` (spec file, command-line overrides) is saved beside the spec as run.
+    `invocation` (spec file, command-line overrides) is saved beside the spec as run and
+    recorded on the MLflow parent run. An unreachable tracking store fails here, before
+    any data generation or Ray start.
     """
+    if spec.mlflow.enabled:
+        assert spec.mlflow.tracking_uri is not None
+        check_reachable(spec.mlflow.tracking_uri)
     dataset = prepare_dataset(spec)
     _init_ray(address)
-    tuner = build_tuner(spec, dataset)
+    callbacks: list[tune.Callback] = []
+    if spec.mlflow.enabled:
+        tags = sweep_tags(spec, dataset, invocation)
+        callbacks.append(MLflowTracking(spec, _experiment_key(spec), tags))
+    tuner = build_tuner(spec, dataset, callbacks)
     folder = experiment_path(spec)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
     if invocation is not None:
         (folder / RUN_FILE).write_text(json.dumps(invocation, indent=2, default=str))
-    return tuner.fit()
+    return _outcome(tuner.fit(), spec)
+
+
+def _outcome(results: tune.ResultGrid, spec: SearchSpec) -> SweepOutcome:
+    rows = trial_rows(results, spec)
+    best = best_row(rows, spec)
+    tracking = None
+    if spec.mlflow.enabled:
+        try:
+            tracking = finish_sweep(rows, best, spec, _experiment_key(spec))
+        except (TrackingUnavailableError, OSError, MlflowException) as error:
+            _logger.error("MLflow: the sweep's final logging failed: %s", error)
+            tracking = {"error": str(error)}
+    return SweepOutcome(results, rows, best, tracking)
+
+
+def resume_sweep(path: Path, *, address: str | None = None) -> SweepOutcome:
+    """Continue an interrupted sweep; MLflow logging continues in the same runs."""
+    spec = spec_of(path)
+    if spec.mlflow.enabled:
+        assert spec.mlflow.tracking_uri is not None
+        check_reachable(spec.mlflow.tracking_uri)
+    return _outcome(restore_tuner(path, address=address).fit(), spec)
+
+
+def track_experiment(path: Path) -> SweepOutcome:
+    """Send a finished sweep's unsent MLflow writes (saved during an outage) and log its
+    end-of-sweep artifacts and model: `poke-tune track EXPERIMENT`."""
+    spec = spec_of(path)
+    uri = spec.mlflow.tracking_uri
+    assert uri is not None
+    check_reachable(uri)
+    unsent = path / UNSENT_FILE
+    if unsent.is_file():
+        saved = json.loads(unsent.read_text())
+        outbox = Outbox(uri, experiment_id(MlflowClient(uri), spec))
+        outbox.run_ids, outbox.pending = saved["run_ids"], saved["pending"]
+        if not outbox.flush(force=True) or outbox.refused:
+            raise TrackingUnavailableError(
+                f"{len(outbox.unsent())} writes of {unsent} were not accepted by {uri}"
+            )
+        unsent.unlink()
+    return _outcome(restore_tuner(path).get_results(), spec)
 
 
 def spec_of(path: Path) -> SearchSpec:
@@ -223,19 +312,13 @@ def trial_rows(results: tune.ResultGrid, spec: SearchSpec) -> list[dict[str, Any
 
     Status: completed, early-stopped (by ASHA), diverged, or failed (an error after retries).
     """
-    evaluations = -(-spec.training.steps // spec.training.eval_interval)
     sign = 1.0 if spec.objective.mode == "max" else -1.0
     rows = []
     for index in range(len(results)):
         result = results[index]
         metrics = result.metrics or {}
         done = int(metrics.get("training_iteration", 0))
-        if result.error is not None:
-            status = "failed"
-        elif metrics.get("status") == "diverged":
-            status = "diverged"
-        else:
-            status = "completed" if done >= evaluations else "early-stopped"
+        status = trial_status(metrics, failed=result.error is not None)
         checkpoint = None
         if result.best_checkpoints:
             best, _ = max(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,6 +37,7 @@ __all__ = [
     "SearchSpec",
     "SpecError",
     "load_spec",
+    "resolve_tracking_uri",
     "set_dotted",
 ]
 
@@ -147,6 +149,9 @@ class SearcherSpec(_Strict):
     seed: int = 0
     warm_start: list[dict[str, Any]] = []
     """Points to evaluate first (e.g. the paper's defaults)."""
+    storage: str | None = None
+    """Optional Optuna RDB storage (e.g. `sqlite:///runs/optuna.db`) so optuna-dashboard can
+    watch the study; the study is named after the sweep. In memory by default."""
 
 
 class SchedulerSpec(_Strict):
@@ -175,6 +180,22 @@ class CheckpointSpec(_Strict):
     """Best checkpoints kept per trial, by the objective."""
 
 
+class MLflowSpec(_Strict):
+    """Where and how the sweep is tracked (see `poke_tune.tuning.tracking`)."""
+
+    enabled: bool = True
+    tracking_uri: str | None = None
+    """`http(s)://host:port` or `sqlite:///path`; else `--tracking-uri`, then
+    MLFLOW_TRACKING_URI, then a SQLite store beside the local storage path."""
+    experiment: str | None = None
+    """MLflow experiment name; the sweep's `name` by default."""
+    registered_model: str | None = None
+    """Registered model the winner is logged to; `poke-tune-<name>` by default."""
+    retry_timeout_s: float = Field(default=300.0, ge=0)
+    """How long the end of a sweep waits for an unreachable tracking server before it
+    saves the unsent records to the experiment folder."""
+
+
 class SearchSpec(_Strict):
     """A whole sweep."""
 
@@ -195,8 +216,10 @@ class SearchSpec(_Strict):
     storage_path: str = "runs/ray"
     """Where Ray Tune keeps the experiment: a local folder (relative to the current folder)
     or shared storage such as `s3://bucket/path` or an NFS mount."""
-    mlflow: dict[str, Any] = {}
-    """Tracking settings (used by the MLflow integration)."""
+    storage_shared: bool = False
+    """Declares a local `storage_path` shared (mounted at the same path on every node, e.g.
+    NFS), so a multi-node cluster accepts it; s3:// and gs:// URIs are shared anyway."""
+    mlflow: MLflowSpec = MLflowSpec()
 
     @model_validator(mode="after")
     def _check_algorithm(self, info: ValidationInfo) -> SearchSpec:
@@ -354,4 +377,34 @@ def _resolve_paths(spec: SearchSpec, spec_path: Path, root: yaml.Node | None) ->
     storage = spec.storage_path
     if "://" not in storage:
         storage = str((Path.cwd() / storage).resolve())
-    return spec.model_copy(update={"dataset": dataset, "storage_path": storage})
+    mlflow = spec.mlflow.model_copy(
+        update={"tracking_uri": resolve_tracking_uri(spec.mlflow.tracking_uri, storage)}
+    )
+    searcher = spec.searcher
+    if searcher.storage is not None:
+        searcher = searcher.model_copy(update={"storage": _absolute_sqlite(searcher.storage)})
+    update = {"dataset": dataset, "storage_path": storage, "mlflow": mlflow, "searcher": searcher}
+    return spec.model_copy(update=update)
+
+
+def _absolute_sqlite(uri: str) -> str:
+    """`sqlite:///relative.db` against the current folder (trials chdir)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(Path.cwd() / uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
+
+
+def resolve_tracking_uri(uri: str | None, storage_path: str) -> str:
+    """The absolute MLflow tracking URI of a sweep.
+
+    `uri`, else MLFLOW_TRACKING_URI, else `sqlite:///<storage_path's parent>/mlflow.db`
+    (`./runs/mlflow.db` for remote storage). Relative SQLite paths are made absolute:
+    trials chdir, and MLflow's own default is relative to the current folder.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        base = Path(storage_path).parent if "://" not in storage_path else Path("runs")
+        return f"sqlite:///{(Path.cwd() / base / 'mlflow.db').resolve()}"
+    if "://" not in uri:  # a plain folder: MLflow's file store
+        return str((Path.cwd() / uri).resolve())
+    return _absolute_sqlite(uri)

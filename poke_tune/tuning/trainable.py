@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from poke_tune.algos import DivergedError, LearnedPolicy, Trainer, read_checkpoint, run_training
@@ -27,7 +28,7 @@ from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import Policy, make_policy
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
 
-__all__ = ["CHECKPOINT_FILE", "DIVERGED_OBJECTIVE", "train_trial"]
+__all__ = ["CHECKPOINT_FILE", "DIVERGED_OBJECTIVE", "train_trial", "trial_status"]
 
 _logger = logging.getLogger(__name__)
 
@@ -35,6 +36,14 @@ CHECKPOINT_FILE = "trainer.pt"
 PROGRESS_FILE = "progress.json"
 DIVERGED_OBJECTIVE = 1e6
 """|objective| reported by a diverged trial (with the sign that makes it the worst)."""
+
+
+def trial_status(last_result: dict[str, Any], *, failed: bool) -> str:
+    """completed, early-stopped (by the scheduler), diverged, or failed (after retries)."""
+    if failed:
+        return "failed"
+    reported = last_result.get("status")
+    return reported if reported in ("completed", "diverged") else "early-stopped"
 
 
 def _save(trainer: Trainer, folder: Path, progress: dict[str, Any]) -> Any:
@@ -109,6 +118,7 @@ def _train_loop(
                 OBJECTIVE_KEY: progress["best"],
                 "status": "completed" if trainer.step >= spec.training.steps else "running",
                 "device": str(trainer.device),
+                "node_id": ray.get_runtime_context().get_node_id(),
                 "restored_from_step": progress["restored_from_step"],
             }
             last = report["status"] == "completed"

@@ -1,0 +1,38 @@
+"""A trained policy as an MLflow pyfunc model (logged as "models from code").
+
+`predict({"observation": [N, obs], "action_mask": [N, actions]})` returns the masked argmax
+action of each row. The model's artifact is the training checkpoint itself, loaded with
+`torch.load(weights_only=True)`; `poke-tune eval models:/NAME@champion` plays it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.pyfunc.model import PythonModel
+
+from poke_tune.algos import LearnedPolicy, load_policy
+
+__all__ = ["PolicyModel"]
+
+
+class PolicyModel(PythonModel):
+    policy: LearnedPolicy
+
+    def load_context(self, context: Any) -> None:
+        self.policy = load_policy(Path(context.artifacts["checkpoint"]))
+
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        # `Any` hints: the signature comes from the input example (a dict of arrays).
+        observations = torch.as_tensor(np.asarray(model_input["observation"], np.float32))
+        with torch.inference_mode():
+            scores = self.policy.scores(observations).numpy().copy()
+        scores[~np.asarray(model_input["action_mask"], bool)] = -np.inf
+        return scores.argmax(axis=1)
+
+
+mlflow.models.set_model(PolicyModel())
