@@ -32,6 +32,7 @@ from poke_tune.algos import (
     parse_algo_config,
     run_training,
 )
+from poke_tune.cli.cluster import jobs_app, submit
 from poke_tune.data.dataset import DatasetError, dataset_info, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.eval.winrate import EVAL_SEED, EvaluationError, evaluate
@@ -50,6 +51,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate and inspect offline datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(jobs_app, name="jobs")
+app.command()(submit)
 
 console = Console(stderr=True, soft_wrap=True)
 stdout = Console(soft_wrap=True)
