@@ -186,7 +186,8 @@ def jobs_list(address: Address) -> None:
     with _cluster_errors():
         jobs = list_jobs(connect(address))
     table = Table(title=f"{len(jobs)} jobs")
-    for column in ("job", "status", "sweep", "started", "entrypoint"):
+    table.add_column("job", no_wrap=True, min_width=len("raysubmit_") + 16)
+    for column in ("status", "sweep", "started", "entrypoint"):
         table.add_column(column)
     for job in jobs:
         started = (
