@@ -26,8 +26,9 @@ class PolicyModel(PythonModel):
     def load_context(self, context: Any) -> None:
         self.policy = load_policy(Path(context.artifacts["checkpoint"]))
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
-        # `Any` hints: the signature comes from the input example (a dict of arrays).
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        # Unannotated on purpose: MLflow reads type hints as a schema (and rejects a dict
+        # of arrays); the signature comes from the input example instead.
         observations = torch.as_tensor(np.asarray(model_input["observation"], np.float32))
         with torch.inference_mode():
             scores = self.policy.scores(observations).numpy().copy()

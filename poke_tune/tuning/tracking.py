@@ -382,15 +382,15 @@ class MLflowTracking(tune.Callback):
         self.outbox.put("log_batch", trial.trial_id, metrics=metrics)
 
     def _finish_trial(self, trial: Any, *, failed: bool) -> None:
+        # objective/best already has its history; add the final value and the status.
         result = trial.last_result or {}
-        status = trial_status(result, failed=failed)
         final = result.get(self.spec.objective.metric)
-        metrics = [("objective/best", result[OBJECTIVE_KEY], int(time.time() * 1000), 0)]
-        if isinstance(final, int | float):
-            metrics.append(("objective/final", float(final), metrics[0][2], 0))
-        if OBJECTIVE_KEY not in result:
-            metrics = []
-        self.outbox.put("log_batch", trial.trial_id, metrics=metrics, tags={STATUS_TAG: status})
+        metrics = []
+        if isinstance(final, int | float) and np.isfinite(final):
+            step = int(result.get("step", result.get("training_iteration", 0)))
+            metrics.append(("objective/final", float(final), int(time.time() * 1000), step))
+        tags = {STATUS_TAG: trial_status(result, failed=failed)}
+        self.outbox.put("log_batch", trial.trial_id, metrics=metrics, tags=tags)
         self.outbox.put(
             "set_terminated", trial.trial_id, status="FAILED" if failed else "FINISHED"
         )

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 import ray
 import yaml
+from mlflow.tracking import MlflowClient
 from ray.tune.search.optuna import OptunaSearch
 
 from poke_tune.algos import load_policy
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.policies import make_policy
-from poke_tune.tuning.search import run_sweep, trial_rows
+from poke_tune.tuning.search import run_sweep
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec, load_spec
 
 TINY = Path(__file__).with_name("tiny.yaml")
@@ -39,14 +40,16 @@ def local_ray() -> Iterator[None]:
 
 
 def _spec(tmp_path: Path, **overrides: Any) -> SearchSpec:
-    return load_spec(TINY, {"storage_path": str(tmp_path / "ray"), **overrides})
+    # MLflow has its own tests (test_tracking.py); these sweeps test Tune's side.
+    defaults = {"storage_path": str(tmp_path / "ray"), "mlflow": {"enabled": False}}
+    return load_spec(TINY, {**defaults, **overrides})
 
 
 def test_sweep_with_optuna_and_asha_finds_a_loadable_winner(
     local_ray: None, tmp_path: Path
 ) -> None:
     spec = _spec(tmp_path)
-    rows = trial_rows(run_sweep(spec), spec)
+    rows = run_sweep(spec).rows
     assert len(rows) == 4
     assert {r["status"] for r in rows} <= {"completed", "early-stopped"}
     # Optuna's warm start (the official IQL defaults) was tried, the rest were sampled.
@@ -68,8 +71,7 @@ def test_quarter_gpus_pack_four_trials_at_once(local_ray: None, tmp_path: Path) 
         max_concurrent_trials=4,
         scheduler={"type": "fifo"},
     )
-    results = run_sweep(spec)
-    frame = results.get_dataframe()
+    frame = run_sweep(spec).results.get_dataframe()
     assert len(frame) == 4
     assert set(frame["device"]) == {"cpu"}  # no CUDA here: the trials fall back to CPU
     ends = frame["timestamp"]
@@ -111,9 +113,9 @@ def test_killed_trial_resumes_from_its_checkpoint(local_ray: None, tmp_path: Pat
 
     killer = threading.Thread(target=kill_after_first_checkpoint)
     killer.start()
-    results = run_sweep(spec)
+    outcome = run_sweep(spec)
     killer.join()
-    rows = trial_rows(results, spec)
+    rows, results = outcome.rows, outcome.results
     assert [r["status"] for r in rows] == ["completed", "completed"]
     frame = results.get_dataframe()
     assert (frame["restored_from_step"] > 0).any(), "no trial was restored from a checkpoint"
@@ -154,6 +156,14 @@ def test_interrupted_driver_resumes_with_the_optuna_history(tmp_path: Path) -> N
     trials = searcher._ot_study.trials
     assert len(trials) == 6
     assert all(t.state.name == "COMPLETE" for t in trials)
+    # MLflow logging continued in the same parent run: one child per trial, no duplicates.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("resumable").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 6
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.data.tags["status"] for r in children} <= {"completed", "early-stopped"}
 
 
 def test_a_diverged_trial_is_marked_and_the_sweep_goes_on(local_ray: None, tmp_path: Path) -> None:
@@ -171,7 +181,7 @@ def test_a_diverged_trial_is_marked_and_the_sweep_goes_on(local_ray: None, tmp_p
     path = tmp_path / "diverging.yaml"
     path.write_text(yaml.safe_dump(raw))
     spec = load_spec(path)
-    rows = {r["param/learning_rate"]: r for r in trial_rows(run_sweep(spec), spec)}
+    rows = {r["param/learning_rate"]: r for r in run_sweep(spec).rows}
     assert rows[1e9]["status"] == "diverged"  # a learning rate of 1e9 makes Q NaN
     assert rows[1e9][OBJECTIVE_KEY] == -1e6
     assert rows[3e-4]["status"] == "completed"

@@ -1,0 +1,344 @@
+"""MLflow tracking on real stores: a tiny sweep into a SQLite store, one into a real
+`mlflow server` on 127.0.0.1 that is stopped for part of the sweep, the champion alias,
+and the MLflow UI in headless Chromium."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from poke_tune.algos import read_checkpoint
+from poke_tune.eval.winrate import evaluate
+from poke_tune.sim.policies import make_policy
+from poke_tune.tuning.search import SweepOutcome, run_sweep
+from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec, load_spec
+from poke_tune.tuning.tracking import (
+    UNSENT_FILE,
+    TrackingUnavailableError,
+    finish_sweep,
+    load_registered_policy,
+)
+
+TINY = Path(__file__).with_name("tiny.yaml")
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("POKE_TUNE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_http(url: str, timeout: float = 180) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer in {timeout} s")
+
+
+class MLflowServer:
+    """A real `mlflow server` process on 127.0.0.1 that can be stopped and restarted."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination", str(folder / "server-artifacts"),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        self.log = (folder / "server.log").open("ab")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command, stdout=self.log, stderr=self.log, start_new_session=True
+        )
+        _wait_http(f"{self.url}/health")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the server and its workers
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def _spec(folder: Path, name: str, tracking_uri: str) -> SearchSpec:
+    return load_spec(
+        TINY,
+        {
+            "name": name,
+            "storage_path": str(folder / "ray"),
+            "num_samples": 3,
+            "mlflow": {"tracking_uri": tracking_uri, "registered_model": f"{name}-policy"},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def sqlite_sweep(
+    local_ray: None, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[SearchSpec, SweepOutcome]:
+    folder = tmp_path_factory.mktemp("sqlite")
+    spec = _spec(folder, "tracked", f"sqlite:///{folder / 'mlflow.db'}")
+    return spec, run_sweep(spec)
+
+
+def _check_sweep_in_mlflow(spec: SearchSpec, outcome: SweepOutcome, tmp_path: Path) -> None:
+    """Parent, one child per trial with params, histories and status, the best checkpoint,
+    and the champion: what a person comparing runs in the MLflow UI relies on."""
+    assert spec.mlflow.tracking_uri is not None
+    client = MlflowClient(spec.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(spec.name)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.run_name == spec.name and parent.info.status == "FINISHED"
+    assert parent.data.params["algorithm.algo"] == "iql"
+    assert parent.data.tags["encoder_version"] == "obs-v1"
+    assert len(parent.data.tags["dataset.hash"]) >= 16
+    children = {r.data.tags["poke_tune.trial_id"]: r for r in runs if r is not parent}
+    assert len(children) == len(outcome.rows) == spec.num_samples
+    assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {parent.info.run_id}
+
+    for row in outcome.rows:
+        child = children[str(row["trial_id"])]
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["status"] == row["status"]
+        assert re.fullmatch(r"iql-expectile=[\d.]+-temperature=[\d.]+-t\d\d", child.info.run_name)
+        assert child.data.params == {
+            key.removeprefix("param/"): str(value)
+            for key, value in row.items()
+            if key.startswith("param/")
+        }
+        history = client.get_metric_history(child.info.run_id, "eval/win_rate")
+        steps = [m.step for m in sorted(history, key=lambda m: m.step)]
+        assert steps == [20 * (i + 1) for i in range(row["evaluations"])]
+        assert child.data.metrics[OBJECTIVE_KEY] == pytest.approx(row[OBJECTIVE_KEY])
+        assert "objective/final" in child.data.metrics
+        assert len(client.get_metric_history(child.info.run_id, "train/q_loss")) == len(steps)
+
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "plots", "best_checkpoint"} <= names
+    plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"optimization_history.png", "objective_vs_params.png"} <= plots
+
+    best = outcome.best
+    assert best is not None
+    local = mlflow.artifacts.download_artifacts(
+        run_id=children[str(best["trial_id"])].info.run_id,
+        artifact_path="best_checkpoint/trainer.pt",
+        dst_path=str(tmp_path),
+        tracking_uri=spec.mlflow.tracking_uri,
+    )
+    assert read_checkpoint(Path(local))["step"] == read_checkpoint(best["checkpoint"])["step"]
+
+    name = f"{spec.name}-policy"
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.run_id == children[str(best["trial_id"])].info.run_id
+    policy = load_registered_policy(f"models:/{name}@champion", spec.mlflow.tracking_uri)
+    result = evaluate(policy, make_policy("random"), battles=4)
+    assert result.battles == 4 and result.invalid_choices == 0
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    mask = np.zeros((2, 14), bool)
+    mask[:, 5] = True  # only one legal action: the model must pick it
+    size = read_checkpoint(best["checkpoint"])["observation_size"]
+    observation = np.zeros((2, size), np.float32)
+    assert model.predict({"observation": observation, "action_mask": mask}).tolist() == [5, 5]
+
+
+def test_a_sweep_lands_in_a_sqlite_store(
+    sqlite_sweep: tuple[SearchSpec, SweepOutcome], tmp_path: Path
+) -> None:
+    _check_sweep_in_mlflow(*sqlite_sweep, tmp_path)
+
+
+def test_champion_moves_only_to_a_better_model(
+    sqlite_sweep: tuple[SearchSpec, SweepOutcome],
+) -> None:
+    spec, outcome = sqlite_sweep
+    assert outcome.best is not None and spec.mlflow.tracking_uri is not None
+    client = MlflowClient(spec.mlflow.tracking_uri)
+    name = f"{spec.name}-policy"
+    key = f"{spec.storage_path}/{spec.name}"
+    before = str(client.get_model_version_by_alias(name, "champion").version)
+
+    worse = {**outcome.best, OBJECTIVE_KEY: outcome.best[OBJECTIVE_KEY] - 0.5}
+    logged = finish_sweep(outcome.rows, worse, spec, key)
+    assert logged["champion"] is False and logged["version"] != before
+    assert str(client.get_model_version_by_alias(name, "champion").version) == before
+
+    better = {**outcome.best, OBJECTIVE_KEY: outcome.best[OBJECTIVE_KEY] + 0.5}
+    logged = finish_sweep(outcome.rows, better, spec, key)
+    assert logged["champion"] is True
+    assert str(client.get_model_version_by_alias(name, "champion").version) == logged["version"]
+
+
+def test_an_unreachable_server_fails_before_anything_starts(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "unreachable", f"http://127.0.0.1:{_free_port()}")
+    started = time.monotonic()
+    with pytest.raises(TrackingUnavailableError, match="unreachable"):
+        run_sweep(spec)
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "ray").exists()
+
+
+def test_a_server_outage_mid_sweep_loses_nothing(
+    local_ray: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = MLflowServer(tmp_path)
+    server.start()
+    spec = _spec(tmp_path, "outage", server.url)
+    outage: dict[str, Any] = {}
+
+    def stop_then_restart() -> None:
+        client = MlflowClient(server.url)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+            except Exception:
+                runs = []
+            if any("mlflow.parentRunId" in r.data.tags for r in runs):
+                break
+            time.sleep(0.5)
+        server.stop()
+        outage["stopped"] = time.monotonic()
+        time.sleep(10)
+        server.start()
+        outage["restarted"] = time.monotonic()
+
+    caplog.set_level(logging.WARNING, logger="poke_tune.tuning.tracking")
+    controller = threading.Thread(target=stop_then_restart)
+    controller.start()
+    try:
+        outcome = run_sweep(spec)
+        controller.join()
+        assert "stopped" in outage and "restarted" in outage
+        assert any("MLflow unreachable" in r.getMessage() for r in caplog.records)
+        assert not (Path(spec.storage_path) / spec.name / UNSENT_FILE).exists()
+        mlflow.set_tracking_uri(server.url)
+        _check_sweep_in_mlflow(spec, outcome, tmp_path)
+    finally:
+        controller.join()
+        server.stop()
+
+
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def test_the_mlflow_ui_shows_the_sweep(
+    sqlite_sweep: tuple[SearchSpec, SweepOutcome], tmp_path: Path
+) -> None:
+    found = _chromium()
+    if found is None:
+        if os.environ.get("POKE_TUNE_REQUIRE_BROWSER"):
+            pytest.fail(
+                "chromium and chromedriver are required (apt-get install chromium chromium-driver)"
+            )
+        pytest.skip("no chromium/chromedriver on this machine")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    spec, outcome = sqlite_sweep
+    port = _free_port()
+    experiment = f"{spec.storage_path}/{spec.name}"
+    ui = subprocess.Popen(
+        [str(Path(sys.executable).with_name("poke-tune")), "ui", experiment, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert ui.stdout is not None
+        url = re.search(r"http://127\.0\.0\.1:\d+/#/experiments/\d+/runs", ui.stdout.readline())
+        assert url is not None, "poke-tune ui did not print the runs page"
+        _wait_http(f"http://127.0.0.1:{port}/health")
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = found[0]
+        for flag in (
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--window-size=1600,1000",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+        ):  # fmt: skip
+            options.add_argument(flag)
+        browser = webdriver.Chrome(service=Service(found[1]), options=options)
+        try:
+            browser.get(url.group(0))
+            children = [
+                client_run.info.run_name
+                for client_run in MlflowClient(spec.mlflow.tracking_uri).search_runs(
+                    [
+                        MlflowClient(spec.mlflow.tracking_uri)
+                        .get_experiment_by_name(spec.name)
+                        .experiment_id
+                    ],
+                    filter_string="tags.`mlflow.parentRunId` != ''",
+                )
+            ]
+            assert len(children) == len(outcome.rows)
+
+            def shows_runs(driver: Any) -> bool:
+                text = driver.find_element("tag name", "body").text
+                if spec.name in text and not any(name in text for name in children):
+                    # Child runs are folded under their parent: unfold them (the button
+                    # in the run-name cell).
+                    for button in driver.find_elements(
+                        "css selector", "button[data-component-id*='runnamecellrenderer']"
+                    ):
+                        button.click()
+                    text = driver.find_element("tag name", "body").text
+                return spec.name in text and all(name in text for name in children)
+
+            try:
+                WebDriverWait(browser, 90).until(shows_runs)
+            finally:
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                browser.save_screenshot(str(ARTIFACTS / "mlflow_ui_sweep.png"))
+        finally:
+            browser.quit()
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
