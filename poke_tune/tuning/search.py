@@ -26,6 +26,7 @@ from ray.tune.search.optuna import OptunaSearch
 from poke_tune.data.dataset import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.sim.runtime import cache_dir
+from poke_tune.tuning.cluster import check_storage
 from poke_tune.tuning.spec import (
     OBJECTIVE_KEY,
     CategoricalParam,
@@ -236,6 +237,7 @@ def run_sweep(
         check_reachable(spec.mlflow.tracking_uri)
     dataset = prepare_dataset(spec)
     _init_ray(address)
+    check_storage(spec)  # a multi-node cluster needs shared storage
     callbacks: list[tune.Callback] = []
     if spec.mlflow.enabled:
         tags = sweep_tags(spec, dataset, invocation)
@@ -268,7 +270,9 @@ def resume_sweep(path: Path, *, address: str | None = None) -> SweepOutcome:
     if spec.mlflow.enabled:
         assert spec.mlflow.tracking_uri is not None
         check_reachable(spec.mlflow.tracking_uri)
-    return _outcome(restore_tuner(path, address=address).fit(), spec)
+    tuner = restore_tuner(path, address=address)
+    check_storage(spec)
+    return _outcome(tuner.fit(), spec)
 
 
 def track_experiment(path: Path) -> SweepOutcome:
