@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from poke_tune.algos.bc import BC, BCConfig
 from poke_tune.algos.cql import CQL, CQLConfig
 from poke_tune.algos.iql import IQL, IQLConfig
-from poke_tune.algos.networks import mlp
+from poke_tune.algos.networks import VectorizedLinear, mlp
 from poke_tune.algos.trainer import TrainConfig, Trainer
 from poke_tune.data.dataset import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
@@ -46,16 +46,28 @@ TARGETS = "targets (issue): IQL >= 3x seed-style, IQL >= 70% of the matmul ceili
 # -- FLOP counting ---------------------------------------------------------------------------
 
 
-def mlp_flops(net: nn.Module, batch: int, *, trained: bool) -> float:
-    """FLOPs of one pass of `net`'s nn.Linear layers over `batch` rows.
+def linear_shapes(net: nn.Module) -> list[tuple[int, int, int]]:
+    """(members, in, out) of each linear layer of `net` in order; a VectorizedLinear layer
+    holds `members` independent layers."""
+    shapes = []
+    for module in net.modules():
+        if isinstance(module, nn.Linear):
+            shapes.append((1, module.in_features, module.out_features))
+        elif isinstance(module, VectorizedLinear):
+            shapes.append((module.weight.shape[0], module.in_features, module.out_features))
+    return shapes
 
-    Convention: a Linear forward costs 2 * B * in * out. A trained pass (forward and
-    backward) costs 3x that (forward, grad wrt input, grad wrt weight), except the first
-    layer, whose input (observation or (s, a) features) needs no gradient: 2x. A no-grad
-    forward costs 1x. Bias adds, ReLU, LayerNorm, losses and optimizer steps are ignored.
+
+def mlp_flops(net: nn.Module, batch: int, *, trained: bool) -> float:
+    """Matmul FLOPs of one pass of `net` over `batch` rows.
+
+    Convention: a linear layer's forward costs 2 * B * in * out per member. A trained pass
+    (forward and backward) costs 3x that (forward, grad wrt input, grad wrt weight), except
+    the first layer, whose input (observation or (s, a) features) needs no gradient: 2x. A
+    no-grad forward costs 1x. Bias adds, ReLU, LayerNorm, losses and optimizer steps are
+    ignored.
     """
-    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    forwards = [2.0 * batch * layer.in_features * layer.out_features for layer in linears]
+    forwards = [2.0 * batch * members * i * o for members, i, o in linear_shapes(net)]
     if not trained:
         return sum(forwards)
     return 2 * forwards[0] + 3 * sum(forwards[1:])
@@ -71,18 +83,18 @@ def flops_per_step(algorithm: object, batch: int) -> float:
         return mlp_flops(algorithm.policy, batch, trained=True)
     if isinstance(algorithm, IQL):
         return (
-            ensemble_flops(algorithm.q_target.critics, batch, trained=False)  # Q_target(s)
+            mlp_flops(algorithm.q_target, batch, trained=False)  # Q_target(s)
             + mlp_flops(algorithm.v, batch, trained=True)  # V(s), V update
             + mlp_flops(algorithm.v, batch, trained=False)  # V(s) again for the advantage
             + mlp_flops(algorithm.policy, batch, trained=True)  # policy update
             + mlp_flops(algorithm.v, batch, trained=False)  # V(s') for the Q targets
-            + ensemble_flops(algorithm.q.critics, batch, trained=True)  # Q update
+            + mlp_flops(algorithm.q, batch, trained=True)  # Q update
         )
     if isinstance(algorithm, CQL):
         return (
-            ensemble_flops(algorithm.q.critics, batch, trained=False)  # Q(s') for the argmax
-            + ensemble_flops(algorithm.q_target.critics, batch, trained=False)  # Q_target(s')
-            + ensemble_flops(algorithm.q.critics, batch, trained=True)  # Q(s), Q update
+            mlp_flops(algorithm.q, batch, trained=False)  # Q(s') for the argmax
+            + mlp_flops(algorithm.q_target, batch, trained=False)  # Q_target(s')
+            + mlp_flops(algorithm.q, batch, trained=True)  # Q(s), Q update
         )
     if isinstance(algorithm, SeedIQL):
         return (

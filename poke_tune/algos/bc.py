@@ -49,7 +49,10 @@ class BC:
         self.config = config
         self.policy = PolicyNetwork(observation_size, num_actions, config.network).to(device)
         self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+            self.policy.parameters(),
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            fused=True,
         )
         self.scheduler = warmup_cosine_schedule(
             self.optimizer, warmup_steps=warmup_steps, total_steps=total_steps, cosine=True

@@ -105,7 +105,7 @@ class CQL:
         self.q = QEnsemble(observation_size, num_actions, config.network, config.num_critics)
         self.q = self.q.to(device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate)
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate, fused=True)
         self.scheduler = warmup_cosine_schedule(
             self.optimizer, warmup_steps=warmup_steps, total_steps=total_steps, cosine=False
         )

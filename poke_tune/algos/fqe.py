@@ -41,7 +41,7 @@ class FQE:
         self.q = QEnsemble(observation_size, num_actions, network or NetworkConfig(), 1)
         self.q = self.q.to(device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=learning_rate)
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=learning_rate, fused=True)
 
     def update(self, batch: Batch, policy: Callable[[torch.Tensor], torch.Tensor]) -> float:
         """One TD step towards Q^pi; `policy` maps observations to action scores."""

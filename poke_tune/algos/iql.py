@@ -106,9 +106,13 @@ class IQL:
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.v = ValueNetwork(observation_size, net).to(device)
         self.policy = PolicyNetwork(observation_size, num_actions, net).to(device)
-        self.q_optimizer = torch.optim.Adam(self.q.parameters(), lr=config.critic_lr)
-        self.v_optimizer = torch.optim.Adam(self.v.parameters(), lr=config.critic_lr)
-        self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.actor_lr)
+        # fused: one kernel over all of a network's parameters (Adam's per-tensor loop was
+        # a quarter of the CPU step).
+        self.q_optimizer = torch.optim.Adam(self.q.parameters(), lr=config.critic_lr, fused=True)
+        self.v_optimizer = torch.optim.Adam(self.v.parameters(), lr=config.critic_lr, fused=True)
+        self.policy_optimizer = torch.optim.Adam(
+            self.policy.parameters(), lr=config.actor_lr, fused=True
+        )
         self.policy_scheduler = warmup_cosine_schedule(
             self.policy_optimizer, warmup_steps=warmup_steps, total_steps=total_steps, cosine=True
         )

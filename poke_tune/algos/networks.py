@@ -1,5 +1,9 @@
 """Networks shared by the algorithms: MLP trunks, a masked categorical policy, an ensemble
-of Q heads that output Q for every action at once, and a state-value network.
+of Q networks that output Q for every action at once, and a state-value network.
+
+The Q ensemble stores its members' weights stacked, [critics, in, out], and runs all of
+them with one batched matmul per layer (as CORL's EDAC `VectorizedLinear`): fewer, larger
+kernels and fewer parameter tensors for Adam and the Polyak update than a list of MLPs.
 
 Illegal actions are handled by `masked_fill(~mask, -inf)` on logits and Q values, so they
 get zero probability, never win an argmax and never enter a logsumexp.
@@ -7,7 +11,10 @@ get zero probability, never win an argmax and never enter a logsumexp.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -16,6 +23,7 @@ __all__ = [
     "PolicyNetwork",
     "QEnsemble",
     "ValueNetwork",
+    "VectorizedLinear",
     "masked_argmax",
     "masked_logits",
     "mlp",
@@ -74,19 +82,68 @@ class PolicyNetwork(nn.Module):
         return logits
 
 
+class VectorizedLinear(nn.Module):
+    """`ensemble_size` independent linear layers: [E, B, in] -> [E, B, out] in one baddbmm.
+
+    Each member is initialised like `nn.Linear` (weight and bias ~ U(-1/sqrt(in), 1/sqrt(in))).
+    """
+
+    def __init__(self, in_features: int, out_features: int, ensemble_size: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features))
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, inputs, self.weight)
+
+
+class VectorizedLayerNorm(nn.Module):
+    """LayerNorm over the last dimension with a separate affine transform per member."""
+
+    def __init__(self, features: int, ensemble_size: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, features))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        normalized = F.layer_norm(inputs, inputs.shape[-1:])
+        return torch.addcmul(self.bias, normalized, self.weight)
+
+
 class QEnsemble(nn.Module):
-    """`num_critics` independent Q networks; returns Q for all actions, [critics, B, A]."""
+    """`num_critics` independent Q networks run as one; returns Q for all actions, [E, B, A].
+
+    Member i is exactly `mlp(observation_size, num_actions, config)` with the weights
+    `layer.weight[i]`; the first layer reads the same observations for every member.
+    """
 
     def __init__(
         self, observation_size: int, num_actions: int, config: NetworkConfig, num_critics: int
     ) -> None:
         super().__init__()
-        self.critics = nn.ModuleList(
-            mlp(observation_size, num_actions, config) for _ in range(num_critics)
-        )
+        self.num_critics = num_critics
+        layers: list[nn.Module] = []
+        width = observation_size
+        for hidden in config.hidden_sizes:
+            layers.append(VectorizedLinear(width, hidden, num_critics))
+            if config.layer_norm:
+                layers.append(VectorizedLayerNorm(hidden, num_critics))
+            layers.append(nn.ReLU())
+            if config.dropout > 0:
+                layers.append(nn.Dropout(config.dropout))
+            width = hidden
+        layers.append(VectorizedLinear(width, num_actions, num_critics))
+        self.net = nn.Sequential(*layers)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return torch.stack([critic(observations) for critic in self.critics])
+        # A stride-0 view: the members share the observations without a copy.
+        inputs = observations.expand(self.num_critics, *observations.shape)
+        q_values: torch.Tensor = self.net(inputs)
+        return q_values
 
 
 class ValueNetwork(nn.Module):

@@ -43,7 +43,7 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: Q ensembles store stacked [critics, in, out] weights
 AlgoConfig = Annotated[BCConfig | IQLConfig | CQLConfig, Field(discriminator="algo")]
 _ALGO_CONFIG: TypeAdapter[BCConfig | IQLConfig | CQLConfig] = TypeAdapter(AlgoConfig)
 DIVERGENCE_LIMIT = 1e6  # |mean Q| beyond this with rewards in [-1, 1] is divergence
