@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +44,58 @@ def battle_dataset(tmp_path_factory: pytest.TempPathFactory) -> OfflineDataset:
     path = folder / "mixed.jsonl.gz"
     generate_dataset(path, policies=["random", "max-damage"], battles=160, seed=0)
     return load_dataset(path, cache_root=folder / "cache")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer in {timeout} s")
+
+
+class MLflowServer:
+    """A real `mlflow server` process on 127.0.0.1 that can be stopped and restarted."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination", str(folder / "server-artifacts"),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        self.log = (folder / "server.log").open("ab")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command, stdout=self.log, stderr=self.log, start_new_session=True
+        )
+        wait_http(f"{self.url}/health")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the server and its workers
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[MLflowServer]:
+    """A started `mlflow server` on 127.0.0.1 (SQLite backend, proxied artifacts)."""
+    server = MLflowServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from ray.tune import ExperimentAnalysis
 from ray.util.state import StateApiClient
 from ray.util.state.common import ListApiOptions, StateResource
@@ -33,6 +34,7 @@ from poke_tune.cli.main import app
 from poke_tune.tuning.spec import OBJECTIVE_KEY
 from poke_tune.tuning.submit import connect, job_info
 from poke_tune.tuning.trainable import CHECKPOINT_FILE
+from tests.conftest import MLflowServer
 
 pytestmark = pytest.mark.slow
 
@@ -191,7 +193,7 @@ def _trial_nodes(cluster: LocalCluster, ray_job_id: str) -> set[str]:
 
 
 def test_sweep_runs_on_both_nodes_and_leaves_a_readable_best_checkpoint(
-    cluster: LocalCluster, token_env: None
+    cluster: LocalCluster, token_env: None, mlflow_server: MLflowServer
 ) -> None:
     start = time.monotonic()
     submitted = subprocess.run(
@@ -206,6 +208,8 @@ def test_sweep_runs_on_both_nodes_and_leaves_a_readable_best_checkpoint(
             f"storage_path={cluster.shared}",
             "--set",
             "storage_shared=true",
+            "--tracking-uri",
+            mlflow_server.url,
         ],
         capture_output=True,
         text=True,
@@ -236,6 +240,17 @@ def test_sweep_runs_on_both_nodes_and_leaves_a_readable_best_checkpoint(
     assert best is not None
     policy = load_policy(Path(best.path) / CHECKPOINT_FILE)
     assert policy is not None
+
+    # The shared MLflow server holds the sweep: a parent with one child per trial.
+    tracking = MlflowClient(mlflow_server.url)
+    runs = tracking.search_runs([tracking.get_experiment_by_name("tiny-cluster").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4
+    assert {r.data.tags["status"] for r in children} == {"completed"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    names = {a.path for a in tracking.list_artifacts(parents[0].info.run_id)}
+    assert "best_checkpoint" in names and "trials.csv" in names
 
     listed = runner.invoke(
         app, ["jobs", "list", "--address", cluster.address], env={"COLUMNS": "200"}

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,59 +34,12 @@ from poke_tune.tuning.tracking import (
     finish_sweep,
     load_registered_policy,
 )
+from tests.conftest import MLflowServer, free_port, wait_http
 
 TINY = Path(__file__).with_name("tiny.yaml")
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("POKE_TUNE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_http(url: str, timeout: float = 180) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer in {timeout} s")
-
-
-class MLflowServer:
-    """A real `mlflow server` process on 127.0.0.1 that can be stopped and restarted."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-            "--artifacts-destination", str(folder / "server-artifacts"),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-        ]  # fmt: skip
-        self.log = (folder / "server.log").open("ab")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.command, stdout=self.log, stderr=self.log, start_new_session=True
-        )
-        _wait_http(f"{self.url}/health")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # the server and its workers
-            self.process.wait(timeout=30)
-        self.process = None
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +162,7 @@ def test_champion_moves_only_to_a_better_model(
 
 
 def test_an_unreachable_server_fails_before_anything_starts(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, "unreachable", f"http://127.0.0.1:{_free_port()}")
+    spec = _spec(tmp_path, "unreachable", f"http://127.0.0.1:{free_port()}")
     started = time.monotonic()
     with pytest.raises(TrackingUnavailableError, match="unreachable"):
         run_sweep(spec)
@@ -219,10 +171,9 @@ def test_an_unreachable_server_fails_before_anything_starts(tmp_path: Path) -> N
 
 
 def test_a_server_outage_mid_sweep_loses_nothing(
-    local_ray: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    local_ray: None, mlflow_server: MLflowServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = MLflowServer(tmp_path)
-    server.start()
+    server = mlflow_server
     spec = _spec(tmp_path, "outage", server.url)
     outage: dict[str, Any] = {}
 
@@ -256,7 +207,6 @@ def test_a_server_outage_mid_sweep_loses_nothing(
         _check_sweep_in_mlflow(spec, outcome, tmp_path)
     finally:
         controller.join()
-        server.stop()
 
 
 def _chromium() -> tuple[str, str] | None:
@@ -280,7 +230,7 @@ def test_the_mlflow_ui_shows_the_sweep(
     from selenium.webdriver.support.ui import WebDriverWait
 
     spec, outcome = sqlite_sweep
-    port = _free_port()
+    port = free_port()
     experiment = f"{spec.storage_path}/{spec.name}"
     ui = subprocess.Popen(
         [str(Path(sys.executable).with_name("poke-tune")), "ui", experiment, "--port", str(port)],
@@ -293,7 +243,7 @@ def test_the_mlflow_ui_shows_the_sweep(
         assert ui.stdout is not None
         url = re.search(r"http://127\.0\.0\.1:\d+/#/experiments/\d+/runs", ui.stdout.readline())
         assert url is not None, "poke-tune ui did not print the runs page"
-        _wait_http(f"http://127.0.0.1:{port}/health")
+        wait_http(f"http://127.0.0.1:{port}/health")
 
         options = webdriver.ChromeOptions()
         options.binary_location = found[0]
