@@ -222,6 +222,16 @@ class SearchSpec(_Strict):
     mlflow: MLflowSpec = MLflowSpec()
 
     @model_validator(mode="after")
+    def _default_tracking_uri(self) -> SearchSpec:
+        # Resolved once, where the spec is read: trials and resumed sweeps see the same URI.
+        if self.mlflow.tracking_uri is not None:
+            return self
+        uri = resolve_tracking_uri(None, self.storage_path)
+        return self.model_copy(
+            update={"mlflow": self.mlflow.model_copy(update={"tracking_uri": uri})}
+        )
+
+    @model_validator(mode="after")
     def _check_algorithm(self, info: ValidationInfo) -> SearchSpec:
         # `load_spec` runs these checks itself, to point at the offending line.
         if not (info.context or {}).get("defer_semantic_checks"):
