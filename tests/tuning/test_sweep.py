@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import ray
 import yaml
@@ -48,9 +49,21 @@ def _spec(tmp_path: Path, **overrides: Any) -> SearchSpec:
 def test_sweep_with_optuna_and_asha_finds_a_loadable_winner(
     local_ray: None, tmp_path: Path
 ) -> None:
-    spec = _spec(tmp_path)
+    optuna_db = f"sqlite:///{tmp_path / 'optuna.db'}"
+    spec = _spec(
+        tmp_path,
+        searcher={
+            "algorithm": "tpe",
+            "seed": 0,
+            "warm_start": [{"expectile": 0.7, "temperature": 3.0}],
+            "storage": optuna_db,
+        },
+    )
     rows = run_sweep(spec).rows
     assert len(rows) == 4
+    # The study lives in the RDB storage too, where optuna-dashboard can watch it.
+    study = optuna.load_study(study_name="tiny", storage=optuna_db)
+    assert len(study.trials) == 4
     assert {r["status"] for r in rows} <= {"completed", "early-stopped"}
     # Optuna's warm start (the official IQL defaults) was tried, the rest were sampled.
     points = {(r["param/expectile"], r["param/temperature"]) for r in rows}
