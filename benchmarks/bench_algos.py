@@ -5,11 +5,14 @@ Runs, in one process on this machine (CPU, torch's default threads):
 2. seed-style IQL, the design poke-tune replaced: per-transition dicts, a torch Dataset
    that builds tensors per item, a shuffling DataLoader with the default collate, and
    twin Q(concat(s, one_hot(a))) -> scalar networks; DataLoader time is included;
-3. poke-tune's `Trainer.train` for BC, IQL and CQL with their default configs;
-4. the float32 `torch.mm` ceiling for the layer shapes the updates run.
-FLOPs per step are counted from the networks' nn.Linear shapes (see `mlp_flops`).
+3. poke-tune's `Trainer.train` for BC, IQL and CQL with their default configs, timed in
+   rounds interleaved with the seed-style pipeline (noise from elsewhere hits all alike);
+4. the float32 matmul ceiling: the best of the torch.mm/torch.bmm shapes the updates run.
+FLOPs per step are counted from the networks' nn.Linear and VectorizedLinear shapes (see
+`mlp_flops`).
 
 usage: python benchmarks/bench_algos.py [--battles 150] [--steps 300] [--warmup 20]
+       [--rounds 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -201,8 +204,21 @@ def _forever(loader: DataLoader[Any]) -> Iterator[dict[str, torch.Tensor]]:
 # -- measurements ----------------------------------------------------------------------------
 
 
-def seed_rate(dataset: OfflineDataset, steps: int, warmup: int) -> tuple[float, float]:
-    """(steps/s, FLOP/step) of seed-style IQL on the trainer's training split."""
+class Pipeline:
+    """A named training pipeline that runs `n` more gradient steps per call."""
+
+    def __init__(self, name: str, run: Callable[[int], object], flops: float) -> None:
+        self.name, self.run, self.flops = name, run, flops
+        self.rates: list[float] = []  # steps/s of each timed round
+
+    def time_round(self, steps: int) -> None:
+        start = time.perf_counter()
+        self.run(steps)
+        self.rates.append(steps / (time.perf_counter() - start))
+
+
+def seed_pipeline(dataset: OfflineDataset) -> Pipeline:
+    """Seed-style IQL on the trainer's training split (DataLoader time included)."""
     torch.manual_seed(0)
     train_index, _ = dataset.split(TrainConfig().val_fraction, seed=0)
     loader = DataLoader(
@@ -210,24 +226,23 @@ def seed_rate(dataset: OfflineDataset, steps: int, warmup: int) -> tuple[float, 
     )
     algo = SeedIQL(IQLConfig(), dataset.observation_size, dataset.num_actions)
     batches = _forever(loader)
-    for _ in range(warmup):
-        algo.update(next(batches))
-    start = time.perf_counter()
-    for _ in range(steps):
-        algo.update(next(batches))
-    return steps / (time.perf_counter() - start), flops_per_step(algo, BATCH)
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            algo.update(next(batches))
+
+    return Pipeline("seed-style IQL (DataLoader)", run, flops_per_step(algo, BATCH))
 
 
-def trainer_rate(
-    config: BCConfig | IQLConfig | CQLConfig, dataset: OfflineDataset, steps: int, warmup: int
-) -> tuple[float, float]:
-    """(steps/s, FLOP/step) of `Trainer.train` with batch size BATCH, FQE off."""
-    train_config = TrainConfig(batch_size=BATCH, steps=warmup + steps, fqe_steps=0, device="cpu")
+def trainer_pipeline(
+    config: BCConfig | IQLConfig | CQLConfig, dataset: OfflineDataset, total_steps: int
+) -> Pipeline:
+    """`Trainer.train` with batch size BATCH, FQE off."""
+    train_config = TrainConfig(batch_size=BATCH, steps=total_steps, fqe_steps=0, device="cpu")
     trainer = Trainer(config, train_config, dataset)
-    trainer.train(warmup)
-    start = time.perf_counter()
-    trainer.train(warmup + steps)
-    return steps / (time.perf_counter() - start), flops_per_step(trainer.algorithm, BATCH)
+    run = lambda steps: trainer.train(trainer.step + steps)  # noqa: E731
+    flops = flops_per_step(trainer.algorithm, BATCH)
+    return Pipeline(f"poke-tune {config.algo.upper()}", run, flops)
 
 
 def _gflops(run: Callable[[], object], flops: float, min_seconds: float, repeats: int) -> float:
@@ -250,25 +265,34 @@ def _gflops(run: Callable[[], object], flops: float, min_seconds: float, repeats
 
 
 def matmul_ceiling(
-    observation_size: int, hidden: int, min_seconds: float = 0.3, repeats: int = 5
+    observation_size: int, hidden: int, critics: int, min_seconds: float = 0.3, repeats: int = 5
 ) -> tuple[float, str]:
-    """Best median float32 torch.mm GFLOP/s over the update's layer shapes (and its name)."""
-    b, d, h = BATCH, observation_size, hidden
+    """Best median float32 GFLOP/s over the update's matmul shapes (and that shape's name):
+    the MLPs' torch.mm shapes and the Q ensembles' torch.bmm shapes, forward and backward,
+    with the same transposes and the same stride-0 (shared observation) input."""
+    b, d, h, e = BATCH, observation_size, hidden, critics
 
-    def mm(label: str, a: torch.Tensor, w: torch.Tensor) -> tuple[str, float]:
-        out = torch.empty(a.shape[0], w.shape[1])
-        run = lambda: torch.mm(a, w, out=out)  # noqa: E731
-        return label, _gflops(
-            run, 2.0 * a.shape[0] * a.shape[1] * w.shape[1], min_seconds, repeats
-        )
+    def time_it(
+        label: str, op: Callable[..., torch.Tensor], *args: torch.Tensor
+    ) -> tuple[str, float]:
+        out = op(*args)
+        run = lambda: op(*args, out=out)  # noqa: E731
+        return label, _gflops(run, 2.0 * out.numel() * args[0].shape[-1], min_seconds, repeats)
 
     x, g, w1, w2 = torch.randn(b, d), torch.randn(b, h), torch.randn(h, d), torch.randn(h, h)
+    xs, gs = x.expand(e, b, d), torch.randn(e, b, h)
+    ws1, ws2 = torch.randn(e, d, h), torch.randn(e, h, h)
     results = [
-        mm(f"fwd [{b}x{d}]@[{d}x{h}]", x, w1.t()),
-        mm(f"fwd [{b}x{h}]@[{h}x{h}]", g, w2.t()),
-        mm(f"dW1 [{h}x{b}]@[{b}x{d}]", g.t(), x),
-        mm(f"dX2 [{b}x{h}]@[{h}x{h}]", g, w2),
-        mm(f"dW2 [{h}x{b}]@[{b}x{h}]", g.t(), g),
+        time_it(f"fwd [{b}x{d}]@[{d}x{h}]", torch.mm, x, w1.t()),
+        time_it(f"fwd [{b}x{h}]@[{h}x{h}]", torch.mm, g, w2.t()),
+        time_it(f"dW1 [{h}x{b}]@[{b}x{d}]", torch.mm, g.t(), x),
+        time_it(f"dX2 [{b}x{h}]@[{h}x{h}]", torch.mm, g, w2),
+        time_it(f"dW2 [{h}x{b}]@[{b}x{h}]", torch.mm, g.t(), g),
+        time_it(f"{e}x fwd [{b}x{d}]@[{d}x{h}]", torch.bmm, xs, ws1),
+        time_it(f"{e}x fwd [{b}x{h}]@[{h}x{h}]", torch.bmm, gs, ws2),
+        time_it(f"{e}x dW1 [{d}x{b}]@[{b}x{h}]", torch.bmm, xs.transpose(1, 2), gs),
+        time_it(f"{e}x dX2 [{b}x{h}]@[{h}x{h}]", torch.bmm, gs, ws2.transpose(1, 2)),
+        time_it(f"{e}x dW2 [{h}x{b}]@[{b}x{h}]", torch.bmm, gs.transpose(1, 2), gs),
     ]
     label, best = max(results, key=lambda item: item[1])
     return best, label
@@ -286,6 +310,7 @@ def main() -> None:
     parser.add_argument("--battles", type=int, default=150)
     parser.add_argument("--steps", type=int, default=300, help="timed gradient steps")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
     if args.threads:
@@ -303,31 +328,38 @@ def main() -> None:
         print(
             f"dataset: {args.battles} battles, {dataset.num_transitions} transitions, "
             f"observation {dataset.observation_size}, {dataset.num_actions} actions; "
-            f"batch {BATCH}, {args.steps} timed steps after {args.warmup} warm-up"
+            f"batch {BATCH}, {args.steps} timed steps after {args.warmup} warm-up, in "
+            f"{args.rounds} interleaved rounds (steps/s: median round)"
         )
-        hidden = max(IQLConfig().network.hidden_sizes)
-        before, shape = matmul_ceiling(dataset.observation_size, hidden)
-        rows = [("seed-style IQL (DataLoader)", seed_rate(dataset, args.steps, args.warmup))]
-        for name, config in (("BC", BCConfig()), ("IQL", IQLConfig()), ("CQL", CQLConfig())):
-            rows.append(
-                (f"poke-tune {name}", trainer_rate(config, dataset, args.steps, args.warmup))
-            )
-        after, _ = matmul_ceiling(dataset.observation_size, hidden)
+        hidden, critics = max(IQLConfig().network.hidden_sizes), IQLConfig().num_critics
+        before, shape = matmul_ceiling(dataset.observation_size, hidden, critics)
+        pipelines = [seed_pipeline(dataset)] + [
+            trainer_pipeline(config, dataset, args.warmup + args.steps)
+            for config in (BCConfig(), IQLConfig(), CQLConfig())
+        ]
+        for pipeline in pipelines:
+            pipeline.run(args.warmup)
+        # Interleaved rounds, so that load from elsewhere hits every pipeline alike.
+        for _ in range(args.rounds):
+            for pipeline in pipelines:
+                pipeline.time_round(args.steps // args.rounds)
+        after, _ = matmul_ceiling(dataset.observation_size, hidden, critics)
 
     ceiling = max(before, after)
-    seed_steps = rows[0][1][0]
+    seed_steps = statistics.median(pipelines[0].rates)
     print(
         f"{'pipeline':28} {'steps/s':>8} {'vs seed':>8} {'GFLOP/step':>10} "
         f"{'GFLOP/s':>8} {'% ceiling':>9}"
     )
-    for name, (rate, flops) in rows:
-        achieved = rate * flops / 1e9
+    for pipeline in pipelines:
+        rate = statistics.median(pipeline.rates)
+        achieved = rate * pipeline.flops / 1e9
         print(
-            f"{name:28} {rate:8.1f} {rate / seed_steps:7.2f}x {flops / 1e9:10.3f} "
-            f"{achieved:8.1f} {100 * achieved / ceiling:8.1f}%"
+            f"{pipeline.name:28} {rate:8.1f} {rate / seed_steps:7.2f}x "
+            f"{pipeline.flops / 1e9:10.3f} {achieved:8.1f} {100 * achieved / ceiling:8.1f}%"
         )
     print(
-        f"matmul ceiling: {ceiling:.1f} GFLOP/s (float32 torch.mm, best shape {shape}; "
+        f"matmul ceiling: {ceiling:.1f} GFLOP/s (float32 torch.mm/bmm, best shape {shape}; "
         f"{before:.1f} before the pipelines, {after:.1f} after)"
     )
     if min(before, after) < 0.65 * ceiling:  # run-to-run noise here is about +-20%

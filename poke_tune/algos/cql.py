@@ -116,7 +116,7 @@ class CQL:
     def _targets(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
             next_q_online = self.q(batch.next_observations).mean(dim=0)
-            next_q_target = self.q_target(batch.next_observations).min(dim=0).values
+            next_q_target = self.q_target(batch.next_observations).amin(dim=0)
             return double_dqn_targets(
                 next_q_online,
                 next_q_target,

@@ -119,7 +119,7 @@ class IQL:
 
     def _target_q(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
-            q_all = self.q_target(batch.observations).min(dim=0).values
+            q_all = self.q_target(batch.observations).amin(dim=0)  # amin: no argmin indices
             target_q: torch.Tensor = q_all.gather(1, batch.actions[:, None]).squeeze(1)
             return target_q
 
