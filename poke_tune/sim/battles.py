@@ -1,9 +1,10 @@
 """Play many seeded battles in parallel on a pool of persistent node worker processes.
 
 Each worker (`js/worker.js`) multiplexes several battles, each on the package's own
-server-less `BattleStream`. Python reads every worker's stdout on a thread into one
-queue, so a single loop here tracks each battle's public state, asks the right policy
-for each request and writes the choice back, while the workers simulate other battles.
+server-less `BattleStream`. One loop on the caller's thread polls every worker's output
+with a selector (no reader threads), tracks each battle's public state, asks the right
+policy for each request and writes the choice back, while the workers simulate other
+battles.
 
 Failure handling: a worker that exits, or sends nothing for `timeout_s` while it owes
 output, is killed and restarted, and its battles are replayed from the start with the
@@ -16,14 +17,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
+import selectors
 import subprocess
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -31,6 +31,7 @@ import orjson
 from poke_tune.sim.actions import action_to_choice, legal_action_mask
 from poke_tune.sim.dex import load_dex
 from poke_tune.sim.encoding import ObservationEncoder
+from poke_tune.sim.frames import FrameReader, encode_command
 from poke_tune.sim.policies import PlayerView, Policy
 from poke_tune.sim.runtime import WORKER_SCRIPT, ShowdownRuntime, find_runtime
 from poke_tune.sim.state import BattleState
@@ -48,6 +49,7 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 SIDES = ("p1", "p2")
+_READ_SIZE = 1 << 18  # bytes per read: a pipe holds 64 KiB, so one read empties it
 
 
 class SimulatorError(RuntimeError):
@@ -219,18 +221,19 @@ class _Battle:
 
 
 class _Worker:
-    """One node process; its stdout lines go to the shared event queue as they arrive."""
+    """One node process. No threads read it: its stdout and stderr are non-blocking and
+    the pool polls them with a selector on its own thread, so a batch of frames is read
+    with one system call and handled without queue hand-offs or GIL contention."""
 
-    def __init__(self, slot: int, runtime: ShowdownRuntime, events: queue.Queue[Any]) -> None:
+    def __init__(self, slot: int, runtime: ShowdownRuntime) -> None:
         self.slot = slot
         self.runtime = runtime
-        self.events = events
-        self.generation = 0
         self.battles: set[int] = set()
         self.last_output = time.monotonic()
         self.stderr_tail: deque[str] = deque(maxlen=20)
         self.failed_starts = 0  # consecutive deaths before any output: a broken install
         self.produced_output = False
+        self.frames = FrameReader()
         self.proc = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -243,31 +246,57 @@ class _Worker:
             env=env,
         )
         assert proc.stdout is not None and proc.stderr is not None
-        generation = self.generation
-        threading.Thread(target=self._read, args=(proc.stdout, generation), daemon=True).start()
-        threading.Thread(target=self._drain, args=(proc.stderr,), daemon=True).start()
+        os.set_blocking(proc.stdout.fileno(), False)
+        os.set_blocking(proc.stderr.fileno(), False)
+        self.frames = FrameReader()
         self.last_output = time.monotonic()
         self.produced_output = False
         return proc
-
-    def _read(self, stream: IO[bytes], generation: int) -> None:
-        for line in stream:
-            self.events.put((self, generation, line))
-        self.events.put((self, generation, None))  # EOF: the process is gone
-
-    def _drain(self, stream: IO[bytes]) -> None:
-        for line in stream:
-            self.stderr_tail.append(line.decode(errors="replace").rstrip())
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def stdout_fd(self) -> int:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.fileno()
+
+    @property
+    def stderr_fd(self) -> int:
+        assert self.proc.stderr is not None
+        return self.proc.stderr.fileno()
+
+    def read_frames(self) -> list[tuple[int, str]] | None:
+        """The frames completed by what stdout holds now; None once stdout is closed."""
+        try:
+            data = os.read(self.stdout_fd, _READ_SIZE)
+        except BlockingIOError:  # woken for nothing
+            return []
+        if not data:
+            return None  # EOF: the process is gone
+        return self.frames.feed(data)
+
+    def read_stderr(self) -> bool:
+        """Keep the tail of stderr for error messages; False once stderr is closed."""
+        try:
+            data = os.read(self.stderr_fd, _READ_SIZE)
+        except BlockingIOError:
+            return True
+        # A line split across two reads shows as two lines: fine for a diagnostic tail.
+        self.stderr_tail.extend(data.decode(errors="replace").splitlines())
+        return bool(data)
+
     def send(self, battle_id: int, commands: list[str]) -> None:
+        """Queue commands for one battle; `flush` writes them.
+
+        The write may block only while the pipe is full, and the pool sends at most a
+        few hundred bytes per battle before waiting for that battle's next output.
+        """
         assert self.proc.stdin is not None
-        # On a dead process the reader thread reports the death; the battles are replayed.
+        # On a dead process the stdout EOF reports the death; the battles are replayed.
         with contextlib.suppress(BrokenPipeError, OSError):
-            self.proc.stdin.write(f"{battle_id}\t{chr(12).join(commands)}\n".encode())
+            self.proc.stdin.write(encode_command(battle_id, commands))
 
     def flush(self) -> None:
         with contextlib.suppress(BrokenPipeError, OSError):
@@ -276,7 +305,6 @@ class _Worker:
 
     def restart(self) -> None:
         self.kill()
-        self.generation += 1
         self.battles.clear()
         self.stderr_tail.clear()
         self.proc = self._spawn()
@@ -285,6 +313,10 @@ class _Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 class SimulatorPool:
@@ -315,11 +347,15 @@ class SimulatorPool:
         self.max_attempts = max_attempts
         self.runtime = runtime or find_runtime()
         self.restarts = 0
-        self._events: queue.Queue[Any] = queue.Queue()
         self._workers: list[_Worker] = []
+        self._selector: selectors.BaseSelector | None = None
+        self._next_id = 1  # battle ids stay unique across `play` calls
 
     def __enter__(self) -> SimulatorPool:
-        self._workers = [_Worker(i, self.runtime, self._events) for i in range(self.num_workers)]
+        self._selector = selectors.DefaultSelector()
+        self._workers = [_Worker(i, self.runtime) for i in range(self.num_workers)]
+        for worker in self._workers:
+            self._watch(worker)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -330,6 +366,27 @@ class SimulatorPool:
         for worker in self._workers:
             worker.kill()
         self._workers = []
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+
+    def _watch(self, worker: _Worker) -> None:
+        assert self._selector is not None
+        self._selector.register(worker.stdout_fd, selectors.EVENT_READ, (worker, True))
+        self._selector.register(worker.stderr_fd, selectors.EVENT_READ, (worker, False))
+
+    def _unwatch_stderr(self, worker: _Worker) -> None:
+        assert self._selector is not None
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(worker.stderr_fd)
+
+    def _restart(self, worker: _Worker) -> None:
+        assert self._selector is not None
+        self._unwatch_stderr(worker)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(worker.stdout_fd)
+        worker.restart()
+        self._watch(worker)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the node workers (for monitoring, and crash tests)."""
@@ -339,22 +396,25 @@ class SimulatorPool:
         self, specs: Iterable[BattleSpec], *, keep_logs: bool = False
     ) -> Iterator[BattleResult]:
         """Play every battle in `specs`; yields one result per spec, in completion order."""
-        if not self._workers:
+        if not self._workers or self._selector is None:
             raise RuntimeError("SimulatorPool.play() needs the pool opened: use `with pool:`")
+        selector = self._selector
+        for worker in self._workers:
+            if worker.battles:  # left over by a `play` that was abandoned part-way
+                self._restart(worker)
         encoders: dict[str, ObservationEncoder] = {}
         pending: deque[tuple[BattleSpec, int]] = deque((spec, 1) for spec in specs)
-        active: dict[int, tuple[_Battle, _Worker]] = {}
-        next_id = 1
+        active: dict[int, _Battle] = {}
 
         def start(spec: BattleSpec, attempt: int, worker: _Worker) -> None:
-            nonlocal next_id
             if spec.battle_format not in encoders:
                 encoders[spec.battle_format] = ObservationEncoder(load_dex(spec.battle_format))
             battle = _Battle(spec, encoders[spec.battle_format], attempt, keep_logs)
-            active[next_id] = (battle, worker)
-            worker.battles.add(next_id)
-            worker.send(next_id, battle.start_commands())
-            next_id += 1
+            battle_id = self._next_id
+            self._next_id += 1
+            active[battle_id] = battle
+            worker.battles.add(battle_id)
+            worker.send(battle_id, battle.start_commands())
 
         def fail_worker(worker: _Worker, reason: str) -> Iterator[BattleResult]:
             stderr = "\n".join(worker.stderr_tail)
@@ -371,8 +431,8 @@ class SimulatorPool:
                 stderr or "(empty)",
             )
             self.restarts += 1
-            lost = [active.pop(battle_id)[0] for battle_id in sorted(worker.battles)]
-            worker.restart()
+            lost = [active.pop(battle_id) for battle_id in sorted(worker.battles)]
+            self._restart(worker)
             for battle in lost:
                 if battle.result.attempts >= self.max_attempts:
                     attempts = battle.result.attempts
@@ -388,36 +448,32 @@ class SimulatorPool:
                         worker.last_output = time.monotonic()
                     start(*pending.popleft(), worker)
                 worker.flush()
-            try:
-                events = [self._events.get(timeout=min(1.0, self.timeout_s))]
-            except queue.Empty:
-                events = []
-            while len(events) < 4096:
-                try:
-                    events.append(self._events.get_nowait())
-                except queue.Empty:
-                    break
+            ready = selector.select(timeout=min(1.0, self.timeout_s))
             now = time.monotonic()
-            for worker, generation, line in events:
-                if generation != worker.generation:
-                    continue  # output of a process that was already replaced
-                if line is None:
+            for key, _ in ready:
+                # Through the worker, not key.fd: a restart may have replaced the process.
+                worker, is_stdout = key.data
+                if not is_stdout:
+                    if not worker.read_stderr():
+                        self._unwatch_stderr(worker)  # closed: would always poll readable
+                    continue
+                frames = worker.read_frames()
+                if frames is None:
                     yield from fail_worker(worker, f"exited with code {worker.proc.wait()}")
                     continue
                 worker.last_output = now
                 worker.produced_output = True
-                battle_id, chunk = orjson.loads(line)
-                entry = active.get(battle_id)
-                if entry is None:
-                    continue
-                battle = entry[0]
-                commands = battle.on_chunk(chunk)
-                if commands:
-                    worker.send(battle_id, commands)
-                if battle.finished:
-                    del active[battle_id]
-                    worker.battles.discard(battle_id)
-                    yield battle.result
+                for battle_id, chunk in frames:
+                    battle = active.get(battle_id)
+                    if battle is None:
+                        continue  # a battle given up on, e.g. after a restart
+                    commands = battle.on_chunk(chunk)
+                    if commands:
+                        worker.send(battle_id, commands)
+                    if battle.finished:
+                        del active[battle_id]
+                        worker.battles.discard(battle_id)
+                        yield battle.result
             for worker in self._workers:
                 if worker.battles and now - worker.last_output > self.timeout_s:
                     yield from fail_worker(worker, f"sent nothing for {self.timeout_s:.0f} s")

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from poke_tune.sim.frames import FrameReader, encode_command
 from poke_tune.sim.runtime import WORKER_SCRIPT, ShowdownRuntime, cache_dir, find_runtime
 
 __all__ = ["Dex", "MoveData", "load_dex", "to_id"]
@@ -24,8 +25,12 @@ __all__ = ["Dex", "MoveData", "load_dex", "to_id"]
 _DAMAGE_TAKEN = {0: 1.0, 1: 2.0, 2: 0.5, 3: 0.0}
 
 
+@lru_cache(maxsize=4096)
 def to_id(name: str) -> str:
-    """Showdown's `toID`: lower-case letters and digits only ("Mr. Mime" -> "mrmime")."""
+    """Showdown's `toID`: lower-case letters and digits only ("Mr. Mime" -> "mrmime").
+
+    Cached: battles repeat a small vocabulary of names on every decision.
+    """
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
@@ -63,9 +68,18 @@ class Dex:
             )
             for mid, m in raw["moves"].items()
         }
+        # Policies and the encoder ask the same questions on every decision: memoised.
+        self._species_cache: dict[str, tuple[str, ...]] = {}
+        self._effectiveness_cache: dict[tuple[str, tuple[str, ...]], float] = {}
 
     def species_types(self, species: str) -> tuple[str, ...]:
         """Types of a species by name or id; formes fall back to their base species."""
+        types = self._species_cache.get(species)
+        if types is None:
+            types = self._species_cache[species] = self._lookup_species_types(species)
+        return types
+
+    def _lookup_species_types(self, species: str) -> tuple[str, ...]:
         sid = to_id(species)
         while sid and sid not in self._species_types:
             # "Ogerpon-Wellspring" is in the Dex, but cosmetic formes such as
@@ -82,10 +96,14 @@ class Dex:
 
     def effectiveness(self, attack_type: str, defender_types: tuple[str, ...]) -> float:
         """Type-effectiveness multiplier of `attack_type` against `defender_types`."""
-        multiplier = 1.0
-        for defender in defender_types:
-            code = self._type_chart.get(defender, {}).get(attack_type, 0)
-            multiplier *= _DAMAGE_TAKEN[code]
+        key = (attack_type, defender_types)
+        multiplier = self._effectiveness_cache.get(key)
+        if multiplier is None:
+            multiplier = 1.0
+            for defender in defender_types:
+                code = self._type_chart.get(defender, {}).get(attack_type, 0)
+                multiplier *= _DAMAGE_TAKEN[code]
+            self._effectiveness_cache[key] = multiplier
         return multiplier
 
     @staticmethod
@@ -98,18 +116,19 @@ class Dex:
 
 def _extract(runtime: ShowdownRuntime, battle_format: str) -> dict[str, Any]:
     env = {**os.environ, "POKE_TUNE_SHOWDOWN_PKG": str(runtime.package_dir)}
-    request = f"0\t#dex {json.dumps({'format': battle_format})}\n"
+    request = encode_command(0, [f"#dex {json.dumps({'format': battle_format})}"])
     proc = subprocess.run(
         [runtime.node, str(WORKER_SCRIPT)],
         input=request,
         capture_output=True,
-        text=True,
         timeout=120,
         env=env,
         check=True,
     )
-    _, payload = json.loads(proc.stdout.splitlines()[0])
-    result: dict[str, Any] = json.loads(payload)
+    frames = FrameReader().feed(proc.stdout)
+    if not frames:
+        raise RuntimeError(f"the Dex extract printed nothing; stderr: {proc.stderr.decode()}")
+    result: dict[str, Any] = json.loads(frames[0][1])
     return result
 
 

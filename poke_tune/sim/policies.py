@@ -13,6 +13,7 @@ with probability 0.3, else the base policy's).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -74,18 +75,24 @@ class Policy(Protocol):
         ...
 
 
+def _best_move(scores: list[float]) -> int:
+    """The first move slot with the highest score (numpy's argmax tie-breaking)."""
+    return scores.index(max(scores))
+
+
 def _random_legal(mask: np.ndarray, rng: np.random.Generator) -> int:
     legal = np.flatnonzero(mask)
     return int(legal[rng.integers(len(legal))])
 
 
-def _move_damage_scores(view: PlayerView, use_stats: bool) -> np.ndarray:
+def _move_damage_scores(view: PlayerView, use_stats: bool) -> list[float]:
     """Expected-damage proxy for each of the 4 move actions (0 where illegal or status).
 
     base power x STAB x type effectiveness x accuracy, and with `use_stats` the user's
-    attacking stat for the move's category.
+    attacking stat for the move's category. A plain list: four numbers are cheaper to
+    score and compare in Python than in numpy.
     """
-    scores = np.zeros(NUM_MOVES)
+    scores = [0.0] * NUM_MOVES
     active = (view.request.get("active") or [{}])[0]
     user = next(p for p in view.request["side"]["pokemon"] if p["active"])
     user_types = view.encoder.own_types(user)
@@ -101,6 +108,20 @@ def _move_damage_scores(view: PlayerView, use_stats: bool) -> np.ndarray:
             score *= user["stats"]["atk" if data.category == "Physical" else "spa"] / 100.0
         scores[slot] = score
     return scores
+
+
+@lru_cache(maxsize=1 << 16)
+def _type_matchup(dex: Dex, own_types: tuple[str, ...], opponent_types: tuple[str, ...]) -> float:
+    """Best log2 effectiveness of `own_types` against `opponent_types` minus the reverse.
+
+    Cached: a pure function of the type chart, asked several times per decision.
+    """
+    if not opponent_types or not own_types:
+        return 0.0
+    log2 = Dex.log2_effectiveness
+    offence = max(log2(dex.effectiveness(t, opponent_types)) for t in own_types)
+    defence = max(log2(dex.effectiveness(t, own_types)) for t in opponent_types)
+    return offence - defence
 
 
 @dataclass(frozen=True)
@@ -121,8 +142,8 @@ class MaxDamagePolicy:
 
     def act(self, view: PlayerView, rng: np.random.Generator) -> int:
         scores = _move_damage_scores(view, use_stats=False)
-        if scores.max() > 0:
-            return int(scores.argmax())
+        if max(scores) > 0:
+            return _best_move(scores)
         return _random_legal(view.mask, rng)
 
 
@@ -141,12 +162,7 @@ class HeuristicPolicy:
 
     def _matchup(self, view: PlayerView, own_types: tuple[str, ...]) -> float:
         opponent = view.encoder.opponent_active_types(view.side, view.state)
-        if not opponent or not own_types:
-            return 0.0
-        log2 = Dex.log2_effectiveness
-        offence = max(log2(view.dex.effectiveness(t, opponent)) for t in own_types)
-        defence = max(log2(view.dex.effectiveness(t, own_types)) for t in opponent)
-        return offence - defence
+        return _type_matchup(view.dex, own_types, opponent)
 
     def _best_switch(self, view: PlayerView) -> tuple[int, float] | None:
         options = []
@@ -177,9 +193,9 @@ class HeuristicPolicy:
             and switch[1] - 1.0 >= matchup + self.switch_margin  # hp counts 1.0 at most
         ):
             return switch[0]
-        if scores.max() <= 0:
+        if max(scores) <= 0:
             return _random_legal(view.mask, rng)
-        best = int(scores.argmax())
+        best = _best_move(scores)
         active = view.request["active"][0]
         tera_type = active.get("canTerastallize")
         move = view.dex.move(active["moves"][best].get("id", ""))

@@ -97,3 +97,13 @@ def test_reference_win_rates(pool: SimulatorPool) -> None:
     assert strong.win_rate > 0.8, strong
     heuristic = evaluate(HEURISTIC, MAX_DAMAGE, battles=300, pool=pool)
     assert heuristic.ci_low > 0.5, heuristic
+
+
+def test_a_play_abandoned_part_way_does_not_disturb_the_next(pool: SimulatorPool) -> None:
+    specs = _specs(4, seed=13)
+    reference = {r.spec.index: r.log for r in pool.play(specs, keep_logs=True)}
+    abandoned = pool.play(_specs(8, seed=14))
+    next(abandoned)
+    abandoned.close()  # battles still running on the workers
+    again = {r.spec.index: r.log for r in pool.play(specs, keep_logs=True)}
+    assert again == reference

@@ -2,9 +2,12 @@
 //
 // Input, one line per command:   <battle id>\t<protocol line(s), newlines escaped as \f>
 //   e.g. "17\t>start {...}\f>player p1 {...}\f>player p2 {...}" or "17\t>p1 move 2".
-// Output, one JSON array per line: [<battle id>, "<BattleStream chunk>"]
-//   chunks are the stream's own: "update\n...", "sideupdate\np1\n|request|...", "end\n{...}".
-// Special input "0\t#dex <json options>" prints the Dex extract as [0, "<json>"] (see dex.py).
+// Output, one frame per chunk: "<battle id> <payload bytes>\n<payload>", the payload being
+//   the stream's own chunk: "update\n...", "sideupdate\np1\n|request|...", "end\n{...}".
+//   A length prefix instead of JSON: nothing to escape here or to unescape in Python
+//   (see frames.py).
+// Special input "0\t#dex <json options>" prints the Dex extract as battle 0's payload
+// (see dex.py).
 //
 // Each battle gets its own BattleStream (the package's server-less battle stream);
 // the process lives as long as Python keeps stdin open.
@@ -20,14 +23,14 @@ const out = [];
 let flushScheduled = false;
 
 function emit(id, chunk) {
-  out.push(JSON.stringify([id, chunk]));
+  out.push(`${id} ${Buffer.byteLength(chunk)}\n`, chunk);
   if (!flushScheduled) {
     flushScheduled = true;
     // Batch every chunk produced in this tick into one write: fewer syscalls, and Python
-    // reads whole lines anyway.
+    // reads and handles the whole batch in one go.
     setImmediate(() => {
       flushScheduled = false;
-      const text = out.join('\n') + '\n';
+      const text = out.join('');
       out.length = 0;
       process.stdout.write(text);
     });
