@@ -1,16 +1,18 @@
 // Raw simulator speed, no Python: Showdown's own RandomPlayerAI on both sides.
 // usage: node raw_showdown.js <package dir> <battles> <worker index (seed offset)> <workers>
-// prints {"battles":N,"turns":T,"seconds":S}
+// prints "ready", waits for a stdin line, then {"battles","turns","seconds","cpu_seconds"}
+// (see node_bench.js).
 'use strict';
 const path = require('path');
+const {measured} = require('./node_bench.js');
 const [pkgDir, battlesArg, offsetArg] = process.argv.slice(2);
 const sim = path.join(pkgDir, 'dist', 'sim');
 const {BattleStream, getPlayerStreams} = require(path.join(sim, 'battle-stream.js'));
 const {RandomPlayerAI} = require(path.join(sim, 'tools', 'random-player-ai.js'));
 
-async function playOne(i) {
+async function playOne(i, offset) {
   const streams = getPlayerStreams(new BattleStream());
-  const seed = (k) => [i & 0xffff, (i >> 16) & 0xffff, k, Number(offsetArg)];
+  const seed = (k) => [i & 0xffff, (i >> 16) & 0xffff, k, offset];
   new RandomPlayerAI(streams.p1, {seed: seed(1)}).start();
   new RandomPlayerAI(streams.p2, {seed: seed(2)}).start();
   void streams.omniscient.write(
@@ -25,11 +27,13 @@ async function playOne(i) {
   return turns;
 }
 
-(async () => {
-  const n = Number(battlesArg);
-  const start = process.hrtime.bigint();
+async function play(n, offset) {
   let turns = 0;
-  for (let i = 0; i < n; i++) turns += await playOne(i);
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  console.log(JSON.stringify({battles: n, turns, seconds}));
-})();
+  for (let i = 0; i < n; i++) turns += await playOne(i, offset);
+  return {battles: n, turns};
+}
+
+measured(
+  () => play(4, 1000 + Number(offsetArg)), // other seeds than the measured battles
+  () => play(Number(battlesArg), Number(offsetArg)),
+);
