@@ -223,6 +223,12 @@ class Outbox:
             case "create_run":
                 if key in self.run_ids:
                     return
+                # A resumed sweep may restore a state saved before this run was created:
+                # reuse the run its tags name rather than starting a duplicate.
+                existing = self._existing_run(write["tags"])
+                if existing is not None:
+                    self.run_ids[key] = existing
+                    return
                 tags = dict(write["tags"])
                 if write.get("parent") is not None:
                     tags["mlflow.parentRunId"] = self.run_ids[write["parent"]]
@@ -239,6 +245,17 @@ class Outbox:
                 self.client.set_terminated(self.run_ids[key], write["status"])
             case op:
                 raise ValueError(f"unknown tracking write {op!r}")
+
+    def _existing_run(self, tags: dict[str, str]) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{EXPERIMENT_TAG}` = '{tags[EXPERIMENT_TAG]}'",
+            max_results=10_000,
+        )
+        for run in runs:
+            if run.data.tags.get(TRIAL_TAG) == tags.get(TRIAL_TAG):
+                return str(run.info.run_id)
+        return None
 
     def unsent(self) -> list[dict[str, Any]]:
         return self.refused + self.pending
