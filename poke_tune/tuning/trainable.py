@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -119,6 +120,7 @@ def _train_loop(
                 "status": "completed" if trainer.step >= spec.training.steps else "running",
                 "device": str(trainer.device),
                 "node_id": ray.get_runtime_context().get_node_id(),
+                "worker_pid": os.getpid(),
                 "restored_from_step": progress["restored_from_step"],
             }
             last = report["status"] == "completed"

@@ -92,17 +92,19 @@ def test_quarter_gpus_pack_four_trials_at_once(local_ray: None, tmp_path: Path) 
     assert starts.max() < ends.min(), "the four trials did not all run at the same time"
 
 
-def _trial_worker_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.startswith(b"ray::ImplicitFunc"):
-                pids.append(int(entry.name))
-    return pids
+def _running_trial_pid(experiment: Path) -> int | None:
+    """The worker pid of a trial that has saved a checkpoint and is still training.
+
+    Trials report their own pid: picking any `ray::ImplicitFunc` process could hit a
+    worker whose trial has already finished."""
+    for checkpoint in experiment.glob("*/checkpoint_000001"):
+        try:
+            last = json.loads((checkpoint.parent / "result.json").read_text().splitlines()[-1])
+        except (OSError, IndexError, json.JSONDecodeError):  # not written yet, or mid-write
+            continue
+        if last["status"] == "running" and last["restored_from_step"] == 0:
+            return int(last["worker_pid"])
+    return None
 
 
 def test_killed_trial_resumes_from_its_checkpoint(local_ray: None, tmp_path: Path) -> None:
@@ -119,8 +121,9 @@ def test_killed_trial_resumes_from_its_checkpoint(local_ray: None, tmp_path: Pat
     def kill_after_first_checkpoint() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if list(experiment.glob("*/checkpoint_000001")) and _trial_worker_pids():
-                os.kill(_trial_worker_pids()[0], signal.SIGKILL)
+            pid = _running_trial_pid(experiment)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
                 return
             time.sleep(0.2)
 
