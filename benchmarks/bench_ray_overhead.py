@@ -5,8 +5,10 @@ with the same concurrency, and the first reported result within 20 s.
 
 (a) Ray: `run_sweep(spec)`: OptunaSearch (random sampler), FIFO scheduler, 2 concurrent
     1-CPU trials, a checkpoint at every evaluation as in the checked-in specs. Timed from
-    before `ray.init` (and separately without it). The first result is the moment a
-    trial's result.json first holds a line (a 20 ms poll of the experiment folder).
+    before `ray.init` (and separately without it). The first result is the moment the
+    driver receives a trial's first report (a Tune callback). Not result.json: Tune writes
+    it in a staging folder and copies it to the experiment folder only at its periodic
+    experiment snapshots, seconds later.
 (b) Baseline: the configurations Ray ran (read back from the ResultGrid), each trained by
     `Trainer` + `run_training` in a ProcessPoolExecutor(max_workers=2) (spawned workers,
     one torch thread each, as Ray gives a 1-CPU trial OMP_NUM_THREADS=1); no checkpoints.
@@ -14,15 +16,17 @@ with the same concurrency, and the first reported result within 20 s.
 
 Objective: `offline/action_match`, the held-out agreement with the data's actions. Every
 evaluation computes it without battles (and FQE is off), so a trial's time is training
-time and the difference isolates Ray. IQL with a 64x64 network evaluated 3 times. The
-dataset (60 generated battles, cached) is prepared before either timer starts. MLflow is
-off in both paths.
+time and the difference isolates Ray. The dataset (60 generated battles, cached) is
+prepared before either timer starts. MLflow is off in both paths.
 
-Trial length matters: ray.init is a fixed cost of several seconds per sweep. The default,
-300 steps (about 3-4 s a trial on one core), is the hard case: a trial of the checked-in
-specs takes about 60 s. `--steps 1000` shows longer trials.
+Trial shape: by default IQL with the checked-in specs' 2x256 networks and batch 256, 1,000
+steps (half of theirs) with an evaluation and a checkpoint every 250 steps: about 25 s a
+trial on one core here. (A checked-in spec's trial trains 2,000 steps, about 50 s, and
+plays 120 battles per evaluation.) ray.init and each trial's start are fixed costs, so
+short trials show them most: `--steps 300 --hidden 64` (about 3 s a trial) is the worst
+case; `--steps 2000` is a checked-in trial's training.
 
-usage: python benchmarks/bench_ray_overhead.py [--trials 16] [--steps 300]
+usage: python benchmarks/bench_ray_overhead.py [--trials 16] [--steps 1000] [--hidden 256]
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import multiprocessing
 import os
 import platform
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -41,23 +44,24 @@ from typing import Any
 
 import ray
 import torch
+from ray import tune
 
 from poke_tune.algos import Trainer, run_training
 from poke_tune.data.dataset import OfflineDataset
-from poke_tune.tuning.search import experiment_path, prepare_dataset, run_sweep
+from poke_tune.tuning.search import prepare_dataset, run_sweep
 from poke_tune.tuning.spec import SearchSpec
 
 CONCURRENCY = 2
 TARGETS = "targets (issue): overhead <= 10%, first result <= 20 s"
 
 
-def make_spec(storage: Path, trials: int, steps: int) -> SearchSpec:
+def make_spec(storage: Path, trials: int, steps: int, hidden: int = 256) -> SearchSpec:
     return SearchSpec.model_validate(
         {
             "name": "ray-overhead",
-            "algorithm": {"algo": "iql", "network": {"hidden_sizes": [64, 64]}},
+            "algorithm": {"algo": "iql", "network": {"hidden_sizes": [hidden, hidden]}},
             "dataset": {"generate": {"battles": 60, "seed": 0}},
-            "training": {"steps": steps, "eval_interval": steps // 3, "fqe_steps": 0},
+            "training": {"steps": steps, "eval_interval": max(steps // 4, 1), "fqe_steps": 0},
             "objective": {"metric": "offline/action_match", "mode": "max"},
             "search_space": {
                 "expectile": {"type": "float", "low": 0.6, "high": 0.9},
@@ -75,29 +79,28 @@ def make_spec(storage: Path, trials: int, steps: int) -> SearchSpec:
     )
 
 
-def _watch_first_result(folder: Path, stop: threading.Event, seen: list[float]) -> None:
-    while not stop.is_set():
-        if any(p.stat().st_size > 0 for p in folder.glob("*/result.json")):
-            seen.append(time.time())
-            return
-        time.sleep(0.02)
+class FirstResult(tune.Callback):
+    """Records when the driver receives the sweep's first trial result."""
+
+    def __init__(self) -> None:
+        self.time: float | None = None
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        self.time = self.time or time.time()
 
 
 def run_ray(spec: SearchSpec, log: Path) -> dict[str, Any]:
     """The sweep under Ray; returns timings and the configurations it ran."""
-    stop, seen = threading.Event(), list[float]()
-    watcher = threading.Thread(
-        target=_watch_first_result, args=(experiment_path(spec), stop, seen), daemon=True
-    )
-    watcher.start()
+    first = FirstResult()
     start = time.time()
     with log.open("w") as sink, contextlib.redirect_stdout(sink):
         ray.init(include_dashboard=False, log_to_driver=True)  # as run_sweep would
         ready = time.time()
-        grid = run_sweep(spec).results
+        grid = run_sweep(spec, callbacks=[first]).results
         end = time.time()
         ray.shutdown()
-    stop.set()
     results = [grid[i] for i in range(len(grid))]  # a ResultGrid is not typed iterable
     errors = [r.error for r in results if r.error is not None]
     if errors or len(results) != spec.num_samples:
@@ -107,7 +110,7 @@ def run_ray(spec: SearchSpec, log: Path) -> dict[str, Any]:
         "start": start,
         "init_s": ready - start,
         "wall_s": end - start,
-        "first": seen[0] if seen else float("nan"),
+        "first": first.time or float("nan"),
         "trial_s": sum((r.metrics or {})["time_total_s"] for r in results) / len(results),
         "configs": [dict(r.config or {}) for r in results],
     }
@@ -149,11 +152,12 @@ def run_baseline(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--hidden", type=int, default=256, help="units of both hidden layers")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
-        spec = make_spec(Path(scratch) / "ray", args.trials, args.steps)
+        spec = make_spec(Path(scratch) / "ray", args.trials, args.steps, args.hidden)
         dataset = prepare_dataset(spec)  # generated once, then cached: outside the timings
         ray_run = run_ray(spec, Path(scratch) / "tune.log")
         base = run_baseline(spec, dataset, ray_run["configs"])
@@ -164,7 +168,8 @@ def main() -> None:
         f" | ray {ray.__version__}"
     )
     print(
-        f"sweep: {args.trials} IQL trials x {args.steps} steps (64x64, batch 256), "
+        f"sweep: {args.trials} IQL trials x {args.steps} steps ({args.hidden}x{args.hidden}, "
+        f"batch 256, 4 evaluations), "
         f"{len(dataset.rewards)} transitions, {CONCURRENCY} concurrent, 1 CPU each; {TARGETS}"
     )
     print(

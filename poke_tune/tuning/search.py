@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,12 +226,13 @@ def run_sweep(
     *,
     address: str | None = None,
     invocation: dict[str, Any] | None = None,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> SweepOutcome:
     """Run a whole sweep (local Ray unless `address` / RAY_ADDRESS names a cluster).
 
     `invocation` (spec file, command-line overrides) is saved beside the spec as run and
-    recorded on the MLflow parent run. An unreachable tracking store fails here, before
-    any data generation or Ray start.
+    recorded on the MLflow parent run; `callbacks` are further Tune callbacks. An
+    unreachable tracking store fails here, before any data generation or Ray start.
     """
     if spec.mlflow.enabled:
         assert spec.mlflow.tracking_uri is not None
@@ -238,11 +240,11 @@ def run_sweep(
     dataset = prepare_dataset(spec)
     _init_ray(address)
     check_storage(spec)  # a multi-node cluster needs shared storage
-    callbacks: list[tune.Callback] = []
+    all_callbacks = list(callbacks)
     if spec.mlflow.enabled:
         tags = sweep_tags(spec, dataset, invocation)
-        callbacks.append(MLflowTracking(spec, _experiment_key(spec), tags))
-    tuner = build_tuner(spec, dataset, callbacks)
+        all_callbacks.append(MLflowTracking(spec, _experiment_key(spec), tags))
+    tuner = build_tuner(spec, dataset, all_callbacks)
     folder = experiment_path(spec)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SPEC_FILE).write_text(spec.model_dump_json(indent=2))

@@ -19,6 +19,7 @@ import pytest
 import ray
 import yaml
 from mlflow.tracking import MlflowClient
+from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from poke_tune.algos import load_policy
@@ -59,8 +60,20 @@ def test_sweep_with_optuna_and_asha_finds_a_loadable_winner(
             "storage": optuna_db,
         },
     )
-    rows = run_sweep(spec).rows
+
+    class CountResults(tune.Callback):
+        def __init__(self) -> None:
+            self.results = 0
+
+        def on_trial_result(self, *args: Any, **kwargs: Any) -> None:
+            self.results += 1
+
+    counter = CountResults()
+    outcome = run_sweep(spec, callbacks=[counter])
+    rows = outcome.rows
     assert len(rows) == 4
+    # Extra callbacks see every result: here each trial's results reach the same count.
+    assert counter.results == sum(r.metrics["training_iteration"] for r in outcome.results)
     # The study lives in the RDB storage too, where optuna-dashboard can watch it.
     study = optuna.load_study(study_name="tiny", storage=optuna_db)
     assert len(study.trials) == 4
