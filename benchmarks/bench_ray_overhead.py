@@ -14,6 +14,11 @@ with the same concurrency, and the first reported result within 20 s.
     one torch thread each, as Ray gives a 1-CPU trial OMP_NUM_THREADS=1); no checkpoints.
     Worker start-up is inside the timing, as Ray's is.
 
+Rounds (`--rounds`, default 2): each round runs both paths, in ABBA order (Ray first, then
+the baseline; next round the baseline first), because this VM's speed drifts by +-20% over
+minutes and a single pair, minutes apart, measured anything from -0.1% to +14.7%. The
+overhead is the sum of the Ray walls over the sum of the baseline walls.
+
 Objective: `offline/action_match`, the held-out agreement with the data's actions. Every
 evaluation computes it without battles (and FQE is off), so a trial's time is training
 time and the difference isolates Ray. The dataset (60 generated battles, cached) is
@@ -27,6 +32,7 @@ short trials show them most: `--steps 300 --hidden 64` (about 3 s a trial) is th
 case; `--steps 2000` is a checked-in trial's training.
 
 usage: python benchmarks/bench_ray_overhead.py [--trials 16] [--steps 1000] [--hidden 256]
+       [--rounds 2]
 """
 
 from __future__ import annotations
@@ -154,13 +160,26 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--hidden", type=int, default=256, help="units of both hidden layers")
+    parser.add_argument("--rounds", type=int, default=2, help="Ray/baseline pairs, ABBA order")
     args = parser.parse_args()
 
+    runs: list[tuple[int, str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as scratch:
-        spec = make_spec(Path(scratch) / "ray", args.trials, args.steps, args.hidden)
-        dataset = prepare_dataset(spec)  # generated once, then cached: outside the timings
-        ray_run = run_ray(spec, Path(scratch) / "tune.log")
-        base = run_baseline(spec, dataset, ray_run["configs"])
+        configs: list[dict[str, Any]] = []
+        for round_ in range(args.rounds):
+            spec = make_spec(Path(scratch) / f"ray{round_}", args.trials, args.steps, args.hidden)
+            dataset = prepare_dataset(spec)  # generated once, then cached: outside the timings
+            # The seeded sampler proposes the same configurations every round, so a round
+            # may run the baseline first (round 1 runs Ray first to learn them): ABBA order
+            # cancels a linear drift of the VM's speed.
+            order = ["ray", "base"] if round_ % 2 == 0 else ["base", "ray"]
+            for path in order:
+                if path == "ray":
+                    run = run_ray(spec, Path(scratch) / "tune.log")
+                    configs = run["configs"]
+                else:
+                    run = run_baseline(spec, dataset, configs)
+                runs.append((round_, path, run))
 
     print(
         f"machine: {platform.node()} | {platform.processor() or platform.machine()} | "
@@ -169,30 +188,30 @@ def main() -> None:
     )
     print(
         f"sweep: {args.trials} IQL trials x {args.steps} steps ({args.hidden}x{args.hidden}, "
-        f"batch 256, 4 evaluations), "
-        f"{len(dataset.rewards)} transitions, {CONCURRENCY} concurrent, 1 CPU each; {TARGETS}"
+        f"batch 256, 4 evaluations), {len(dataset.rewards)} transitions, {CONCURRENCY} "
+        f"concurrent, 1 CPU each; {args.rounds} rounds; {TARGETS}"
     )
     print(
-        f"{'path':34} {'wall s':>7} {'per-trial s':>11} {'in-trial s':>10} {'overhead':>8} "
+        f"{'round':>5} {'path':32} {'wall s':>7} {'ray.init s':>10} {'in-trial s':>10} "
         f"{'first result s':>14}"
     )
-    rows = [
-        ("Ray Tune, incl. ray.init", ray_run, 0.0),
-        ("Ray Tune, excl. ray.init", ray_run, ray_run["init_s"]),
-        (f"ProcessPoolExecutor({CONCURRENCY}), no Ray", base, 0.0),
-    ]
-    for name, run, skip in rows:
-        wall = run["wall_s"] - skip
-        overhead = 100.0 * (wall / base["wall_s"] - 1.0)
-        first = run["first"] - run["start"] - skip
+    names = {"ray": "Ray Tune (incl. ray.init)", "base": f"ProcessPoolExecutor({CONCURRENCY})"}
+    for round_, path, run in runs:
         print(
-            f"{name:34} {wall:7.1f} {wall / args.trials:11.2f} {run['trial_s']:10.2f} "
-            f"{overhead:7.1f}% {first:14.1f}"
+            f"{round_ + 1:5d} {names[path]:32} {run['wall_s']:7.1f} {run['init_s']:10.1f} "
+            f"{run['trial_s']:10.2f} {run['first'] - run['start']:14.1f}"
         )
+    ray_runs = [run for _, path, run in runs if path == "ray"]
+    base_wall = sum(run["wall_s"] for _, path, run in runs if path == "base")
+    ray_wall = sum(run["wall_s"] for run in ray_runs)
+    init = sum(run["init_s"] for run in ray_runs)
+    worst_first = max(run["first"] - run["start"] for run in ray_runs)
     print(
-        f"ray.init {ray_run['init_s']:.1f} s; per-trial = wall / trials; in-trial = a trial's "
-        "own time (Tune's time_total_s or the worker's clock), averaged"
+        f"overhead over all rounds: {100 * (ray_wall / base_wall - 1):.1f}% including ray.init, "
+        f"{100 * ((ray_wall - init) / base_wall - 1):.1f}% excluding it; slowest first "
+        f"result under Ray: {worst_first:.1f} s (from before ray.init)"
     )
+    print("in-trial = a trial's own time (Tune's time_total_s or the worker's clock), averaged")
 
 
 if __name__ == "__main__":
