@@ -7,12 +7,15 @@ Runs, in one process on this machine (CPU, torch's default threads):
    twin Q(concat(s, one_hot(a))) -> scalar networks; DataLoader time is included;
 3. poke-tune's `Trainer.train` for BC, IQL and CQL with their default configs, timed in
    rounds interleaved with the seed-style pipeline (noise from elsewhere hits all alike);
-4. the float32 matmul ceiling: the best of the torch.mm/torch.bmm shapes the updates run.
+4. the float32 matmul ceiling: the best of the torch.mm/torch.bmm shapes the updates run;
+5. a torch.profiler pass over each poke-tune pipeline: the share of its step spent in
+   matmuls and their rate there. FLOPs / matmul time is what a step made of nothing but
+   its own matmuls would reach: the bound for these shapes, however lean the rest.
 FLOPs per step are counted from the networks' nn.Linear and VectorizedLinear shapes (see
 `mlp_flops`).
 
 usage: python benchmarks/bench_algos.py [--battles 150] [--steps 300] [--warmup 20]
-       [--rounds 5] [--threads N]
+       [--rounds 5] [--threads N] [--profile-steps 50]
 """
 
 from __future__ import annotations
@@ -298,6 +301,23 @@ def matmul_ceiling(
     return best, label
 
 
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+
+
+def profile_matmuls(pipeline: Pipeline, steps: int) -> tuple[float, float]:
+    """(seconds in matmul kernels, seconds in all) per step, over `steps` profiled steps.
+
+    An op's self CPU time is its wall time on the calling thread, so a matmul that
+    torch splits over its intra-op threads counts once, for as long as it takes.
+    """
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        pipeline.run(steps)
+        total = time.perf_counter() - start
+    matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
+    return matmul_us / 1e6 / steps, total / steps
+
+
 def _cpu_model() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
@@ -312,6 +332,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--profile-steps", type=int, default=50, help="profiled steps each")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -334,7 +355,7 @@ def main() -> None:
         hidden, critics = max(IQLConfig().network.hidden_sizes), IQLConfig().num_critics
         before, shape = matmul_ceiling(dataset.observation_size, hidden, critics)
         pipelines = [seed_pipeline(dataset)] + [
-            trainer_pipeline(config, dataset, args.warmup + args.steps)
+            trainer_pipeline(config, dataset, args.warmup + args.steps + args.profile_steps)
             for config in (BCConfig(), IQLConfig(), CQLConfig())
         ]
         for pipeline in pipelines:
@@ -344,6 +365,7 @@ def main() -> None:
             for pipeline in pipelines:
                 pipeline.time_round(args.steps // args.rounds)
         after, _ = matmul_ceiling(dataset.observation_size, hidden, critics)
+        profiles = {p.name: profile_matmuls(p, args.profile_steps) for p in pipelines[1:]}
 
     ceiling = max(before, after)
     seed_steps = statistics.median(pipelines[0].rates)
@@ -364,6 +386,18 @@ def main() -> None:
     )
     if min(before, after) < 0.65 * ceiling:  # run-to-run noise here is about +-20%
         print("warning: the ceiling fell by > 35% during the run; the machine was not idle")
+    print(
+        f"profile ({args.profile_steps} steps each; the profiler slows the small ops):\n"
+        f"{'pipeline':28} {'ms/step':>8} {'matmul ms':>9} {'matmul %':>8} "
+        f"{'matmul GFLOP/s':>14} {'matmul-only bound':>17}"
+    )
+    for pipeline in pipelines[1:]:
+        matmul_s, step_s = profiles[pipeline.name]
+        rate = pipeline.flops / matmul_s / 1e9
+        print(
+            f"{pipeline.name:28} {1e3 * step_s:8.2f} {1e3 * matmul_s:9.2f} "
+            f"{100 * matmul_s / step_s:7.1f}% {rate:14.1f} {100 * rate / ceiling:16.1f}%"
+        )
     print(TARGETS)
 
 
