@@ -165,10 +165,13 @@ def main() -> None:
 
     runs: list[tuple[int, str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as scratch:
+        specs = [
+            make_spec(Path(scratch) / f"ray{round_}", args.trials, args.steps, args.hidden)
+            for round_ in range(args.rounds)  # the same sweep, a fresh storage folder each
+        ]
+        dataset = prepare_dataset(specs[0])  # generated once, then cached: outside the timings
         configs: list[dict[str, Any]] = []
-        for round_ in range(args.rounds):
-            spec = make_spec(Path(scratch) / f"ray{round_}", args.trials, args.steps, args.hidden)
-            dataset = prepare_dataset(spec)  # generated once, then cached: outside the timings
+        for round_, spec in enumerate(specs):
             # The seeded sampler proposes the same configurations every round, so a round
             # may run the baseline first (round 1 runs Ray first to learn them): ABBA order
             # cancels a linear drift of the VM's speed.
