@@ -17,10 +17,22 @@ from typing import Any
 from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool
 from poke_tune.sim.policies import Policy
 
-__all__ = ["EVAL_SEED", "EvaluationError", "WinRate", "evaluate", "wilson_interval"]
+__all__ = [
+    "BENCHMARK_SEED",
+    "CONFIRM_SEED",
+    "EVAL_SEED",
+    "EvaluationError",
+    "WinRate",
+    "evaluate",
+    "wilson_interval",
+]
 
 EVAL_SEED = 20_261_121
-"""Default seed of the evaluation battle set; far from the small seeds used for datasets."""
+"""Default seed of the evaluation (selection) battle set; far from the dataset seeds."""
+CONFIRM_SEED = 20_261_202
+"""Default seed of the confirmation battle set: fresh battles, never selected on."""
+BENCHMARK_SEED = 20_261_303
+"""Seed of the benchmarks' battle sets: neither selection nor confirmation."""
 
 
 class EvaluationError(RuntimeError):
@@ -54,6 +66,11 @@ class WinRate:
     mean_turns: float
     invalid_choices: int
     seconds: float
+    seed: int = EVAL_SEED
+    first: int = 0
+    """Index of the first battle: the set is battles `first .. first + battles - 1`."""
+    won: tuple[bool, ...] = ()
+    """Per battle, in index order: did `policy` win? (Paired comparisons need it.)"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,8 +87,12 @@ def evaluate(
     pool: SimulatorPool | None = None,
     num_workers: int | None = None,
     on_result: Callable[[BattleResult], None] | None = None,
+    first: int = 0,
 ) -> WinRate:
     """Play `battles` seeded battles of `policy` against `opponent`; return the win rate.
+
+    The battles are indices `first .. first + battles - 1` of the set `seed` names, so a
+    set can be played in chunks (racing) and the chunks add up to the whole set.
 
     Pass an open `pool` to reuse its workers across evaluations (e.g. inside a tuning
     trial); otherwise one is started for this call. `on_result` sees each finished battle
@@ -88,7 +109,7 @@ def evaluate(
             battle_format=battle_format,
             max_turns=max_turns,
         )
-        for i in range(battles)
+        for i in range(first, first + battles)
     ]
     start = time.perf_counter()
     if pool is None:
@@ -102,7 +123,9 @@ def evaluate(
     if failed:
         detail = "; ".join(f"battle {r.spec.index}: {r.error}" for r in failed[:5])
         raise EvaluationError(f"{len(failed)} of {battles} battles failed: {detail}")
-    wins = sum(r.winner == ("p1" if r.spec.index % 2 == 0 else "p2") for r in results)
+    by_index = sorted(results, key=lambda r: r.spec.index)
+    won = tuple(r.winner == ("p1" if r.spec.index % 2 == 0 else "p2") for r in by_index)
+    wins = sum(won)
     ties = sum(r.winner is None for r in results)
     low, high = wilson_interval(wins, battles)
     return WinRate(
@@ -118,6 +141,9 @@ def evaluate(
         mean_turns=sum(r.turns for r in results) / battles,
         invalid_choices=sum(r.invalid_choices for r in results),
         seconds=seconds,
+        seed=seed,
+        first=first,
+        won=won,
     )
 
 

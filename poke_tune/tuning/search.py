@@ -142,6 +142,7 @@ def prepare_dataset(spec: SearchSpec) -> OfflineDataset:
             seed=recipe.seed,
             battle_format=recipe.battle_format,
             max_turns=recipe.max_turns,
+            hp_shaping=recipe.hp_shaping,
         )
     return load_dataset(path)
 

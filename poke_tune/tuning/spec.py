@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from poke_tune.algos import TrainConfig, parse_algo_config
-from poke_tune.eval.winrate import EVAL_SEED
+from poke_tune.eval.winrate import CONFIRM_SEED, EVAL_SEED
 
 __all__ = [
     "OBJECTIVE_KEY",
@@ -37,6 +37,7 @@ __all__ = [
     "SearchSpec",
     "SpecError",
     "load_spec",
+    "parse_overrides",
     "resolve_tracking_uri",
     "set_dotted",
 ]
@@ -108,11 +109,17 @@ class GenerateRecipe(_Strict):
     seed: int = 0
     battle_format: str = "gen9randombattle"
     max_turns: int = Field(default=200, gt=0)
+    hp_shaping: float = Field(default=0.0, ge=0)
+    """Reward shaping: this weight times the per-step change in HP balance (0 = win/loss)."""
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[
-            :16
-        ]
+        if self.hp_shaping == 0.0:  # recipes written before shaping keep their cache key
+            return _key(self.model_dump(exclude={"hp_shaping"}))
+        return _key(self.model_dump())
+
+
+def _key(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class DatasetSpec(_Strict):
@@ -142,6 +149,30 @@ class ObjectiveSpec(_Strict):
     @property
     def uses_battles(self) -> bool:
         return self.metric.startswith("eval/")
+
+
+class ConfirmSpec(_Strict):
+    """After the search: re-play the shortlist on fresh battles, choose and promote there.
+
+    The selection score of the best of many trials is biased upwards (winner's curse), so
+    no number the search itself measured is reported as the champion's. The shortlist
+    (`top_k` trials by selection score) and the baselines play the same `battles` battles,
+    seeded by `seed` (never the objective's seed), against the objective's opponent.
+    """
+
+    enabled: bool = True
+    """Confirm win-rate sweeps (offline-metric objectives have no battles to confirm)."""
+    top_k: int = Field(default=3, gt=0)
+    battles: int = Field(default=500, gt=0)
+    seed: int = CONFIRM_SEED
+    baselines: list[str] | None = None
+    """Policies every candidate must beat; default: the dataset's behaviour policies."""
+    bc: bool = False
+    """Also train BC on the same data with the same training budget as a baseline."""
+    race: bool = True
+    """Play the battles in `rounds`; a candidate whose paired interval against the leader
+    lies wholly below zero stops early (the leader and baselines play every battle)."""
+    rounds: int = Field(default=5, gt=0)
 
 
 class SearcherSpec(_Strict):
@@ -205,6 +236,7 @@ class SearchSpec(_Strict):
     dataset: DatasetSpec
     training: TrainConfig = TrainConfig(steps=3000, eval_interval=500)
     objective: ObjectiveSpec = ObjectiveSpec()
+    confirm: ConfirmSpec = ConfirmSpec()
     search_space: dict[str, Param] = Field(min_length=1)
     searcher: SearcherSpec = SearcherSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
@@ -253,6 +285,14 @@ class SearchSpec(_Strict):
                     ("objective", "metric"),
                     f"{self.objective.metric!r} is not reported by this sweep; expected one of "
                     f"{sorted(reported)} or a train/ metric of the algorithm",
+                )
+            )
+        if self.confirm.enabled and self.confirm.seed == self.objective.seed:
+            found.append(
+                (
+                    ("confirm", "seed"),
+                    f"{self.confirm.seed} is the objective's seed: confirmation battles must be "
+                    "fresh, not the battles the search selected on",
                 )
             )
         names = list(self.search_space)
@@ -312,6 +352,21 @@ def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
     for part in parents:
         target = target.setdefault(part, {})
     target[leaf] = value
+
+
+def parse_overrides(pairs: list[str], **options: Any) -> dict[str, Any]:
+    """`["network.hidden_sizes=[512,512]", "expectile=0.9"]` -> a nested dict (YAML values);
+    `options` (dotted keys as `a__b`) that are not None are set too."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set expectile=0.9")
+        set_dotted(result, key, yaml.safe_load(raw))
+    for key, value in options.items():
+        if value is not None:
+            set_dotted(result, key.replace("__", "."), value)
+    return result
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
