@@ -2,30 +2,26 @@
 
 Exit status: 0 on success; 1 when a followed job ends FAILED or STOPPED (the message has
 its status and last log lines); 2 on bad input, an unreachable or refusing cluster, or a
-spec the cluster cannot run (e.g. local storage on a multi-node cluster); 130 when
-following is interrupted (the job keeps running).
+spec the cluster cannot run (e.g. local storage on a multi-node cluster), mapped in
+`poke_tune.cli.errors`; 130 when following is interrupted (the job keeps running).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
-from rich.text import Text
+
+from poke_tune.cli.errors import console, stdout, user_errors
 
 __all__ = ["jobs_app", "submit"]
 
 jobs_app = typer.Typer(help="List, inspect, follow and stop Ray Jobs.", no_args_is_help=True)
-console = Console(stderr=True, soft_wrap=True)
-stdout = Console(soft_wrap=True)
 
 Address = Annotated[
     str,
@@ -35,26 +31,6 @@ Address = Annotated[
         help="Ray dashboard of the cluster, http(s)://HOST:PORT (port 8265 by default).",
     ),
 ]
-
-
-@contextmanager
-def _cluster_errors() -> Iterator[None]:
-    """Exit 1 for a failed job, 2 for anything the user can fix, 130 on Ctrl-C."""
-    from poke_tune.tuning.spec import SpecError
-    from poke_tune.tuning.submit import ClusterError, JobFailedError
-
-    try:
-        yield
-    except JobFailedError as error:
-        _error(error)
-        raise typer.Exit(1) from None
-    except (ClusterError, SpecError, ValueError, FileNotFoundError) as error:
-        _error(error)
-        raise typer.Exit(2) from None
-
-
-def _error(error: Exception) -> None:
-    console.print(Text("error: ", style="bold red") + Text(str(error)), highlight=False)
 
 
 def _write(chunk: str) -> None:
@@ -124,8 +100,7 @@ def submit(
     ] = True,
 ) -> None:
     """Submit a sweep to a Ray cluster as a Ray Job running `poke-tune run SPEC`."""
-    from poke_tune.cli.main import parse_overrides
-    from poke_tune.tuning.spec import load_spec
+    from poke_tune.tuning.spec import load_spec, parse_overrides
     from poke_tune.tuning.submit import (
         alive_nodes,
         check_submission,
@@ -137,7 +112,7 @@ def submit(
     )
     from poke_tune.tuning.submit import submit as submit_job
 
-    with _cluster_errors(), temporary_staging() as staging:
+    with user_errors(), temporary_staging() as staging:
         url = dashboard_url(address)
         variables = _env_pairs(env or [])
         if tracking_uri is not None:
@@ -183,7 +158,7 @@ def jobs_list(address: Address) -> None:
     """All jobs of the cluster with their status."""
     from poke_tune.tuning.submit import connect, list_jobs
 
-    with _cluster_errors():
+    with user_errors():
         jobs = list_jobs(connect(address))
     table = Table(title=f"{len(jobs)} jobs")
     table.add_column("job", no_wrap=True, min_width=len("raysubmit_") + 16)
@@ -213,7 +188,7 @@ def jobs_status(
     """Status of one job, with Ray's message about it."""
     from poke_tune.tuning.submit import connect, job_info
 
-    with _cluster_errors():
+    with user_errors():
         info = job_info(connect(address), job_id)
     stdout.print(f"{job_id}: {info.status}", highlight=False)
     if info.message:
@@ -231,7 +206,7 @@ def jobs_logs(
     """The job's driver output so far (or streamed to the end with --follow)."""
     from poke_tune.tuning.submit import connect, job_logs
 
-    with _cluster_errors():
+    with user_errors():
         client = connect(address)
         if follow:
             _follow(client, job_id)
@@ -247,6 +222,6 @@ def jobs_stop(
     """Stop a running job (its trials are stopped; finished results stay in storage)."""
     from poke_tune.tuning.submit import connect, stop_job
 
-    with _cluster_errors():
+    with user_errors():
         stopped = stop_job(connect(address), job_id)
     stdout.print(f"{job_id}: {'stop requested' if stopped else 'already finished'}")

@@ -1,0 +1,83 @@
+"""`poke-tune data generate` and `poke-tune data info`: offline datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from poke_tune.cli.errors import console, stdout, user_errors
+from poke_tune.cli.progress import battle_progress
+from poke_tune.data.dataset import dataset_info, load_dataset
+from poke_tune.data.generate import generate_dataset
+
+__all__ = ["data_app"]
+
+data_app = typer.Typer(help="Generate and inspect offline datasets.", no_args_is_help=True)
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Annotated[Path, typer.Argument(help="Output file (.jsonl or .jsonl.gz).")],
+    battles: Annotated[int, typer.Option(min=1, help="Battles to play.")] = 1000,
+    policies: Annotated[
+        str, typer.Option(help="Comma-separated behaviour policies; every ordered pair plays.")
+    ] = "random,max-damage",
+    seed: Annotated[int, typer.Option(help="Seed of teams, battles and policies.")] = 0,
+    battle_format: Annotated[str, typer.Option("--format")] = "gen9randombattle",
+    max_turns: Annotated[int, typer.Option(min=1, help="Cut-off turn (not a terminal).")] = 200,
+    hp_shaping: Annotated[
+        float, typer.Option(min=0.0, help="HP-balance shaping weight (0 = win/loss only).")
+    ] = 0.0,
+    workers: Annotated[int | None, typer.Option(min=1, help="Node workers.")] = None,
+) -> None:
+    """Play battles between behaviour policies and record a trajectory-JSONL dataset."""
+    with user_errors(), battle_progress(battles, "generating") as advance:
+        summary = generate_dataset(
+            out.resolve(),
+            policies=[p.strip() for p in policies.split(",") if p.strip()],
+            battles=battles,
+            seed=seed,
+            battle_format=battle_format,
+            max_turns=max_turns,
+            hp_shaping=hp_shaping,
+            num_workers=workers,
+            on_result=advance,
+        )
+    stdout.print(
+        f"wrote {summary.path}: {summary.battles - summary.failed_battles} battles, "
+        f"{summary.trajectories} trajectories, {summary.transitions} transitions "
+        f"({summary.truncated_battles} battles cut off at turn {max_turns})"
+    )
+    if summary.failed_battles:
+        console.print(f"[bold red]{summary.failed_battles} battles failed and were not written")
+        raise typer.Exit(1)
+
+
+@data_app.command("info")
+def data_info(
+    path: Annotated[Path, typer.Argument(help="A trajectory-JSONL dataset.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Validate and compile a dataset (cached), then print its statistics."""
+    with user_errors():
+        info = dataset_info(load_dataset(path.resolve()))
+    if as_json:
+        stdout.print_json(json.dumps(info))
+        return
+    _print_mapping(f"dataset {path}", info)
+
+
+def _print_mapping(title: str, values: dict[str, Any]) -> None:
+    """A two-column table of `values` (floats to 4 significant digits)."""
+    table = Table(title=title, show_header=False)
+    for key, value in values.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, list):
+            value = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value)
+        table.add_row(key, str(value))
+    stdout.print(table)
