@@ -56,7 +56,8 @@ class DivergedError(RuntimeError):
 class TrainConfig(BaseModel):
     """Settings of one training run that are not algorithm hyperparameters."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: `steps: true` or `--set steps="100"` is an error, not 1 or 100.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     steps: int = Field(default=20_000, gt=0)
     """Gradient steps."""

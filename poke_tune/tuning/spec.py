@@ -55,7 +55,8 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: `steps: true` or `num_samples: "8"` is an error, not 1 or 8; no inf/nan bounds.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Condition(_Strict):
@@ -123,7 +124,7 @@ def _key(values: dict[str, Any]) -> str:
 
 
 class DatasetSpec(_Strict):
-    path: Path | None = None
+    path: Path | None = Field(default=None, strict=False)
     generate: GenerateRecipe | None = None
 
     @model_validator(mode="after")
@@ -275,6 +276,9 @@ class SearchSpec(_Strict):
         """Checks across fields: every corner of the space is a valid algorithm config,
         and `when` conditions name earlier parameters. Returns (key path, message) pairs."""
         found: list[tuple[tuple[str | int, ...], str]] = []
+        algorithm_problems = self._algorithm_problems()
+        found += algorithm_problems
+        found += self._searcher_problems()
         reported = self.reported_metrics()
         if (
             not self.objective.metric.startswith("train/")
@@ -297,6 +301,8 @@ class SearchSpec(_Strict):
             )
         names = list(self.search_space)
         for name, param in self.search_space.items():
+            if algorithm_problems:  # every corner would repeat the algorithm's own error
+                break
             corners: list[tuple[str, int | None, Any]]
             if isinstance(param, CategoricalParam):
                 corners = [("choices", i, v) for i, v in enumerate(param.choices)]
@@ -306,6 +312,14 @@ class SearchSpec(_Strict):
                 try:
                     self.algorithm_config({name: value})
                 except ValidationError as error:
+                    if any(e["type"] == "extra_forbidden" for e in error.errors()):
+                        found.append(
+                            (
+                                ("search_space", name),
+                                f"{name!r} is not a {self.algorithm.get('algo')} hyperparameter",
+                            )
+                        )
+                        break
                     loc: tuple[str | int, ...] = ("search_space", name, key)
                     if index is not None:
                         loc += (index,)
@@ -328,6 +342,47 @@ class SearchSpec(_Strict):
                 )
         return found
 
+    def _algorithm_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """The fixed `algorithm` block on its own, reported at its own keys."""
+        try:
+            parse_algo_config(self.algorithm)
+        except ValidationError as error:
+            found: list[tuple[tuple[str | int, ...], str]] = []
+            for issue in error.errors():
+                if not issue["loc"]:  # the discriminator: `algo` missing or unknown
+                    loc: tuple[str | int, ...] = ("algorithm", "algo")
+                    message = f"expected one of 'bc', 'iql', 'cql' ({issue['msg']})"
+                else:  # ("cql", "alpah"): the tag, then the key path
+                    loc, message = ("algorithm", *issue["loc"][1:]), issue["msg"]
+                found.append((loc, message))
+            return found
+        return []
+
+    def _searcher_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Grid searches need categorical parameters; warm-start points must lie in the
+        space (Optuna would fail that trial, or silently drop an unknown name)."""
+        found: list[tuple[tuple[str | int, ...], str]] = []
+        if self.searcher.algorithm == "grid":
+            for name, param in self.search_space.items():
+                if not isinstance(param, CategoricalParam):
+                    found.append(
+                        (
+                            ("search_space", name, "type"),
+                            f"the grid searcher needs categorical parameters (`choices`), "
+                            f"not a {param.type} range",
+                        )
+                    )
+        for index, point in enumerate(self.searcher.warm_start):
+            for name, value in point.items():
+                loc: tuple[str | int, ...] = ("searcher", "warm_start", index, name)
+                known = self.search_space.get(name)
+                if known is None:
+                    expected = ", ".join(self.search_space)
+                    found.append((loc, f"unknown parameter {name!r}; expected one of {expected}"))
+                elif (problem := _outside(known, value)) is not None:
+                    found.append((loc, problem))
+        return found
+
     def reported_metrics(self) -> set[str]:
         """Evaluation metrics every trial of this spec reports."""
         metrics = {"eval/win_rate", "eval/win_rate_ci_low", "eval/win_rate_ci_high"}
@@ -344,6 +399,20 @@ class SearchSpec(_Strict):
         for key, value in sampled.items():
             set_dotted(values, key, value)
         return parse_algo_config(values)
+
+
+def _outside(param: FloatParam | IntParam | CategoricalParam, value: Any) -> str | None:
+    """Why `value` is not a point of `param`'s range, or None."""
+    if isinstance(param, CategoricalParam):
+        if value in param.choices:
+            return None
+        return f"{value!r} is not one of the choices {param.choices}"
+    numeric = (int,) if isinstance(param, IntParam) else (int, float)
+    if isinstance(value, bool) or not isinstance(value, numeric):
+        return f"{value!r} is not a{'n' if param.type == 'int' else ''} {param.type}"
+    if not param.low <= value <= param.high:
+        return f"{value!r} is outside the range [{param.low}, {param.high}]"
+    return None
 
 
 def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
@@ -403,6 +472,10 @@ def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> SearchSpec
     if not isinstance(raw, dict):
         raise SpecError(f"{path}:1: expected a mapping of spec keys, got {type(raw).__name__}")
     _merge(raw, overrides or {})
+    problems = [
+        f"{path}:{line}: {'.'.join(map(str, loc))}: {message}"
+        for loc, line, message in _duplicate_keys(root)
+    ]
     try:
         spec = SearchSpec.model_validate(raw, context={"defer_semantic_checks": True})
         found = spec.problems()
@@ -411,8 +484,7 @@ def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> SearchSpec
         for issue in error.errors():
             loc = tuple(p for p in issue["loc"] if not str(p).startswith("function-after"))
             found.append((tuple(p for p in loc if p not in _PARAM_TYPES), issue["msg"]))
-    if found:
-        problems = []
+    if found or problems:
         for loc, message in found:
             key = ".".join(str(p) for p in loc) or "(top level)"
             line = _line_of(root, loc)
@@ -421,6 +493,28 @@ def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> SearchSpec
             )
         raise SpecError("invalid search spec:\n  " + "\n  ".join(problems))
     return _resolve_paths(spec, path, root)
+
+
+def _duplicate_keys(
+    node: yaml.Node | None, loc: tuple[str | int, ...] = ()
+) -> list[tuple[tuple[str | int, ...], int, str]]:
+    """(key path, line, message) of every repeated mapping key (YAML keeps the last one
+    silently), at the line of the repetition."""
+    found: list[tuple[tuple[str | int, ...], int, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            line = key.start_mark.line + 1
+            if name in seen:
+                found.append(((*loc, name), line, f"duplicate key (first at line {seen[name]})"))
+            else:
+                seen[name] = line
+            found += _duplicate_keys(value, (*loc, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += _duplicate_keys(item, (*loc, index))
+    return found
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -435,6 +529,12 @@ def _resolve_paths(spec: SearchSpec, spec_path: Path, root: yaml.Node | None) ->
     dataset = spec.dataset
     if dataset.path is not None:
         resolved = (spec_path.parent / dataset.path).resolve()
+        if resolved.is_dir():
+            line = _line_of(root, ("dataset", "path"))
+            raise SpecError(
+                f"{spec_path}:{line}: dataset.path: {resolved} is a directory, expected a "
+                "dataset file (.jsonl or .jsonl.gz)"
+            )
         if not resolved.is_file():
             line = _line_of(root, ("dataset", "path"))
             raise SpecError(f"{spec_path}:{line}: dataset.path: file {resolved} does not exist")

@@ -6,6 +6,7 @@ Fast unit tests: small YAML files in tmp_path, no Ray.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,40 @@ ERROR_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         _set("dataset", "path", value="nope.jsonl"),
         "dataset.path",
         "nope.jsonl does not exist",
+    ),
+    (
+        "dataset-directory",
+        _set("dataset", "path", value="."),
+        "dataset.path",
+        "is a directory, expected a dataset file",
+    ),
+    (
+        "infinite-bound",
+        _set("search_space", "expectile", value={"type": "float", "low": 0.6, "high": math.inf}),
+        "search_space.expectile.high",
+        "finite number",
+    ),
+    ("bool-steps", _set("training", "steps", value=True), "training.steps", "valid integer"),
+    ("bool-num-samples", _set("num_samples", value=True), "num_samples", "valid integer"),
+    ("string-seed", _set("searcher", "seed", value="3"), "searcher.seed", "valid integer"),
+    (
+        "grid-with-ranges",
+        _set("searcher", "algorithm", value="grid"),
+        "search_space.expectile.type",
+        "the grid searcher needs categorical parameters",
+    ),
+    (
+        "unknown-algo",
+        _set("algorithm", "algo", value="ppo"),
+        "algorithm.algo",
+        "expected one of 'bc', 'iql', 'cql'",
+    ),
+    ("unknown-algorithm-key", _set("algorithm", "alpah", value=1.0), "algorithm.alpah", EXTRA),
+    (
+        "unknown-search-parameter",
+        _set("search_space", "alpah", value={"type": "float", "low": 0.1, "high": 1.0}),
+        "search_space.alpah",
+        "'alpah' is not a iql hyperparameter",
     ),
 ]
 
@@ -281,3 +316,74 @@ def test_an_objective_no_trial_reports_is_refused(write_spec: WriteSpec) -> None
     path = write_spec(_set("training", "fqe_steps", value=0))
     message = _error(path, {"objective": {"metric": "offline/fqe_value"}})
     assert "objective.metric: 'offline/fqe_value' is not reported" in message
+
+
+@pytest.mark.parametrize(
+    "edit", [_set("algorithm", "alpah", value=1.0), _set("algorithm", "algo", value="ppo")]
+)
+def test_an_algorithm_error_is_reported_once_at_its_own_key(
+    write_spec: WriteSpec, edit: Callable[[dict[str, Any]], None]
+) -> None:
+    message = _error(write_spec(edit))
+    assert len(message.splitlines()) == 2  # the heading and one problem
+    assert "search_space" not in message
+
+
+def _warm_start(*points: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    return _set("searcher", "warm_start", value=list(points))
+
+
+def _warm_start_line(path: Path, index: int, key: str) -> int:
+    node = yaml.compose(path.read_text())
+    assert isinstance(node, yaml.MappingNode)
+    searcher = next(v for k, v in node.value if k.value == "searcher")
+    points = next(v for k, v in searcher.value if k.value == "warm_start")
+    key_node = next(k for k, _ in points.value[index].value if k.value == key)
+    return int(key_node.start_mark.line) + 1
+
+
+@pytest.mark.parametrize(
+    ("point", "text"),
+    [
+        ({"expectile": 0.95}, "0.95 is outside the range [0.6, 0.9]"),
+        ({"expectile": "high"}, "'high' is not a float"),
+        ({"beta": 3.0}, "unknown parameter 'beta'; expected one of expectile, temperature"),
+    ],
+)
+def test_a_warm_start_point_outside_the_space_is_refused_at_its_line(
+    write_spec: WriteSpec, point: dict[str, Any], text: str
+) -> None:
+    path = write_spec(_warm_start({"expectile": 0.7, "temperature": 3.0}, point))
+    key = next(iter(point))
+    line = _warm_start_line(path, 1, key)
+    assert f"{path}:{line}: searcher.warm_start.1.{key}: {text}" in _error(path)
+
+
+def test_warm_start_points_inside_the_space_are_accepted(write_spec: WriteSpec) -> None:
+    spec = load_spec(write_spec(_warm_start({"expectile": 0.9, "temperature": 1})))
+    assert spec.searcher.warm_start == [{"expectile": 0.9, "temperature": 1}]
+
+
+def test_grid_with_categorical_parameters_is_accepted(write_spec: WriteSpec) -> None:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["searcher"]["algorithm"] = "grid"
+        raw["search_space"] = {"expectile": {"type": "categorical", "choices": [0.7, 0.9]}}
+
+    assert load_spec(write_spec(edit)).searcher.algorithm == "grid"
+
+
+def test_a_duplicate_key_is_refused_at_its_second_line(write_spec: WriteSpec) -> None:
+    path = write_spec()
+    lines = path.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("num_samples:"))
+    lines.insert(first + 1, "num_samples: 64")
+    path.write_text("\n".join(lines) + "\n")
+    message = _error(path)
+    assert f"{path}:{first + 2}: num_samples: duplicate key (first at line {first + 1})" in message
+
+
+def test_a_nested_duplicate_key_is_refused(write_spec: WriteSpec) -> None:
+    path = write_spec()
+    text = path.read_text().replace("grace_period: 1", "grace_period: 1, grace_period: 3")
+    path.write_text(text)
+    assert "scheduler.grace_period: duplicate key" in _error(path)
