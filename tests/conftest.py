@@ -46,6 +46,17 @@ def battle_dataset(tmp_path_factory: pytest.TempPathFactory) -> OfflineDataset:
     return load_dataset(path, cache_root=folder / "cache")
 
 
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> OfflineDataset:
+    """A small synthetic dataset (48 trajectories of noise, no simulator) for fast tests of
+    the training machinery; `battle_dataset` is the real thing."""
+    from tests.synthetic import write_synthetic
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    path = write_synthetic(folder / "synthetic.jsonl", 48)
+    return load_dataset(path, cache_root=folder / "cache")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -13,6 +13,7 @@ from poke_tune.algos.networks import NetworkConfig
 from poke_tune.algos.policy import LearnedPolicy, load_policy
 from poke_tune.algos.trainer import (
     AlgoConfig,
+    CheckpointError,
     DivergedError,
     TrainConfig,
     Trainer,
@@ -31,6 +32,7 @@ __all__ = [
     "BCConfig",
     "Batch",
     "CQLConfig",
+    "CheckpointError",
     "DivergedError",
     "IQLConfig",
     "LearnedPolicy",

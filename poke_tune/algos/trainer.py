@@ -11,6 +11,8 @@ and schedule states, the step, the RNG states, the configs and the encoder versi
 from __future__ import annotations
 
 import logging
+import pickle
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +33,7 @@ from poke_tune.sim.encoding import ENCODER_VERSION
 
 __all__ = [
     "AlgoConfig",
+    "CheckpointError",
     "DivergedError",
     "TrainConfig",
     "Trainer",
@@ -346,17 +349,76 @@ def run_training(
         yield {"step": float(trainer.step), **metrics}
 
 
+class CheckpointError(ValueError):
+    """A file that is not a loadable poke-tune checkpoint; the message names the file."""
+
+
+_CHECKPOINT_KEYS = (
+    "encoder_version",
+    "action_layout",
+    "observation_size",
+    "num_actions",
+    "algo_config",
+    "train_config",
+    "step",
+    "algorithm",
+)
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely (weights_only) and check its format and encoder version."""
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint safely (weights_only) and check its format and encoder version.
+
+    Raises `CheckpointError` (one line, naming the file) for a missing, empty, truncated,
+    corrupt or unsafe file: weights_only refuses pickled objects that could run code.
+    """
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty")
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        detail = _unpickling_detail(error)
+        if "GLOBAL" in detail:
+            raise CheckpointError(
+                f"checkpoint {path} refused: {detail} (checkpoints hold only tensors and plain "
+                "data; loading other objects could run code)"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a checkpoint: {detail}"
+        ) from None
+    except (EOFError, RuntimeError, OSError, ValueError, KeyError) as error:
+        # EOFError: truncated pickle; RuntimeError: a damaged zip archive.
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt: {_first_line(error)}"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a poke-tune checkpoint (format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(f"{path} is not a poke-tune checkpoint (format {CHECKPOINT_FORMAT})")
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
     if (state["encoder_version"], state["action_layout"]) != (ENCODER_VERSION, ACTION_LAYOUT):
-        raise ValueError(
+        raise CheckpointError(
             f"{path} was trained on {state['encoder_version']}/{state['action_layout']}; "
             f"this poke-tune encodes {ENCODER_VERSION}/{ACTION_LAYOUT}"
         )
     return state
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0].split(". ")[0]
+
+
+def _unpickling_detail(error: BaseException) -> str:
+    """The one informative line of torch's weights_only refusal (it wraps the reason in
+    advice to load with weights_only=False, which is exactly what must not be done)."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    found = [line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")]
+    return (found[0] if found else _first_line(error)).rstrip(".")
 
 
 def check_compatible(state: dict[str, Any], dataset: OfflineDataset) -> None:

@@ -13,6 +13,7 @@ from poke_tune.cli.errors import console, stdout, user_errors
 from poke_tune.cli.progress import battle_progress
 from poke_tune.data.dataset import dataset_info, load_dataset
 from poke_tune.data.generate import generate_dataset
+from poke_tune.sim.battles import check_battle_format
 
 __all__ = ["data_app"]
 
@@ -35,6 +36,8 @@ def data_generate(
     workers: Annotated[int | None, typer.Option(min=1, help="Node workers.")] = None,
 ) -> None:
     """Play battles between behaviour policies and record a trajectory-JSONL dataset."""
+    with user_errors():
+        check_battle_format(battle_format)
     with user_errors(), battle_progress(battles, "generating") as advance:
         summary = generate_dataset(
             out.resolve(),

@@ -35,6 +35,9 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
     EvaluationError,
     ValueError,  # SpecError, StorageNotSharedError, pydantic's ValidationError, bad options
     FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
     ConnectionError,  # an unreachable tracking server or cluster
 )
 

@@ -12,6 +12,7 @@ from poke_tune.algos import load_policy
 from poke_tune.cli.errors import stdout, user_errors
 from poke_tune.cli.progress import battle_progress
 from poke_tune.eval.winrate import EVAL_SEED, evaluate
+from poke_tune.sim.battles import check_battle_format
 from poke_tune.sim.policies import Policy, make_policy
 
 __all__ = ["eval_command", "resolve_policy"]
@@ -53,6 +54,7 @@ def eval_command(
 ) -> None:
     """Win rate of POLICY against --opponent in seeded battles, with a 95% interval."""
     with user_errors():
+        check_battle_format(battle_format)
         evaluated = resolve_policy(policy, tracking_uri)
         rival = resolve_policy(opponent, tracking_uri)
         with battle_progress(battles, f"{policy} vs {opponent}") as advance:

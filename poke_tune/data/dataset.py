@@ -358,6 +358,8 @@ def _parse_header(
 def _records(
     path: Path, lines: Iterator[tuple[int, bytes]], header: DatasetHeader
 ) -> Iterator[tuple[int, TrajectoryRecord]]:
+    by_key: dict[tuple[str, str], int] = {}
+    by_content: dict[bytes, int] = {}
     for line_no, line in lines:
         if not line.strip():
             continue
@@ -368,7 +370,39 @@ def _records(
         problem = _record_problem(record, header)
         if problem is not None:
             raise DatasetError(path, line_no, *problem)
+        _check_repeat(path, line_no, line, record, by_key, by_content)
         yield line_no, record
+
+
+def _check_repeat(
+    path: Path,
+    line_no: int,
+    line: bytes,
+    record: TrajectoryRecord,
+    by_key: dict[tuple[str, str], int],
+    by_content: dict[bytes, int],
+) -> None:
+    """Refuse a trajectory seen before (same replay_id and player, or the same line under
+    another replay_id): repeats weigh twice and can land on both sides of the split."""
+    key = (record.replay_id, record.player)
+    first = by_key.setdefault(key, line_no)
+    if first != line_no:
+        raise DatasetError(
+            path,
+            line_no,
+            "replay_id",
+            f"trajectory {record.replay_id!r} {record.player} repeats line {first}",
+        )
+    content = line.strip().replace(orjson.dumps(record.replay_id), b"", 1)
+    first = by_content.setdefault(hashlib.blake2b(content, digest_size=16).digest(), line_no)
+    if first != line_no:
+        raise DatasetError(
+            path,
+            line_no,
+            "",
+            f"trajectory {record.replay_id!r} {record.player} is a copy of line {first} "
+            "under another replay_id",
+        )
 
 
 def read_header(
@@ -755,6 +789,10 @@ def load_dataset(
         expected_action_layout: header value required (None accepts any this code decodes).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a directory, expected a dataset file (.jsonl or .jsonl.gz)"
+        )
     key = _file_key(path)
     folder = (cache_root if cache_root is not None else cache_dir() / "datasets") / key
     meta = _read_meta(folder)

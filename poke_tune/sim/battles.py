@@ -44,6 +44,7 @@ __all__ = [
     "SimulatorPool",
     "Trajectory",
     "battle_seeds",
+    "check_battle_format",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -53,7 +54,18 @@ _READ_SIZE = 1 << 18  # bytes per read: a pipe holds 64 KiB, so one read empties
 
 
 class SimulatorError(RuntimeError):
-    """The simulator cannot run at all (not a single battle's failure)."""
+    """The simulator cannot run as asked (a missing install, a format it refuses), as
+    opposed to a single battle's failure."""
+
+
+def check_battle_format(battle_format: str) -> None:
+    """Refuse a format whose teams the simulator does not generate: poke-tune sends no
+    teams, so only random-team formats (`gen9randombattle`, `gen8randombattle`, ...) play."""
+    if "random" not in battle_format.lower():
+        raise ValueError(
+            f"battle format {battle_format!r}: poke-tune plays random-team formats (the "
+            "simulator generates the teams), e.g. gen9randombattle or gen8randombattle"
+        )
 
 
 def battle_seeds(seed: int, index: int) -> tuple[list[int], list[int], list[int]]:
@@ -176,8 +188,12 @@ class _Battle:
             # "[Unavailable choice]": hidden information; a fresh request follows.
         elif kind == "end":
             self._on_end(orjson.loads(body))
-        elif kind == "error":
-            raise RuntimeError(f"simulator error in battle {self.spec.index}: {body}")
+        elif kind == "error":  # the JS exception and its stack: keep the message line
+            message = body.strip().splitlines()[0] if body.strip() else "no message"
+            raise SimulatorError(
+                f"the simulator refused battle {self.spec.index} of format "
+                f"{self.spec.battle_format!r}: {message}"
+            )
         return []
 
     def _on_request(self, side: str, request: dict[str, Any]) -> list[str]:

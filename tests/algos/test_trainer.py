@@ -1,5 +1,6 @@
-"""The trainer on a real battle dataset: contract over algorithms, exact resume,
-checkpoint safety, divergence, and the learned policies in real battles."""
+"""The trainer on a small synthetic dataset (fast): the contract over algorithms (finite
+losses, action shapes, checkpoint round trip, same seed -> same losses), exact resume,
+checkpoint safety, divergence, BC initialisation. Real battles: test_battles_e2e.py."""
 
 from __future__ import annotations
 
@@ -56,46 +57,46 @@ def _states_equal(a: object, b: object) -> bool:
     ids=lambda c: f"{c.algo}{'-lagrange' if getattr(c, 'lagrange', False) else ''}",
 )
 def test_contract(
-    config: BCConfig | IQLConfig | CQLConfig, battle_dataset: OfflineDataset, tmp_path: Path
+    config: BCConfig | IQLConfig | CQLConfig, synthetic_dataset: OfflineDataset, tmp_path: Path
 ) -> None:
-    trainer = _trainer(config, battle_dataset)
+    trainer = _trainer(config, synthetic_dataset)
     history = list(run_training(trainer))
     assert [m["step"] for m in history] == [20.0, 40.0]
     for metrics in history:
         assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
         assert 0.0 <= metrics["offline/action_match"] <= 1.0
-    observations = torch.zeros(3, battle_dataset.observation_size)
+    observations = torch.zeros(3, synthetic_dataset.observation_size)
     assert trainer.algorithm.action_scores(observations).shape == (3, NUM_ACTIONS)
 
     # Same seed, same numbers.
-    again = list(run_training(_trainer(config, battle_dataset)))
+    again = list(run_training(_trainer(config, synthetic_dataset)))
     assert again == history
 
     # Checkpoint round trip through a weights_only load.
     path = tmp_path / "checkpoint.pt"
     trainer.save(path)
-    restored = Trainer.resume(path, battle_dataset)
+    restored = Trainer.resume(path, synthetic_dataset)
     assert restored.step == 40
     assert _states_equal(restored.algorithm.state_dict(), trainer.algorithm.state_dict())
 
 
-def test_resume_continues_bit_for_bit(battle_dataset: OfflineDataset, tmp_path: Path) -> None:
+def test_resume_continues_bit_for_bit(synthetic_dataset: OfflineDataset, tmp_path: Path) -> None:
     config = IQLConfig(network=SMALL)
-    straight = Trainer(config, TrainConfig(steps=60, fqe_steps=5), battle_dataset)
+    straight = Trainer(config, TrainConfig(steps=60, fqe_steps=5), synthetic_dataset)
     straight.train(30)
     straight.save(tmp_path / "at30.pt")
     straight_metrics = straight.train(60)
 
-    resumed = Trainer.resume(tmp_path / "at30.pt", battle_dataset)
+    resumed = Trainer.resume(tmp_path / "at30.pt", synthetic_dataset)
     assert resumed.step == 30
     assert resumed.train(60) == straight_metrics
     assert _states_equal(resumed.state_dict(), straight.state_dict())
 
 
 def test_checkpoint_with_another_encoder_is_refused(
-    battle_dataset: OfflineDataset, tmp_path: Path
+    synthetic_dataset: OfflineDataset, tmp_path: Path
 ) -> None:
-    trainer = _trainer(BCConfig(network=SMALL), battle_dataset)
+    trainer = _trainer(BCConfig(network=SMALL), synthetic_dataset)
     state = trainer.state_dict()
     state["encoder_version"] = "obs-v0"
     torch.save(state, tmp_path / "old.pt")
@@ -105,22 +106,22 @@ def test_checkpoint_with_another_encoder_is_refused(
         load_policy(tmp_path / "old.pt")
 
 
-def test_nan_stops_the_run_as_diverged(battle_dataset: OfflineDataset) -> None:
-    trainer = _trainer(CQLConfig(network=SMALL), battle_dataset)
+def test_nan_stops_the_run_as_diverged(synthetic_dataset: OfflineDataset) -> None:
+    trainer = _trainer(CQLConfig(network=SMALL), synthetic_dataset)
     trainer.train_data.rewards[:] = float("nan")
     with pytest.raises(DivergedError, match="nan"):
         trainer.train(10)
 
 
 def test_bc_initialisation_copies_the_policy(
-    battle_dataset: OfflineDataset, tmp_path: Path
+    synthetic_dataset: OfflineDataset, tmp_path: Path
 ) -> None:
-    bc = _trainer(BCConfig(network=SMALL), battle_dataset)
+    bc = _trainer(BCConfig(network=SMALL), synthetic_dataset)
     bc.train(20)
     bc.save(tmp_path / "bc.pt")
-    iql = _trainer(IQLConfig(network=SMALL), battle_dataset)
+    iql = _trainer(IQLConfig(network=SMALL), synthetic_dataset)
     iql.init_policy_from(tmp_path / "bc.pt")
     assert _states_equal(iql.algorithm.policy.state_dict(), bc.algorithm.policy.state_dict())  # type: ignore[attr-defined]
-    cql = _trainer(CQLConfig(network=SMALL), battle_dataset)
+    cql = _trainer(CQLConfig(network=SMALL), synthetic_dataset)
     with pytest.raises(ValueError, match="no policy network"):
         cql.init_policy_from(tmp_path / "bc.pt")

@@ -1,0 +1,86 @@
+"""`read_checkpoint` refuses every file that is not a sound poke-tune checkpoint with one
+`CheckpointError` line naming the file (never a torch traceback, never code execution)."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from poke_tune.algos import (
+    BCConfig,
+    CheckpointError,
+    NetworkConfig,
+    TrainConfig,
+    Trainer,
+    load_policy,
+    read_checkpoint,
+)
+from poke_tune.data.dataset import OfflineDataset
+
+
+class _RunsCode:
+    def __reduce__(self) -> tuple[Callable[..., object], tuple[str]]:
+        return (os.system, ("touch /tmp/poke-tune-pwned",))
+
+
+def _torch_bytes(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+BAD_FILES: dict[str, tuple[Callable[[], bytes], str]] = {
+    "empty": (lambda: b"", "is empty"),
+    "truncated": (
+        lambda: _torch_bytes({"format": 2, "w": torch.zeros(256)})[:300],
+        "is truncated or corrupt",
+    ),
+    "random-bytes": (lambda: bytes(range(256)) * 16, "is corrupt or not a checkpoint"),
+    "unsafe-pickle": (lambda: _torch_bytes({"format": 2, "x": _RunsCode()}), "refused"),
+    "plain-pickle": (lambda: pickle.dumps(_RunsCode()), "not a checkpoint"),
+    "not-a-dict": (lambda: _torch_bytes([1, 2, 3]), "is not a poke-tune checkpoint"),
+    "missing-keys": (lambda: _torch_bytes({"format": 2}), "lacks encoder_version"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+def test_a_bad_checkpoint_is_one_line_naming_the_file(tmp_path: Path, kind: str) -> None:
+    make, text = BAD_FILES[kind]
+    path = tmp_path / f"{kind}.pt"
+    path.write_bytes(make())
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(path)
+    message = str(caught.value)
+    assert str(path) in message and text in message
+    assert "\n" not in message
+    assert "weights_only` set to `False`" not in message  # torch's advice to load unsafely
+    assert not Path("/tmp/poke-tune-pwned").exists()
+    with pytest.raises(CheckpointError):
+        load_policy(path)
+
+
+def test_a_directory_or_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="is a directory"):
+        read_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_checkpoint(tmp_path / "nope.pt")
+
+
+def test_checkpoint_errors_are_value_errors() -> None:
+    assert issubclass(CheckpointError, ValueError)  # the CLI maps ValueError to exit 2
+
+
+def test_a_sound_checkpoint_loads(synthetic_dataset: OfflineDataset, tmp_path: Path) -> None:
+    config = BCConfig(network=NetworkConfig(hidden_sizes=(16,)))
+    trainer = Trainer(
+        config, TrainConfig(steps=4, eval_interval=4, fqe_steps=0), synthetic_dataset
+    )
+    trainer.train(2)
+    trainer.save(tmp_path / "ok.pt")
+    assert read_checkpoint(tmp_path / "ok.pt")["step"] == 2
