@@ -312,10 +312,22 @@ class Trainer:
         self.step = int(state["step"])
 
     @classmethod
-    def resume(cls, path: Path, dataset: OfflineDataset, device: str | None = None) -> Trainer:
-        """A trainer restored from a checkpoint file, ready to continue."""
+    def resume(
+        cls,
+        path: Path,
+        dataset: OfflineDataset,
+        device: str | None = None,
+        *,
+        train_config: TrainConfig | None = None,
+    ) -> Trainer:
+        """A trainer restored from a checkpoint file, ready to continue.
+
+        `train_config` replaces the saved training settings (e.g. more steps; which changes
+        keep it the same run: `training_run.prepare_trainer`).
+        """
         state = read_checkpoint(path)
-        train_config = TrainConfig.model_validate(state["train_config"])
+        if train_config is None:
+            train_config = TrainConfig.model_validate(state["train_config"])
         if device is not None:
             train_config = train_config.model_copy(update={"device": device})
         trainer = cls(parse_algo_config(state["algo_config"]), train_config, dataset)

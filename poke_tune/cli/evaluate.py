@@ -1,4 +1,4 @@
-"""`poke-tune eval`: win rate of a policy in seeded real battles."""
+"""`poke-tune eval`: win rate of a policy in seeded real battles (one torch thread)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from poke_tune.algos import load_policy
@@ -53,6 +54,9 @@ def eval_command(
     ] = None,
 ) -> None:
     """Win rate of POLICY against --opponent in seeded battles, with a 95% interval."""
+    # One torch thread: a policy scores one observation at a time, where intra-op threads
+    # cost more than they give and would compete with the simulator's node workers.
+    torch.set_num_threads(1)
     with user_errors():
         check_battle_format(battle_format)
         evaluated = resolve_policy(policy, tracking_uri)
