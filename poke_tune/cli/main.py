@@ -42,7 +42,7 @@ app.add_typer(cluster.jobs_app, name="jobs")
 app.command()(cluster.submit)
 app.command()(setup.setup)
 app.command()(train.train)
-for _command in (sweep.validate, sweep.run, sweep.resume, sweep.best, sweep.track):
+for _command in (sweep.validate, sweep.run, sweep.resume, sweep.confirm, sweep.best, sweep.track):
     app.command()(_command)
 app.command()(ui.ui)
 app.command("eval")(evaluate.eval_command)

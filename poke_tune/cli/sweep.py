@@ -1,76 +1,129 @@
-"""`poke-tune validate`, `run`, `resume`, `best` and `track`: tuning sweeps."""
+"""`poke-tune validate`, `run`, `resume`, `confirm`, `best` and `track`: tuning sweeps.
+
+Exit status beyond `cli.errors`: 130 when the sweep was interrupted (Ctrl-C; nothing was
+registered, `resume` continues it), 1 when no trial produced an objective.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from poke_tune.cli.errors import console, stdout, user_errors
+from poke_tune.cli.progress import battle_progress
 from poke_tune.tuning.spec import parse_overrides
 
-__all__ = ["best", "experiment_folder", "resume", "run", "track", "validate"]
+if TYPE_CHECKING:
+    from poke_tune.sim.battles import BattleResult
+    from poke_tune.tuning.spec import SearchSpec
+    from poke_tune.tuning.sweep import SweepOutcome
+
+__all__ = ["best", "confirm", "resume", "run", "track", "validate"]
+
+INTERRUPTED_EXIT = 130
+"""What a shell reports for a command stopped by Ctrl-C (128 + SIGINT)."""
 
 
-def _print_outcome(outcome: Any, spec: Any) -> None:
-    """The trials table, the best trial, how to evaluate it, and where MLflow has it."""
-    from poke_tune.tuning.spec import OBJECTIVE_KEY
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
+
+def _print_trials(outcome: SweepOutcome) -> None:
     rows = outcome.rows
-    columns = [c for c in (rows[0] if rows else {}) if c != "checkpoint"]
-    table = Table(title=f"{spec.name}: {len(rows)} trials")
-    for column in columns:
-        table.add_column(column.removeprefix("param/"))
+    names = sorted({name for row in rows for name in row.params})
+    table = Table(title=f"{outcome.spec.name}: {len(rows)} trials (search)")
+    for column in ["trial", *names, "selection score", "status", "evaluations"]:
+        table.add_column(column)
     for row in rows:
-        table.add_row(
-            *(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns)
-        )
+        params = [_cell(row.params.get(n, "")) for n in names]
+        score = "" if row.score is None else f"{row.score:.4g}"
+        table.add_row(row.trial_id, *params, score, row.status, str(row.evaluations))
     stdout.print(table)
-    best = outcome.best
-    if best is None:
-        console.print("[bold red]no trial finished with an objective")
-    else:
-        params = {k.removeprefix("param/"): v for k, v in best.items() if k.startswith("param/")}
-        stdout.print(
-            f"best trial {best['trial_id']}: {OBJECTIVE_KEY} = {best[OBJECTIVE_KEY]:.4g}, "
-            f"params {params}"
-        )
-        if best["checkpoint"] is not None:
+
+
+def _print_confirmation(outcome: SweepOutcome) -> None:
+    from poke_tune.tuning.report import ReportRow, confirmation_rows, race_savings, verdict
+
+    confirmation = outcome.confirmation
+    if confirmation is None:
+        selected = outcome.selected
+        if selected is not None:
             stdout.print(
-                f"  checkpoint: {best['checkpoint']}\n  evaluate:   poke-tune eval "
-                f"{best['checkpoint']} --opponent {spec.objective.opponent} --battles 500"
+                f"selected trial {selected.trial_id} by {outcome.spec.objective.metric} "
+                f"= {selected.score:.4g} (not confirmed on fresh battles: confirm.enabled is "
+                "off or the objective is an offline metric)"
             )
+        return
+    table = Table(
+        title=f"confirmation: {confirmation.battles} fresh battles against "
+        f"{confirmation.opponent} (seed {confirmation.seed}; the search selected on seed "
+        f"{outcome.spec.objective.seed})"
+    )
+    for column in ReportRow.header():
+        table.add_column(column)
+    for row in confirmation_rows(confirmation):
+        table.add_row(*row.cells(), style="bold" if "champion" in row.note.split(", ") else None)
+    stdout.print(table)
+    stdout.print(verdict(confirmation))
+    stdout.print(race_savings(confirmation))
+    winner = confirmation.winner
+    if winner is not None and winner.checkpoint:
+        stdout.print(
+            f"  checkpoint: {winner.checkpoint}\n  evaluate:   poke-tune eval {winner.checkpoint} "
+            f"--opponent {confirmation.opponent} --battles 1000 --seed SEED"
+        )
+
+
+def _print_tracking(outcome: SweepOutcome) -> None:
     tracking = outcome.tracking
     if tracking is None:
         return
-    if "error" in tracking:
-        console.print(f"[bold red]MLflow:[/] {tracking['error']}")
+    if tracking.error:
+        console.print(f"[bold red]MLflow:[/] {tracking.error}")
         return
-    stdout.print(
-        f"  MLflow:     {spec.mlflow.tracking_uri}, parent run {tracking['parent_run_id']}"
-    )
-    if "model" in tracking:
-        verdict = (
-            "is the new champion"
-            if tracking["champion"]
-            else f"did not beat the champion ({tracking['previous_champion_value']})"
-        )
+    stdout.print(f"  MLflow:     {tracking.tracking_uri}, parent run {tracking.parent_run_id}")
+    promotion = tracking.promotion
+    if promotion is not None:
+        state = "is the new champion" if promotion.promoted else "is NOT the champion"
         stdout.print(
-            f"  model:      {tracking['model']} version {tracking['version']} {verdict}; "
-            f"poke-tune eval {tracking['model_uri']} --tracking-uri {spec.mlflow.tracking_uri}"
+            f"  model:      {promotion.model} version {promotion.version} {state} "
+            f"({promotion.reason})"
         )
-    stdout.print(f"  compare:    poke-tune ui {experiment_folder(spec)}")
+        if promotion.promoted:
+            stdout.print(
+                f"              poke-tune eval {promotion.model_uri} --tracking-uri "
+                f"{tracking.tracking_uri}"
+            )
+    stdout.print(f"  compare:    poke-tune ui {outcome.experiment}")
 
 
-def experiment_folder(spec: Any) -> str:
-    """Where a sweep keeps its Tune state: `storage_path/name`."""
-    return f"{spec.storage_path.rstrip('/')}/{spec.name}"
+def _finish(outcome: SweepOutcome) -> None:
+    """Print the sweep's tables; exit non-zero when it was interrupted or found nothing."""
+    _print_trials(outcome)
+    if outcome.interrupted:
+        console.print(
+            f"[bold yellow]interrupted:[/] the sweep stopped before all trials ended; "
+            f"nothing was registered. Continue it: poke-tune resume {outcome.experiment}"
+        )
+        _print_tracking(outcome)
+        raise typer.Exit(INTERRUPTED_EXIT)
+    _print_confirmation(outcome)
+    _print_tracking(outcome)
+    if outcome.found_nothing:
+        console.print(
+            "[bold red]no trial produced an objective[/] (every trial failed or diverged): "
+            f"see the trials' errors in {outcome.experiment}"
+        )
+        raise typer.Exit(1)
 
 
-def _load_spec(spec: Path, overrides: list[str] | None, **options: Any) -> Any:
+def _load_spec(spec: Path, overrides: list[str] | None, **options: Any) -> SearchSpec:
     from poke_tune.tuning.spec import load_spec
 
     return load_spec(spec, parse_overrides(overrides or [], **options))
@@ -103,9 +156,10 @@ def run(
         typer.Option(help="MLflow tracking URI (default: spec, MLFLOW_TRACKING_URI, SQLite)."),
     ] = None,
 ) -> None:
-    """Run a tuning sweep: Optuna proposes, Ray Tune trains one trial per configuration,
-    MLflow records the sweep and registers the winner."""
-    from poke_tune.tuning.search import run_sweep
+    """Run a tuning sweep: search (Optuna + Ray Tune), confirm the shortlist on fresh
+    battles beside the baselines, register and promote the champion, report."""
+    from poke_tune.tuning.experiment import SweepRecord
+    from poke_tune.tuning.sweep import run_sweep
 
     with user_errors():
         loaded = _load_spec(
@@ -115,52 +169,93 @@ def run(
             training__steps=steps,
             mlflow__tracking_uri=tracking_uri,
         )
-        invocation = {
-            "spec_file": str(spec.resolve()),
-            "overrides": overrides or [],
-            "num_samples": num_samples,
-            "steps": steps,
-            "tracking_uri": tracking_uri,
-            "argv": sys.argv,
-        }
-        outcome = run_sweep(loaded, address=address, invocation=invocation)
-    _print_outcome(outcome, loaded)
+        record = SweepRecord(
+            spec_file=str(spec.resolve()), overrides=overrides or [], argv=list(sys.argv)
+        )
+        with _confirmation_progress(loaded) as advance:
+            outcome = run_sweep(loaded, address=address, record=record, on_battle=advance)
+    _finish(outcome)
+
+
+def _most_battles(spec: SearchSpec) -> int:
+    """The confirmation's battles without racing (the bar's end; racing ends it early)."""
+    from poke_tune.tuning.confirm import behaviour_policies
+
+    baselines = len(behaviour_policies(spec, None)) + int(spec.confirm.bc)
+    return spec.confirm.battles * (spec.confirm.top_k + baselines + 1)
+
+
+@contextmanager
+def _confirmation_progress(spec: SearchSpec) -> Iterator[Callable[[BattleResult], None]]:
+    """A battle bar that appears when the confirmation starts (not during the search,
+    whose progress Tune prints)."""
+    with ExitStack() as stack:
+        bar: list[Callable[[BattleResult], None]] = []
+
+        def advance(result: BattleResult) -> None:
+            if not bar:
+                bar.append(stack.enter_context(battle_progress(_most_battles(spec), "confirming")))
+            bar[0](result)
+
+        yield advance
 
 
 def resume(
     experiment: Annotated[Path, typer.Argument(help="Experiment folder (storage_path/name).")],
     address: Annotated[str | None, typer.Option(help="Ray cluster (default: local).")] = None,
 ) -> None:
-    """Continue an interrupted sweep (searcher and scheduler state included)."""
-    from poke_tune.tuning.search import resume_sweep, spec_of
+    """Continue an interrupted sweep (searcher and scheduler state included), then
+    confirm, promote and report."""
+    from poke_tune.tuning.experiment import spec_of
+    from poke_tune.tuning.sweep import resume_sweep
 
     with user_errors():
-        outcome = resume_sweep(experiment.resolve(), address=address)
         spec = spec_of(experiment.resolve())
-    _print_outcome(outcome, spec)
+        with _confirmation_progress(spec) as advance:
+            outcome = resume_sweep(experiment.resolve(), address=address, on_battle=advance)
+    _finish(outcome)
+
+
+def confirm(
+    experiment: Annotated[Path, typer.Argument(help="Experiment folder (storage_path/name).")],
+    top_k: Annotated[int | None, typer.Option(min=1, help="Shortlisted trials.")] = None,
+    battles: Annotated[int | None, typer.Option(min=1, help="Confirmation battles.")] = None,
+) -> None:
+    """Re-run the confirmation of a finished sweep (e.g. with more battles), then the
+    promotion and the report."""
+    from poke_tune.tuning.experiment import spec_of
+    from poke_tune.tuning.sweep import confirm_sweep
+
+    with user_errors():
+        spec = spec_of(experiment.resolve())
+        settings = spec.confirm.model_copy(
+            update={k: v for k, v in (("top_k", top_k), ("battles", battles)) if v is not None}
+        )
+        with _confirmation_progress(spec.model_copy(update={"confirm": settings})) as advance:
+            outcome = confirm_sweep(
+                experiment.resolve(), top_k=top_k, battles=battles, on_battle=advance
+            )
+    _finish(outcome)
 
 
 def best(
     experiment: Annotated[Path, typer.Argument(help="Experiment folder (storage_path/name).")],
 ) -> None:
-    """Print the trials table and the best trial of a finished sweep."""
-    from poke_tune.tuning.search import SweepOutcome, best_row, restore_tuner, spec_of, trial_rows
+    """Print a sweep's trials and its confirmation table (no battles are played)."""
+    from poke_tune.tuning.sweep import load_sweep
 
     with user_errors():
-        spec = spec_of(experiment.resolve())
-        results = restore_tuner(experiment.resolve()).get_results()
-        rows = trial_rows(results, spec)
-    _print_outcome(SweepOutcome(results, rows, best_row(rows, spec), None), spec)
+        outcome = load_sweep(experiment.resolve())
+    _finish(outcome)
 
 
 def track(
     experiment: Annotated[Path, typer.Argument(help="Experiment folder (storage_path/name).")],
 ) -> None:
     """Send a finished sweep's MLflow records that an outage kept back, and log its
-    trials table, plots, best checkpoint and registered model."""
-    from poke_tune.tuning.search import spec_of, track_experiment
+    trials table, plots, confirmation report and registered model (once)."""
+    from poke_tune.tuning.sweep import track_sweep
 
     with user_errors():
-        outcome = track_experiment(experiment.resolve())
-        spec = spec_of(experiment.resolve())
-    _print_outcome(outcome, spec)
+        outcome = track_sweep(experiment.resolve())
+    _finish(outcome)

@@ -8,10 +8,11 @@ evaluated policy plays p1 in even battles and p2 in odd ones, so side effects ca
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool
@@ -23,6 +24,7 @@ __all__ = [
     "EVAL_SEED",
     "EvaluationError",
     "WinRate",
+    "combine",
     "evaluate",
     "wilson_interval",
 ]
@@ -144,6 +146,33 @@ def evaluate(
         seed=seed,
         first=first,
         won=won,
+    )
+
+
+def combine(parts: Sequence[WinRate]) -> WinRate:
+    """One result from results of consecutive chunks of the same battle set."""
+    first, *rest = parts
+    for before, after in itertools.pairwise(parts):
+        if (after.seed, after.first) != (before.seed, before.first + before.battles):
+            raise ValueError("combine() needs consecutive chunks of one seeded battle set")
+    if not rest:
+        return first
+    battles = sum(p.battles for p in parts)
+    wins = sum(p.wins for p in parts)
+    low, high = wilson_interval(wins, battles)
+    return replace(
+        first,
+        battles=battles,
+        wins=wins,
+        losses=sum(p.losses for p in parts),
+        ties=sum(p.ties for p in parts),
+        win_rate=wins / battles,
+        ci_low=low,
+        ci_high=high,
+        mean_turns=sum(p.mean_turns * p.battles for p in parts) / battles,
+        invalid_choices=sum(p.invalid_choices for p in parts),
+        seconds=sum(p.seconds for p in parts),
+        won=tuple(w for p in parts for w in p.won),
     )
 
 

@@ -21,11 +21,23 @@ import ray
 if TYPE_CHECKING:
     from poke_tune.tuning.spec import SearchSpec
 
-__all__ = ["StorageNotSharedError", "alive_nodes", "check_storage", "storage_problem"]
+__all__ = [
+    "StorageNotSharedError",
+    "TrialDoesNotFitError",
+    "alive_nodes",
+    "check_fits",
+    "check_storage",
+    "fit_problem",
+    "storage_problem",
+]
 
 
 class StorageNotSharedError(ValueError):
     """A local-only storage path on a multi-node cluster; the message says what to use."""
+
+
+class TrialDoesNotFitError(ValueError):
+    """No node of the cluster can ever hold one trial's resources."""
 
 
 def is_local(storage_path: str) -> bool:
@@ -61,3 +73,34 @@ def check_storage(spec: SearchSpec) -> None:
     problem = storage_problem(spec.storage_path, shared=spec.storage_shared, nodes=alive_nodes())
     if problem is not None:
         raise StorageNotSharedError(problem)
+
+
+def fit_problem(cpu: float, gpu: float, nodes: list[dict[str, float]]) -> str | None:
+    """Why no node among `nodes` (each node's total resources) fits one trial, or None."""
+    if any(n.get("CPU", 0.0) >= cpu and n.get("GPU", 0.0) >= gpu for n in nodes):
+        return None
+    have = (
+        ", ".join(f"{n.get('CPU', 0.0):g} CPU / {n.get('GPU', 0.0):g} GPU" for n in nodes)
+        or "no nodes"
+    )
+    hint = (
+        "set resources.gpu: 0 (training falls back to the CPU)"
+        if gpu > 0
+        else (f"lower resources.cpu below {cpu:g}")
+    )
+    return (
+        f"a trial asks for {cpu:g} CPU and {gpu:g} GPU (resources in the spec), but no node "
+        f"of the Ray cluster has that much ({have}): its trials would wait forever. "
+        f"{hint.capitalize()}, or run on a cluster that has the resources (--address)."
+    )
+
+
+def check_fits(spec: SearchSpec) -> None:
+    """Raise `TrialDoesNotFitError` if no alive node can ever run one trial of the spec.
+
+    Call on the driver after `ray.init` (an autoscaling cluster whose nodes are still to
+    come is judged by the nodes it has now)."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    problem = fit_problem(spec.resources.cpu, spec.resources.gpu, nodes)
+    if problem is not None:
+        raise TrialDoesNotFitError(problem)

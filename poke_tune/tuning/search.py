@@ -1,14 +1,15 @@
-"""From a validated spec to a Ray Tune sweep: OptunaSearch + ASHA -> Tuner -> fit().
+"""Stage 1, search: from a validated spec to a Ray Tune sweep (OptunaSearch + ASHA ->
+Tuner -> fit()) and one typed row per trial.
 
 The dataset is compiled (or generated from its recipe) once on the driver, before Ray
 starts; trials receive it through `tune.with_parameters`, i.e. the object store. The
 `OfflineDataset` pickles as its cache folder, so every trial memory-maps the same
-read-only arrays instead of copying them.
+read-only arrays instead of copying them. Tracking is not this module's business: it
+arrives as Tune callbacks.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -18,8 +19,6 @@ from typing import Any
 
 import optuna
 import ray
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -27,47 +26,31 @@ from ray.tune.search.optuna import OptunaSearch
 from poke_tune.data.dataset import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.sim.runtime import cache_dir
-from poke_tune.tuning.cluster import check_storage
+from poke_tune.tuning.cluster import check_fits, check_storage
+from poke_tune.tuning.experiment import TrialRow, TrialStatus, redacted
 from poke_tune.tuning.spec import (
     OBJECTIVE_KEY,
+    SCORE_KEY,
     CategoricalParam,
     FloatParam,
     SearchSpec,
     SpecError,
 )
-from poke_tune.tuning.tracking import (
-    UNSENT_FILE,
-    MLflowTracking,
-    Outbox,
-    TrackingUnavailableError,
-    check_reachable,
-    experiment_id,
-    finish_sweep,
-    sweep_tags,
-)
-from poke_tune.tuning.trainable import CHECKPOINT_FILE, train_trial, trial_status
+from poke_tune.tuning.trainable import CHECKPOINT_FILE, train_trial
 
 __all__ = [
-    "SPEC_FILE",
     "DefineByRun",
-    "SweepOutcome",
-    "best_row",
+    "SearchOutcome",
     "build_tuner",
-    "experiment_path",
+    "checkpoint_config",
+    "init_ray",
     "prepare_dataset",
     "restore_tuner",
-    "run_sweep",
-    "spec_of",
-    "track_experiment",
+    "search",
     "trial_rows",
 ]
 
 _logger = logging.getLogger(__name__)
-
-SPEC_FILE = "poke_tune_spec.json"
-"""Written into the experiment folder so `resume` and `best` need only that folder."""
-RUN_FILE = "poke_tune_run.json"
-"""How the sweep was started: spec file, command-line overrides, command line."""
 
 
 @dataclass(frozen=True)
@@ -155,10 +138,22 @@ def _trainable(spec: SearchSpec, dataset: OfflineDataset) -> Any:
     return tune.with_resources(with_data, resources)
 
 
+def checkpoint_config(spec: SearchSpec) -> tune.CheckpointConfig:
+    """Keep each trial's best `checkpoint.keep` checkpoints by the value of the evaluation
+    each was saved at (not by the running best, which would keep the newest)."""
+    return tune.CheckpointConfig(
+        num_to_keep=spec.checkpoint.keep,
+        checkpoint_score_attribute=SCORE_KEY,
+        checkpoint_score_order=spec.objective.mode,
+    )
+
+
 def build_tuner(
-    spec: SearchSpec, dataset: OfflineDataset, callbacks: list[tune.Callback] | None = None
+    spec: SearchSpec, dataset: OfflineDataset, callbacks: Sequence[tune.Callback] = ()
 ) -> tune.Tuner:
-    """The Tuner for a spec (call inside an initialised Ray)."""
+    """The Tuner for a spec (call inside an initialised Ray). Tune pickles the spec into
+    its experiment state, so it gets the spec with the tracking URI redacted."""
+    spec = redacted(spec)
     storage = None
     if spec.searcher.storage is not None:
         storage = optuna.storages.RDBStorage(spec.searcher.storage)
@@ -185,173 +180,109 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=str(spec.storage_path),
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=spec.checkpoint.keep,
-                checkpoint_score_attribute=OBJECTIVE_KEY,
-                checkpoint_score_order=spec.objective.mode,
-            ),
+            checkpoint_config=checkpoint_config(spec),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            callbacks=callbacks,
+            callbacks=list(callbacks),
         ),
     )
 
 
-def experiment_path(spec: SearchSpec) -> Path:
-    return Path(spec.storage_path) / spec.name
+def init_ray(address: str | None) -> None:
+    """Connect to `address` / RAY_ADDRESS, else start a local Ray on this machine."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, include_dashboard=False, log_to_driver=True)
 
 
-def _init_ray(address: str | None) -> None:
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
-
-
-@dataclass
-class SweepOutcome:
-    """A finished (or interrupted) sweep: Tune's results, one row per trial, the best row,
-    and what was logged to MLflow at the end (None when tracking is off)."""
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What the search stage hands on: Tune's results and one row per trial."""
 
     results: tune.ResultGrid
-    rows: list[dict[str, Any]]
-    best: dict[str, Any] | None
-    tracking: dict[str, Any] | None
+    rows: list[TrialRow]
+    interrupted: bool
+    """The sweep stopped before every trial ended (Ctrl-C): nothing is promoted."""
 
 
-def _experiment_key(spec: SearchSpec) -> str:
-    """The experiment's location as a string (also for s3:// storage)."""
-    return f"{spec.storage_path.rstrip('/')}/{spec.name}"
-
-
-def run_sweep(
+def search(
     spec: SearchSpec,
+    dataset: OfflineDataset,
     *,
     address: str | None = None,
-    invocation: dict[str, Any] | None = None,
     callbacks: Sequence[tune.Callback] = (),
-) -> SweepOutcome:
-    """Run a whole sweep (local Ray unless `address` / RAY_ADDRESS names a cluster).
-
-    `invocation` (spec file, command-line overrides) is saved beside the spec as run and
-    recorded on the MLflow parent run; `callbacks` are further Tune callbacks. An
-    unreachable tracking store fails here, before any data generation or Ray start.
-    """
-    if spec.mlflow.enabled:
-        assert spec.mlflow.tracking_uri is not None
-        check_reachable(spec.mlflow.tracking_uri)
-    dataset = prepare_dataset(spec)
-    _init_ray(address)
+) -> SearchOutcome:
+    """Run the search: every trial trains and is scored on the selection battles."""
+    init_ray(address)
     check_storage(spec)  # a multi-node cluster needs shared storage
-    all_callbacks = list(callbacks)
-    if spec.mlflow.enabled:
-        tags = sweep_tags(spec, dataset, invocation)
-        all_callbacks.append(MLflowTracking(spec, _experiment_key(spec), tags))
-    tuner = build_tuner(spec, dataset, all_callbacks)
-    folder = experiment_path(spec)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
-    if invocation is not None:
-        (folder / RUN_FILE).write_text(json.dumps(invocation, indent=2, default=str))
-    return _outcome(tuner.fit(), spec)
+    check_fits(spec)  # a trial the cluster can never place would stay PENDING forever
+    return _outcome(build_tuner(spec, dataset, callbacks).fit(), spec)
 
 
-def _outcome(results: tune.ResultGrid, spec: SearchSpec) -> SweepOutcome:
-    rows = trial_rows(results, spec)
-    best = best_row(rows, spec)
-    tracking = None
-    if spec.mlflow.enabled:
-        try:
-            tracking = finish_sweep(rows, best, spec, _experiment_key(spec))
-        except (TrackingUnavailableError, OSError, MlflowException) as error:
-            _logger.error("MLflow: the sweep's final logging failed: %s", error)
-            tracking = {"error": str(error)}
-    return SweepOutcome(results, rows, best, tracking)
-
-
-def resume_sweep(path: Path, *, address: str | None = None) -> SweepOutcome:
-    """Continue an interrupted sweep; MLflow logging continues in the same runs."""
-    spec = spec_of(path)
-    if spec.mlflow.enabled:
-        assert spec.mlflow.tracking_uri is not None
-        check_reachable(spec.mlflow.tracking_uri)
-    tuner = restore_tuner(path, address=address)
-    check_storage(spec)
-    return _outcome(tuner.fit(), spec)
-
-
-def track_experiment(path: Path) -> SweepOutcome:
-    """Send a finished sweep's unsent MLflow writes (saved during an outage) and log its
-    end-of-sweep artifacts and model: `poke-tune track EXPERIMENT`."""
-    spec = spec_of(path)
-    uri = spec.mlflow.tracking_uri
-    assert uri is not None
-    check_reachable(uri)
-    unsent = path / UNSENT_FILE
-    if unsent.is_file():
-        saved = json.loads(unsent.read_text())
-        outbox = Outbox(uri, experiment_id(MlflowClient(uri), spec))
-        outbox.run_ids, outbox.pending = saved["run_ids"], saved["pending"]
-        if not outbox.flush(force=True) or outbox.refused:
-            raise TrackingUnavailableError(
-                f"{len(outbox.unsent())} writes of {unsent} were not accepted by {uri}"
-            )
-        unsent.unlink()
-    return _outcome(restore_tuner(path).get_results(), spec)
-
-
-def spec_of(path: Path) -> SearchSpec:
-    """The spec an experiment folder was started with."""
-    spec_file = Path(path) / SPEC_FILE
-    if not spec_file.is_file() or not tune.Tuner.can_restore(str(path)):
-        raise FileNotFoundError(f"{path} is not a poke-tune experiment folder")
-    return SearchSpec.model_validate(json.loads(spec_file.read_text()))
-
-
-def restore_tuner(path: Path, *, address: str | None = None) -> tune.Tuner:
+def restore_tuner(path: Path, spec: SearchSpec, *, address: str | None = None) -> tune.Tuner:
     """The Tuner of an existing experiment folder (searcher and scheduler state included)."""
-    spec = spec_of(path)
     dataset = prepare_dataset(spec)
-    _init_ray(address)
-    return tune.Tuner.restore(str(path), trainable=_trainable(spec, dataset), resume_errored=True)
+    init_ray(address)
+    trainable = _trainable(redacted(spec), dataset)
+    return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
 
 
-def trial_rows(results: tune.ResultGrid, spec: SearchSpec) -> list[dict[str, Any]]:
-    """One row per trial: its parameters, objective, status, evaluations and best checkpoint.
+def resume_search(path: Path, spec: SearchSpec, *, address: str | None = None) -> SearchOutcome:
+    """Continue an interrupted search where its experiment state left it."""
+    tuner = restore_tuner(path, spec, address=address)
+    check_storage(spec)
+    check_fits(spec)
+    return _outcome(tuner.fit(), spec)
 
-    Status: completed, early-stopped (by ASHA), diverged, or failed (an error after retries).
-    """
-    sign = 1.0 if spec.objective.mode == "max" else -1.0
+
+def searched(path: Path, spec: SearchSpec) -> SearchOutcome:
+    """The rows of a search that is not running (for `best`, `confirm`, `track`)."""
+    return _outcome(restore_tuner(path, spec).get_results(), spec)
+
+
+def _outcome(results: tune.ResultGrid, spec: SearchSpec) -> SearchOutcome:
+    # Tune's own trial states tell an ended trial from one cut off by Ctrl-C.
+    states = {
+        trial.trial_id: trial.status
+        for trial in tune.ExperimentAnalysis(results.experiment_path).trials
+    }
+    rows = trial_rows(results, spec, states)
+    interrupted = len(rows) < spec.num_samples or any(r.status == "interrupted" for r in rows)
+    return SearchOutcome(results, rows, interrupted)
+
+
+def trial_rows(
+    results: tune.ResultGrid, spec: SearchSpec, states: dict[str, str] | None = None
+) -> list[TrialRow]:
+    """One row per trial: parameters, selection score, status, and the checkpoint saved at
+    its best evaluation (Ray's `get_best_checkpoint` by the evaluation's own value)."""
     rows = []
     for index in range(len(results)):
         result = results[index]
         metrics = result.metrics or {}
-        done = int(metrics.get("training_iteration", 0))
-        status = trial_status(metrics, failed=result.error is not None)
-        checkpoint = None
-        if result.best_checkpoints:
-            best, _ = max(
-                result.best_checkpoints,
-                key=lambda pair: sign * pair[1].get(OBJECTIVE_KEY, -sign * float("inf")),
-            )
-            checkpoint = Path(best.path) / CHECKPOINT_FILE
+        trial_id = str(metrics.get("trial_id", Path(result.path).name))
+        status = _status(metrics, result.error is not None, (states or {}).get(trial_id))
+        best = result.get_best_checkpoint(SCORE_KEY, spec.objective.mode)
+        score = metrics.get(OBJECTIVE_KEY)
         rows.append(
-            {
-                "trial_id": metrics.get("trial_id", Path(result.path).name),
-                **{f"param/{k}": v for k, v in (result.config or {}).items()},
-                OBJECTIVE_KEY: metrics.get(OBJECTIVE_KEY),
-                "status": status,
-                "evaluations": done,
-                "checkpoint": checkpoint,
-            }
+            TrialRow(
+                trial_id=trial_id,
+                params=dict(result.config or {}),
+                score=None if score is None else float(score),
+                status=status,
+                evaluations=int(metrics.get("training_iteration", 0)),
+                checkpoint=None if best is None else Path(best.path) / CHECKPOINT_FILE,
+            )
         )
     return rows
 
 
-def best_row(rows: list[dict[str, Any]], spec: SearchSpec) -> dict[str, Any] | None:
-    """The row with the best objective (ignoring failed and diverged trials)."""
-    sign = 1.0 if spec.objective.mode == "max" else -1.0
-    scored = [
-        r
-        for r in rows
-        if r["status"] in ("completed", "early-stopped") and r[OBJECTIVE_KEY] is not None
-    ]
-    return max(scored, key=lambda r: sign * r[OBJECTIVE_KEY], default=None)
+def _status(last: dict[str, Any], failed: bool, state: str | None) -> TrialStatus:
+    if failed or state == "ERROR":
+        return "failed"
+    reported = last.get("status")
+    if reported in ("completed", "diverged"):
+        return "completed" if reported == "completed" else "diverged"
+    if state is not None and state != "TERMINATED":
+        return "interrupted"  # RUNNING / PAUSED / PENDING when the sweep stopped
+    return "early-stopped"

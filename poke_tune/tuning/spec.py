@@ -28,9 +28,11 @@ from pydantic import (
 
 from poke_tune.algos import TrainConfig, parse_algo_config
 from poke_tune.eval.winrate import CONFIRM_SEED, EVAL_SEED
+from poke_tune.sim.policies import make_policy
 
 __all__ = [
     "OBJECTIVE_KEY",
+    "SCORE_KEY",
     "CategoricalParam",
     "FloatParam",
     "IntParam",
@@ -45,6 +47,10 @@ __all__ = [
 OBJECTIVE_KEY = "objective/best"
 """What Tune and Optuna optimise: the best-so-far value of the spec's objective metric
 (budget-robust, so an ASHA-stopped trial reports its best, not its last, evaluation)."""
+SCORE_KEY = "objective/value"
+"""The objective's value at this evaluation. Checkpoints are ranked by it: ranked by the
+running best, every checkpoint after a trial's peak ties with the peak and Ray would keep
+the newest, deleting the peak."""
 
 
 _PARAM_TYPES = ("float", "int", "categorical")
@@ -150,6 +156,11 @@ class ObjectiveSpec(_Strict):
     @property
     def uses_battles(self) -> bool:
         return self.metric.startswith("eval/")
+
+    @property
+    def sign(self) -> float:
+        """+1 when larger is better, -1 when smaller is: `sign * value` is maximised."""
+        return 1.0 if self.mode == "max" else -1.0
 
 
 class ConfirmSpec(_Strict):
@@ -272,12 +283,28 @@ class SearchSpec(_Strict):
                 raise ValueError(f"{'.'.join(map(str, loc))}: {message}")
         return self
 
+    def _policy_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """The objective's opponent and the confirmation's baselines must be policies."""
+        named: list[tuple[tuple[str | int, ...], str]] = []
+        if self.objective.uses_battles:
+            named.append((("objective", "opponent"), self.objective.opponent))
+        for index, name in enumerate(self.confirm.baselines or []):
+            named.append((("confirm", "baselines", index), name))
+        found = []
+        for loc, name in named:
+            try:
+                make_policy(name)
+            except ValueError as error:
+                found.append((loc, str(error)))
+        return found
+
     def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Checks across fields: every corner of the space is a valid algorithm config,
         and `when` conditions name earlier parameters. Returns (key path, message) pairs."""
         found: list[tuple[tuple[str | int, ...], str]] = []
         algorithm_problems = self._algorithm_problems()
         found += algorithm_problems
+        found += self._policy_problems()
         found += self._searcher_problems()
         reported = self.reported_metrics()
         if (

@@ -1,5 +1,6 @@
-"""MLflow tracking of a sweep: a parent run per sweep, a child run per trial, the winner
-logged as a checkpoint artifact and a registered model with the alias `champion`.
+"""MLflow tracking of a sweep (the `Tracker` of `tracker.py`): a parent run per sweep, a
+child run per trial, the confirmation's numbers and report, the winner's checkpoint and
+its registered model (`registry.py`).
 
 Everything is written from the Tune driver (a `tune.Callback`), never from trials: trials
 need no tracking access, and results arrive in order. Writes go through an `Outbox`: they
@@ -11,11 +12,12 @@ sends it and finishes the sweep's logging once the server is back.
 
 Runs are found again by tags, not by remembered ids: the parent has
 `poke_tune.experiment` = the experiment path, each child also `poke_tune.trial_id`.
+Credentials in the tracking URI are never logged: params, tags and messages are redacted.
 """
 
 from __future__ import annotations
 
-import csv
+import fcntl
 import json
 import logging
 import os
@@ -23,50 +25,66 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import mlflow
 import numpy as np
 import optuna
 import ray
 import torch
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 import poke_tune
-from poke_tune.algos import LearnedPolicy, read_checkpoint
 from poke_tune.data.dataset import OfflineDataset
-from poke_tune.eval.winrate import evaluate
-from poke_tune.sim.policies import make_policy
-from poke_tune.tuning.spec import OBJECTIVE_KEY, CategoricalParam, FloatParam, SearchSpec
-from poke_tune.tuning.trainable import trial_status
+from poke_tune.sim.policies import Policy
+from poke_tune.tuning.confirm import Confirmation, shortlist
+from poke_tune.tuning.experiment import (
+    UNSENT_FILE,
+    SweepRecord,
+    TrialRow,
+    describe,
+    experiment_path,
+    redact,
+    redacted,
+)
+from poke_tune.tuning.registry import (
+    EXPERIMENT_TAG,
+    TRIAL_TAG,
+    current_champion,
+    load_registered_policy,
+    promote,
+    register,
+    registered_name,
+)
+from poke_tune.tuning.report import (
+    plot_confirmation,
+    write_confirmation_table,
+    write_optuna_plots,
+    write_trials_csv,
+)
+from poke_tune.tuning.search import SearchOutcome
+from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
+from poke_tune.tuning.tracker import TrackingSummary
 
 __all__ = [
-    "CHAMPION",
-    "UNSENT_FILE",
+    "MLflowTracker",
     "MLflowTracking",
     "Outbox",
     "TrackingUnavailableError",
     "check_reachable",
+    "experiment_id",
     "experiment_url",
-    "finish_sweep",
-    "load_registered_policy",
 ]
 
 _logger = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-UNSENT_FILE = "mlflow_unsent.json"
 PARENT = "parent"
 """Outbox key of the sweep's parent run (children are keyed by trial id)."""
-EXPERIMENT_TAG = "poke_tune.experiment"
-TRIAL_TAG = "poke_tune.trial_id"
 STATUS_TAG = "status"
 RETRY_INTERVAL_S = 5.0
 """While the server is down, how often the driver tries again (it never blocks on it)."""
@@ -86,14 +104,33 @@ def _quick_http_failures() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
+@contextmanager
+def _store_setup_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite store: MLflow creates its schema on first
+    contact, and two processes doing it at once fail ("duplicate column name")."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with database.with_name(database.name + ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def check_reachable(tracking_uri: str) -> None:
     """Fail fast, before Ray starts, when the tracking store cannot be reached."""
     _quick_http_failures()
     try:
-        MlflowClient(tracking_uri).search_experiments(max_results=1)
+        with _store_setup_lock(tracking_uri):
+            MlflowClient(tracking_uri).search_experiments(max_results=1)
     except Exception as error:
         raise TrackingUnavailableError(
-            f"MLflow tracking store {tracking_uri} is unreachable ({_first_line(error)}). "
+            f"MLflow tracking store {redact(tracking_uri)} is unreachable "
+            f"({redact(_first_line(error))}). "
             "Start the server, or choose another store with --tracking-uri, "
             "mlflow.tracking_uri in the spec, or MLFLOW_TRACKING_URI."
         ) from None
@@ -131,7 +168,7 @@ def experiment_url(server: str, experiment_id: str) -> str:
 def ui_target(target: str | None, tracking_uri: str | None) -> tuple[str, str | None]:
     """The tracking URI and experiment id `poke-tune ui` shows: those of an experiment
     folder or a spec file, else `tracking_uri` / MLFLOW_TRACKING_URI / the local default."""
-    from poke_tune.tuning.search import spec_of
+    from poke_tune.tuning.experiment import spec_of
     from poke_tune.tuning.spec import load_spec, resolve_tracking_uri
 
     if target is None:
@@ -192,14 +229,14 @@ class Outbox:
                 if self._reachable():
                     # The server is up and refuses this write: keep the sweep going but
                     # say so; the write is kept in the unsent file, not dropped silently.
-                    _logger.error("MLflow refused %s: %s", write["op"], _first_line(error))
+                    _logger.error("MLflow refused %s: %s", write["op"], redact(_first_line(error)))
                     self.pending.pop(0)
                     self.refused.append(write)
                     continue
                 if self._next_try == 0.0 or force:
                     _logger.warning(
                         "MLflow unreachable (%s); %d writes queued, retrying",
-                        _first_line(error),
+                        redact(_first_line(error)),
                         len(self.pending),
                     )
                 self._next_try = time.monotonic() + RETRY_INTERVAL_S
@@ -275,11 +312,7 @@ def _metric_values(result: dict[str, Any]) -> dict[str, float]:
 
 def child_run_name(algo: str, config: dict[str, Any], number: int) -> str:
     """A readable run name, e.g. `cql-alpha=2.31-t07`."""
-    parts = [algo]
-    for name, value in config.items():
-        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-        parts.append(f"{name}={shown}")
-    return "-".join(parts) + f"-t{number:02d}"
+    return describe(algo, config, sep="-") + f"-t{number:02d}"
 
 
 def _flatten(prefix: str, value: Any) -> dict[str, str]:
@@ -288,7 +321,7 @@ def _flatten(prefix: str, value: Any) -> dict[str, str]:
         for key, inner in value.items():
             flat |= _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
         return flat
-    return {prefix: json.dumps(value) if isinstance(value, list) else str(value)}
+    return {prefix: redact(json.dumps(value) if isinstance(value, list) else str(value))}
 
 
 def _code_version() -> str:
@@ -306,9 +339,7 @@ def _code_version() -> str:
     return f"{poke_tune.__version__}+{sha}" if sha else poke_tune.__version__
 
 
-def sweep_tags(
-    spec: SearchSpec, dataset: OfflineDataset, invocation: dict[str, Any] | None
-) -> dict[str, str]:
+def sweep_tags(spec: SearchSpec, dataset: OfflineDataset, record: SweepRecord) -> dict[str, str]:
     """What a parent run records beyond the spec: data, code and library versions."""
     return {
         "dataset.hash": dataset.key,
@@ -322,26 +353,38 @@ def sweep_tags(
         "version.optuna": optuna.__version__,
         "version.mlflow": mlflow.__version__,
         "version.torch": torch.__version__,
-        "overrides": json.dumps((invocation or {}).get("overrides", {})),
-        "command": " ".join((invocation or {}).get("argv", [])),
+        "overrides": redact(json.dumps(record.overrides)),
+        "command": redact(" ".join(record.argv)),
     }
+
+
+def _live_uri(spec: SearchSpec) -> str:
+    """The tracking URI to talk to: the spec's, or, when that was stored redacted (it had
+    credentials), MLFLOW_TRACKING_URI, which `poke-tune resume` sets to the real one."""
+    uri = spec.mlflow.tracking_uri
+    assert uri is not None
+    if "***" in uri:
+        uri = os.environ.get("MLFLOW_TRACKING_URI", uri)
+    return uri
 
 
 class MLflowTracking(tune.Callback):
     """Logs a sweep live: parent run at start, a child run per trial, batched metrics,
     status tags and final objectives. Its state (run ids, unsent writes) is saved with
-    Tune's experiment state, so `poke-tune resume` continues the same runs."""
+    Tune's experiment state, so `poke-tune resume` continues the same runs. It pickles
+    with the spec's tracking URI redacted."""
 
     def __init__(self, spec: SearchSpec, experiment_path: str, tags: dict[str, str]) -> None:
-        self.spec = spec
+        self.spec = redacted(spec)
         self.experiment_path = experiment_path
         self.tags = tags
         self._state: dict[str, Any] = {"run_ids": {}, "pending": []}
         self._outbox: Outbox | None = None
         self._last_flush = 0.0
+        self._uri = spec.mlflow.tracking_uri
 
-    def __getstate__(self) -> dict[str, Any]:  # the MLflow client is not picklable
-        return {**self.__dict__, "_outbox": None}
+    def __getstate__(self) -> dict[str, Any]:  # no client, no credentials in Tune's pickles
+        return {**self.__dict__, "_outbox": None, "_uri": None}
 
     def get_state(self) -> dict[str, Any]:
         if self._outbox is not None:
@@ -358,8 +401,7 @@ class MLflowTracking(tune.Callback):
 
     def setup(self, **info: Any) -> None:  # type: ignore[override]
         _quick_http_failures()
-        uri = self.spec.mlflow.tracking_uri
-        assert uri is not None
+        uri = self._uri or _live_uri(self.spec)
         self._outbox = Outbox(uri, experiment_id(MlflowClient(uri), self.spec))
         self._outbox.run_ids = dict(self._state["run_ids"])
         self._outbox.pending = list(self._state["pending"])
@@ -406,8 +448,13 @@ class MLflowTracking(tune.Callback):
         if isinstance(final, int | float) and np.isfinite(final):
             step = int(result.get("step", result.get("training_iteration", 0)))
             metrics.append(("objective/final", float(final), int(time.time() * 1000), step))
-        tags = {STATUS_TAG: trial_status(result, failed=failed)}
-        self.outbox.put("log_batch", trial.trial_id, metrics=metrics, tags=tags)
+        reported = result.get("status")
+        status = (
+            "failed"
+            if failed
+            else (reported if reported in ("completed", "diverged") else "early-stopped")
+        )
+        self.outbox.put("log_batch", trial.trial_id, metrics=metrics, tags={STATUS_TAG: status})
         self.outbox.put(
             "set_terminated", trial.trial_id, status="FAILED" if failed else "FINISHED"
         )
@@ -452,214 +499,152 @@ class MLflowTracking(tune.Callback):
         )
 
 
-# ----------------------------------------------------------------------------------------
-# After the sweep: artifacts, the registered model and its champion alias.
+def send_unsent(spec: SearchSpec) -> None:
+    """Send the writes an outage kept back (`mlflow_unsent.json`), then delete the file."""
+    unsent = Path(experiment_path(spec)) / UNSENT_FILE
+    if not unsent.is_file():
+        return
+    uri = _live_uri(spec)
+    saved = json.loads(unsent.read_text())
+    outbox = Outbox(uri, experiment_id(MlflowClient(uri), spec))
+    outbox.run_ids, outbox.pending = saved["run_ids"], saved["pending"]
+    if not outbox.flush(force=True) or outbox.refused:
+        raise TrackingUnavailableError(
+            f"{len(outbox.unsent())} writes of {unsent} were not accepted by {redact(uri)}"
+        )
+    unsent.unlink()
 
 
-def load_registered_policy(model_uri: str, tracking_uri: str | None = None) -> LearnedPolicy:
-    """The policy of a registered model, e.g. `models:/poke-tune-cql_alpha@champion`."""
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.pyfunc.load_model(model_uri)
-    policy: LearnedPolicy = model.unwrap_python_model().policy
-    policy.name = model_uri
-    return policy
+class MLflowTracker:
+    """The `Tracker` of a sweep with `mlflow.enabled`; checks the store when built."""
 
+    def __init__(self, spec: SearchSpec) -> None:
+        self.spec = spec
+        self.uri = _live_uri(spec)
+        check_reachable(self.uri)
+        self.client = MlflowClient(self.uri)
+        self.experiment = experiment_path(spec)
 
-def _find_runs(client: MlflowClient, spec: SearchSpec, experiment_path: str) -> dict[str, str]:
-    """Run ids of a sweep by key (`parent`, trial ids), found by their tags."""
-    runs = client.search_runs(
-        [experiment_id(client, spec)],
-        filter_string=f"tags.`{EXPERIMENT_TAG}` = '{experiment_path}'",
-        max_results=10_000,
-    )
-    found = {}
-    for run in runs:
-        found[run.data.tags.get(TRIAL_TAG, PARENT)] = run.info.run_id
-    return found
+    def callbacks(self, dataset: OfflineDataset, record: SweepRecord) -> list[tune.Callback]:
+        return [MLflowTracking(self.spec, self.experiment, sweep_tags(self.spec, dataset, record))]
 
+    def champion_policy(self) -> Policy | None:
+        champion = current_champion(self.client, registered_name(self.spec))
+        if champion is None:
+            return None
+        uri = f"models:/{champion.name}/{champion.version}"
+        policy = load_registered_policy(uri, self.uri)
+        policy.name = f"champion v{champion.version}"
+        return policy
 
-def _write_trials_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    columns = sorted({key for row in rows for key in row}, key=lambda c: (c != "trial_id", c))
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    def _runs(self) -> dict[str, str]:
+        """Run ids of the sweep by key (`parent`, trial ids), found by their tags."""
+        runs = self.client.search_runs(
+            [experiment_id(self.client, self.spec)],
+            filter_string=f"tags.`{EXPERIMENT_TAG}` = '{self.experiment}'",
+            max_results=10_000,
+        )
+        return {run.data.tags.get(TRIAL_TAG, PARENT): run.info.run_id for run in runs}
 
-
-def _study_of(rows: list[dict[str, Any]], spec: SearchSpec) -> optuna.Study:
-    """An in-memory Optuna study of the finished trials, for Optuna's plots."""
-    study = optuna.create_study(
-        direction="maximize" if spec.objective.mode == "max" else "minimize"
-    )
-    for row in rows:
-        if row["status"] not in ("completed", "early-stopped") or row[OBJECTIVE_KEY] is None:
-            continue
-        params: dict[str, Any] = {}
-        distributions: dict[str, optuna.distributions.BaseDistribution] = {}
-        for name, param in spec.search_space.items():
-            if f"param/{name}" not in row:
-                continue
-            params[name] = row[f"param/{name}"]
-            if isinstance(param, CategoricalParam):
-                distributions[name] = optuna.distributions.CategoricalDistribution(param.choices)
-            elif isinstance(param, FloatParam):
-                distributions[name] = optuna.distributions.FloatDistribution(
-                    param.low, param.high, log=param.log
-                )
-            else:
-                distributions[name] = optuna.distributions.IntDistribution(
-                    param.low, param.high, log=param.log
-                )
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=params, distributions=distributions, value=row[OBJECTIVE_KEY]
+    def finish(self, outcome: SearchOutcome, confirmation: Confirmation | None) -> TrackingSummary:
+        """Parent: trials table, Optuna plots, the confirmation report and the winner's
+        checkpoint; children: their confirmation numbers; then register and promote.
+        An interrupted sweep gets its tables and statuses, no registration."""
+        runs = self._runs()
+        if PARENT not in runs:
+            raise TrackingUnavailableError(
+                f"no parent run of {self.experiment} in {redact(self.uri)}"
             )
-        )
-    return study
+        parent = runs[PARENT]
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            write_trials_csv(outcome.rows, folder / "trials.csv")
+            self.client.log_artifact(parent, str(folder / "trials.csv"))
+            (folder / "plots").mkdir()
+            plots = write_optuna_plots(outcome.rows, self.spec, folder / "plots")
+            self.client.log_artifacts(parent, str(folder / "plots"), "plots")
+            if confirmation is not None:
+                (folder / "confirmation").mkdir()
+                write_confirmation_table(confirmation, folder / "confirmation")
+                plot_confirmation(confirmation, folder / "confirmation" / "win_rates.png")
+                self.client.log_artifacts(parent, str(folder / "confirmation"), "confirmation")
+        summary = TrackingSummary(redact(self.uri), parent, tuple(plots))
+        for row in outcome.rows:
+            if row.status == "interrupted" and row.trial_id in runs:
+                self.client.set_tag(runs[row.trial_id], STATUS_TAG, "interrupted")
+                self.client.set_terminated(runs[row.trial_id], "KILLED")
+        if outcome.interrupted:
+            self.client.set_tag(parent, "sweep_status", "interrupted")
+            self.client.set_terminated(parent, "KILLED")
+            return summary
+        if confirmation is not None:
+            self._log_confirmation(confirmation, runs)
+        winner = _winner(outcome.rows, confirmation, self.spec)
+        if winner is None or winner.checkpoint is None:
+            self.client.set_tag(parent, "sweep_status", "no result")
+            self.client.set_terminated(parent, "FAILED")
+            return summary
+        child = runs.get(winner.trial_id)
+        if winner.score is not None:
+            self.client.log_metric(parent, OBJECTIVE_KEY, winner.score)
+        self.client.set_tag(parent, "best_trial", winner.trial_id)
+        for run_id in filter(None, (parent, child)):
+            self.client.log_artifacts(run_id, str(winner.checkpoint.parent), "best_checkpoint")
+        version = register(self.client, self.spec, self.experiment, winner, child or parent)
+        promotion = promote(self.client, self.spec, version, winner, confirmation)
+        self.client.set_tag(parent, "sweep_status", "finished")
+        self.client.set_terminated(parent, "FINISHED")
+        return TrackingSummary(redact(self.uri), parent, tuple(plots), promotion)
+
+    def _log_confirmation(self, confirmation: Confirmation, runs: dict[str, str]) -> None:
+        stamp = int(time.time() * 1000)
+        for standing in confirmation.standings:
+            run_id = runs.get(standing.trial_id or "")
+            if run_id is None:
+                continue
+            result, versus = standing.result, standing.vs_best_baseline
+            values = {
+                "confirm/win_rate": result.win_rate,
+                "confirm/win_rate_ci_low": result.ci_low,
+                "confirm/win_rate_ci_high": result.ci_high,
+                "confirm/battles": float(result.battles),
+            }
+            if standing.optimism is not None:
+                values["confirm/optimism"] = standing.optimism
+            if versus is not None:
+                values |= {
+                    "confirm/vs_best_baseline": versus.difference,
+                    "confirm/vs_best_baseline_ci_low": versus.ci_low,
+                    "confirm/vs_best_baseline_ci_high": versus.ci_high,
+                }
+            self.client.log_batch(
+                run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in values.items()]
+            )
+        winner = confirmation.winner
+        parent = runs[PARENT]
+        if winner is not None:
+            self.client.log_batch(
+                parent,
+                metrics=[
+                    Metric("confirm/champion_win_rate", winner.result.win_rate, stamp, 0),
+                    Metric("confirm/champion_ci_low", winner.result.ci_low, stamp, 0),
+                    Metric("confirm/champion_ci_high", winner.result.ci_high, stamp, 0),
+                    Metric(
+                        "confirm/battles_saved",
+                        float(confirmation.battles_fixed - confirmation.battles_played),
+                        stamp,
+                        0,
+                    ),
+                ],
+                tags=[RunTag("confirm.beats_baselines", str(confirmation.beats_baselines))],
+            )
 
 
-def _write_plots(study: optuna.Study, folder: Path) -> list[str]:
-    """Optuna's own plots as PNG; returns the names written (a plot that does not apply,
-    e.g. parameter importance of a one-trial study, is skipped with a log line)."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as plots
-
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    makers: dict[str, Callable[[optuna.Study], Any]] = {
-        "optimization_history": plots.plot_optimization_history,
-        "objective_vs_params": plots.plot_slice,
-        "parallel_coordinates": plots.plot_parallel_coordinate,
-        "param_importances": plots.plot_param_importances,
-    }
-    written = []
-    for name, make in makers.items():
-        try:
-            make(study)
-            plt.gcf().savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
-            written.append(name)
-        except Exception as error:  # Optuna raises for plots a study cannot support
-            _logger.info("plot %s skipped: %s", name, _first_line(error))
-        finally:
-            plt.close("all")
-    return written
-
-
-def _current_champion(client: MlflowClient, name: str) -> Any | None:
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
-
-
-def _objective_tag(spec: SearchSpec) -> str:
-    objective = spec.objective
-    if objective.uses_battles:
-        return (
-            f"{objective.metric} vs {objective.opponent}, {objective.battles} battles, "
-            f"seed {objective.seed}, max_turns {objective.max_turns}"
-        )
-    return f"{objective.metric} ({objective.mode})"
-
-
-def _champion_score(champion: Any, spec: SearchSpec, tracking_uri: str) -> float | None:
-    """The current champion's value on this sweep's objective: its recorded value when it
-    was judged on the same objective, else (win rates) replayed on this sweep's battles."""
-    if champion.tags.get("objective") == _objective_tag(spec):
-        return float(champion.tags["objective_value"])
-    if not spec.objective.uses_battles:
-        return None  # offline metrics of different datasets are not comparable
-    policy = load_registered_policy(f"models:/{champion.name}/{champion.version}", tracking_uri)
-    objective = spec.objective
-    return evaluate(
-        policy,
-        make_policy(objective.opponent),
-        battles=objective.battles,
-        seed=objective.seed,
-        max_turns=objective.max_turns,
-    ).win_rate
-
-
-def finish_sweep(
-    rows: list[dict[str, Any]], best: dict[str, Any] | None, spec: SearchSpec, experiment_path: str
-) -> dict[str, Any]:
-    """Log the comparison artifacts and the winner; returns what was done (for printing).
-
-    Parent: trials table (CSV) and Optuna plots (PNG). Best trial: its best checkpoint on
-    the parent and its child run, the policy as an MLflow model registered under
-    `mlflow.registered_model`, and the alias `champion` moved to it only when it beats the
-    current champion on the same objective.
-    """
-    uri = spec.mlflow.tracking_uri
-    assert uri is not None
-    client = MlflowClient(uri)
-    runs = _find_runs(client, spec, experiment_path)
-    if PARENT not in runs:
-        raise TrackingUnavailableError(f"no parent run of {experiment_path} in {uri}")
-    parent = runs[PARENT]
-    done: dict[str, Any] = {"parent_run_id": parent}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        _write_trials_csv(
-            [{**r, "checkpoint": str(r["checkpoint"] or "")} for r in rows], folder / "trials.csv"
-        )
-        client.log_artifact(parent, str(folder / "trials.csv"))
-        (folder / "plots").mkdir()
-        done["plots"] = _write_plots(_study_of(rows, spec), folder / "plots")
-        client.log_artifacts(parent, str(folder / "plots"), "plots")
-
-    if best is None or best["checkpoint"] is None:
-        client.set_terminated(parent, "FINISHED")
-        return done
-    checkpoint = Path(best["checkpoint"])
-    child = runs.get(str(best["trial_id"]))
-    client.log_metric(parent, OBJECTIVE_KEY, float(best[OBJECTIVE_KEY]))
-    client.set_tag(parent, "best_trial", str(best["trial_id"]))
-    for run_id in filter(None, (parent, child)):
-        client.log_artifacts(run_id, str(checkpoint.parent), "best_checkpoint")
-    done |= _register(client, spec, checkpoint, child or parent, float(best[OBJECTIVE_KEY]))
-    client.set_terminated(parent, "FINISHED")
-    return done
-
-
-def _register(
-    client: MlflowClient, spec: SearchSpec, checkpoint: Path, run_id: str, value: float
-) -> dict[str, Any]:
-    uri = spec.mlflow.tracking_uri
-    assert uri is not None
-    name = spec.mlflow.registered_model or f"poke-tune-{spec.name}"
-    mlflow.set_tracking_uri(uri)
-    state = read_checkpoint(checkpoint)
-    example = {
-        "observation": np.zeros((1, state["observation_size"]), np.float32),
-        "action_mask": np.ones((1, state["num_actions"]), bool),
-    }
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="policy",
-            # Models from code: MLflow imports this file instead of unpickling an object.
-            python_model=str(Path(__file__).with_name("policy_model.py")),
-            artifacts={"checkpoint": str(checkpoint)},
-            input_example=example,
-            registered_model_name=name,
-        )
-    version = str(info.registered_model_version)
-    objective = _objective_tag(spec)
-    client.set_model_version_tag(name, version, "objective", objective)
-    client.set_model_version_tag(name, version, "objective_value", str(value))
-    champion = _current_champion(client, name)
-    previous = None if champion is None else _champion_score(champion, spec, uri)
-    sign = 1.0 if spec.objective.mode == "max" else -1.0
-    # No champion yet: the first winner is it. A champion judged on an objective that
-    # cannot be replayed here (another offline metric) keeps its alias.
-    promoted = champion is None or (previous is not None and sign * value > sign * previous)
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
-    return {
-        "model": name,
-        "version": version,
-        "champion": promoted,
-        "previous_champion_value": previous,
-        "model_uri": f"models:/{name}@{CHAMPION}",
-    }
+def _winner(
+    rows: list[TrialRow], confirmation: Confirmation | None, spec: SearchSpec
+) -> TrialRow | None:
+    """The confirmation's champion, else (no confirmation) the best selection score."""
+    if confirmation is not None:
+        winner = confirmation.winner
+        return next((r for r in rows if winner and r.trial_id == winner.trial_id), None)
+    return next(iter(shortlist(rows, spec, 1)), None)

@@ -5,8 +5,10 @@ every `training.eval_interval` steps the trial reports the offline metrics and, 
 objective is a win rate, the win rate over the spec's fixed seeded battle set (the same
 battles for every trial and evaluation: common random numbers). The reported
 `objective/best` is the best-so-far value, so a trial ASHA stops early still tells Optuna
-its best evaluation. Checkpoints go through `tune.report(..., checkpoint=...)`; a
-restarted trial continues from `tune.get_checkpoint()` bit for bit.
+its best evaluation; `objective/value` is this evaluation's value, by which Tune ranks the
+checkpoints (so the checkpoint of the peak is the one kept). Checkpoints go through
+`tune.report(..., checkpoint=...)`; a restarted trial continues from
+`tune.get_checkpoint()` bit for bit.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from poke_tune.data.dataset import OfflineDataset
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import Policy, make_policy
-from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
+from poke_tune.tuning.spec import OBJECTIVE_KEY, SCORE_KEY, SearchSpec
 
-__all__ = ["CHECKPOINT_FILE", "DIVERGED_OBJECTIVE", "train_trial", "trial_status"]
+__all__ = ["CHECKPOINT_FILE", "DIVERGED_OBJECTIVE", "train_trial"]
 
 _logger = logging.getLogger(__name__)
 
@@ -37,14 +39,6 @@ CHECKPOINT_FILE = "trainer.pt"
 PROGRESS_FILE = "progress.json"
 DIVERGED_OBJECTIVE = 1e6
 """|objective| reported by a diverged trial (with the sign that makes it the worst)."""
-
-
-def trial_status(last_result: dict[str, Any], *, failed: bool) -> str:
-    """completed, early-stopped (by the scheduler), diverged, or failed (after retries)."""
-    if failed:
-        return "failed"
-    reported = last_result.get("status")
-    return reported if reported in ("completed", "diverged") else "early-stopped"
 
 
 def _save(trainer: Trainer, folder: Path, progress: dict[str, Any]) -> Any:
@@ -84,7 +78,7 @@ def _train_loop(
     opponent: Policy,
 ) -> None:
     objective = spec.objective
-    sign = 1.0 if objective.mode == "max" else -1.0
+    sign = objective.sign
     try:
         for metrics in run_training(trainer):
             report: dict[str, Any] = dict(metrics)
@@ -117,6 +111,7 @@ def _train_loop(
             progress["evaluations"] += 1
             report |= {
                 OBJECTIVE_KEY: progress["best"],
+                SCORE_KEY: value,
                 "status": "completed" if trainer.step >= spec.training.steps else "running",
                 "device": str(trainer.device),
                 "node_id": ray.get_runtime_context().get_node_id(),
@@ -134,6 +129,7 @@ def _train_loop(
         tune.report(
             {
                 OBJECTIVE_KEY: -sign * DIVERGED_OBJECTIVE,
+                SCORE_KEY: -sign * DIVERGED_OBJECTIVE,
                 "status": "diverged",
                 "diverged_reason": str(error),
                 "step": float(trainer.step),

@@ -25,8 +25,8 @@ from ray.tune.search.optuna import OptunaSearch
 from poke_tune.algos import load_policy
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.policies import make_policy
-from poke_tune.tuning.search import run_sweep
-from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec, load_spec
+from poke_tune.tuning.spec import SearchSpec, load_spec
+from poke_tune.tuning.sweep import run_sweep
 
 TINY = Path(__file__).with_name("tiny.yaml")
 POKE_TUNE = str(Path(sys.executable).with_name("poke-tune"))
@@ -43,7 +43,11 @@ def local_ray() -> Iterator[None]:
 
 def _spec(tmp_path: Path, **overrides: Any) -> SearchSpec:
     # MLflow has its own tests (test_tracking.py); these sweeps test Tune's side.
-    defaults = {"storage_path": str(tmp_path / "ray"), "mlflow": {"enabled": False}}
+    defaults = {
+        "storage_path": str(tmp_path / "ray"),
+        "mlflow": {"enabled": False},
+        "confirm": {"enabled": False},
+    }
     return load_spec(TINY, {**defaults, **overrides})
 
 
@@ -77,13 +81,14 @@ def test_sweep_with_optuna_and_asha_finds_a_loadable_winner(
     # The study lives in the RDB storage too, where optuna-dashboard can watch it.
     study = optuna.load_study(study_name="tiny", storage=optuna_db)
     assert len(study.trials) == 4
-    assert {r["status"] for r in rows} <= {"completed", "early-stopped"}
+    assert {r.status for r in rows} <= {"completed", "early-stopped"}
     # Optuna's warm start (the official IQL defaults) was tried, the rest were sampled.
-    points = {(r["param/expectile"], r["param/temperature"]) for r in rows}
+    points = {(r.params["expectile"], r.params["temperature"]) for r in rows}
     assert (0.7, 3.0) in points and len(points) == 4
-    best = max(rows, key=lambda r: r[OBJECTIVE_KEY])
-    assert best["checkpoint"] is not None and best["checkpoint"].is_file()
-    result = evaluate(load_policy(best["checkpoint"]), make_policy("random"), battles=4)
+    best = outcome.selected
+    assert best is not None and best.checkpoint is not None and best.checkpoint.is_file()
+    assert outcome.confirmation is None  # turned off here; test_confirm.py covers it
+    result = evaluate(load_policy(best.checkpoint), make_policy("random"), battles=4)
     assert result.battles == 4 and result.invalid_choices == 0
 
 
@@ -97,7 +102,9 @@ def test_quarter_gpus_pack_four_trials_at_once(local_ray: None, tmp_path: Path) 
         max_concurrent_trials=4,
         scheduler={"type": "fifo"},
     )
-    frame = run_sweep(spec).results.get_dataframe()
+    results = run_sweep(spec).results
+    assert results is not None
+    frame = results.get_dataframe()
     assert len(frame) == 4
     assert set(frame["device"]) == {"cpu"}  # no CUDA here: the trials fall back to CPU
     ends = frame["timestamp"]
@@ -145,7 +152,8 @@ def test_killed_trial_resumes_from_its_checkpoint(local_ray: None, tmp_path: Pat
     outcome = run_sweep(spec)
     killer.join()
     rows, results = outcome.rows, outcome.results
-    assert [r["status"] for r in rows] == ["completed", "completed"]
+    assert [r.status for r in rows] == ["completed", "completed"]
+    assert results is not None
     frame = results.get_dataframe()
     assert (frame["restored_from_step"] > 0).any(), "no trial was restored from a checkpoint"
     assert (frame["step"] == 1200).all()
@@ -171,13 +179,27 @@ def test_interrupted_driver_resumes_with_the_optuna_history(tmp_path: Path) -> N
         time.sleep(0.5)
     time.sleep(2)
     driver.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
-    driver.communicate(timeout=120)
+    interrupted = driver.communicate(timeout=120)[0].decode()
+    # An interrupted sweep says so, exits as Ctrl-C does, and publishes nothing.
+    assert driver.returncode == 130, interrupted[-3000:]
+    assert f"poke-tune resume {experiment}" in interrupted
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.search_registered_models() == []
+    parent = client.search_runs(
+        [client.get_experiment_by_name("resumable").experiment_id],
+        filter_string="tags.sweep_status = 'interrupted'",
+    )
+    assert len(parent) == 1 and parent[0].info.status == "KILLED"
+    # Its name is taken: a second `run` points at `resume` instead of merging into it.
+    again = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "poke-tune resume" in again.stderr
 
     resumed = subprocess.run(
-        [POKE_TUNE, "resume", str(experiment)], capture_output=True, text=True, timeout=600
+        [POKE_TUNE, "resume", str(experiment)], capture_output=True, text=True, timeout=900
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resumable: 6 trials" in resumed.stdout
+    assert "confirmation: 24 fresh battles" in resumed.stdout
     invocation = json.loads((experiment / "poke_tune_run.json").read_text())
     assert "num_samples=6" in invocation["overrides"]  # overrides are recorded with the run
     searcher = OptunaSearch()
@@ -186,13 +208,20 @@ def test_interrupted_driver_resumes_with_the_optuna_history(tmp_path: Path) -> N
     assert len(trials) == 6
     assert all(t.state.name == "COMPLETE" for t in trials)
     # MLflow logging continued in the same parent run: one child per trial, no duplicates.
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("resumable").experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 6
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.data.tags["status"] for r in children} <= {"completed", "early-stopped"}
+    # The finished sweep registered its champion once; `track` does not register it again.
+    versions = client.search_model_versions("name = 'poke-tune-resumable'")
+    assert len(versions) == 1
+    tracked = subprocess.run(
+        [POKE_TUNE, "track", str(experiment)], capture_output=True, text=True, timeout=300
+    )
+    assert tracked.returncode == 0, tracked.stdout + tracked.stderr
+    assert len(client.search_model_versions("name = 'poke-tune-resumable'")) == 1
 
 
 def test_a_diverged_trial_is_marked_and_the_sweep_goes_on(local_ray: None, tmp_path: Path) -> None:
@@ -210,7 +239,7 @@ def test_a_diverged_trial_is_marked_and_the_sweep_goes_on(local_ray: None, tmp_p
     path = tmp_path / "diverging.yaml"
     path.write_text(yaml.safe_dump(raw))
     spec = load_spec(path)
-    rows = {r["param/learning_rate"]: r for r in run_sweep(spec).rows}
-    assert rows[1e9]["status"] == "diverged"  # a learning rate of 1e9 makes Q NaN
-    assert rows[1e9][OBJECTIVE_KEY] == -1e6
-    assert rows[3e-4]["status"] == "completed"
+    rows = {r.params["learning_rate"]: r for r in run_sweep(spec).rows}
+    assert rows[1e9].status == "diverged"  # a learning rate of 1e9 makes Q NaN
+    assert rows[1e9].score == -1e6
+    assert rows[3e-4].status == "completed"

@@ -4,6 +4,8 @@ and the MLflow UI in headless Chromium."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import re
@@ -24,16 +26,14 @@ import ray
 from mlflow.tracking import MlflowClient
 
 from poke_tune.algos import read_checkpoint
+from poke_tune.eval.paired import PairedDifference
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.policies import make_policy
-from poke_tune.tuning.search import SweepOutcome, run_sweep
+from poke_tune.tuning.experiment import UNSENT_FILE, experiment_path
+from poke_tune.tuning.registry import load_registered_policy, promote, register
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec, load_spec
-from poke_tune.tuning.tracking import (
-    UNSENT_FILE,
-    TrackingUnavailableError,
-    finish_sweep,
-    load_registered_policy,
-)
+from poke_tune.tuning.sweep import SweepOutcome, run_sweep
+from poke_tune.tuning.tracking import TrackingUnavailableError
 from tests.conftest import MLflowServer, free_port, wait_http
 
 TINY = Path(__file__).with_name("tiny.yaml")
@@ -89,47 +89,61 @@ def _check_sweep_in_mlflow(spec: SearchSpec, outcome: SweepOutcome, tmp_path: Pa
     assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {parent.info.run_id}
 
     for row in outcome.rows:
-        child = children[str(row["trial_id"])]
+        child = children[row.trial_id]
         assert child.info.status == "FINISHED"
-        assert child.data.tags["status"] == row["status"]
+        assert child.data.tags["status"] == row.status
         assert re.fullmatch(r"iql-expectile=[\d.]+-temperature=[\d.]+-t\d\d", child.info.run_name)
-        assert child.data.params == {
-            key.removeprefix("param/"): str(value)
-            for key, value in row.items()
-            if key.startswith("param/")
-        }
+        assert child.data.params == {key: str(value) for key, value in row.params.items()}
         history = client.get_metric_history(child.info.run_id, "eval/win_rate")
         steps = [m.step for m in sorted(history, key=lambda m: m.step)]
-        assert steps == [20 * (i + 1) for i in range(row["evaluations"])]
-        assert child.data.metrics[OBJECTIVE_KEY] == pytest.approx(row[OBJECTIVE_KEY])
+        assert steps == [20 * (i + 1) for i in range(row.evaluations)]
+        assert child.data.metrics[OBJECTIVE_KEY] == pytest.approx(row.score)
         assert "objective/final" in child.data.metrics
         assert len(client.get_metric_history(child.info.run_id, "train/q_loss")) == len(steps)
 
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"trials.csv", "plots", "best_checkpoint"} <= names
+    assert {"trials.csv", "plots", "best_checkpoint", "confirmation"} <= names
     plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"optimization_history.png", "objective_vs_params.png"} <= plots
+    report = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "confirmation")}
+    assert report == {"confirmation.md", "confirmation.csv", "win_rates.png"}
 
-    best = outcome.best
-    assert best is not None
+    # The champion is the confirmation's winner; its numbers are on its child run.
+    confirmation = outcome.confirmation
+    assert confirmation is not None and confirmation.winner is not None
+    winner = confirmation.winner
+    best = next(r for r in outcome.rows if r.trial_id == winner.trial_id)
+    assert best.checkpoint is not None
+    shortlisted = [s for s in confirmation.standings if s.role == "candidate"]
+    for standing in shortlisted:
+        metrics = children[str(standing.trial_id)].data.metrics
+        assert metrics["confirm/win_rate"] == pytest.approx(standing.result.win_rate)
+        assert metrics["confirm/battles"] == standing.result.battles
+        assert "confirm/vs_best_baseline_ci_low" in metrics and "confirm/optimism" in metrics
+    assert parent.data.metrics["confirm/champion_win_rate"] == pytest.approx(
+        winner.result.win_rate
+    )
     local = mlflow.artifacts.download_artifacts(
-        run_id=children[str(best["trial_id"])].info.run_id,
+        run_id=children[best.trial_id].info.run_id,
         artifact_path="best_checkpoint/trainer.pt",
         dst_path=str(tmp_path),
         tracking_uri=spec.mlflow.tracking_uri,
     )
-    assert read_checkpoint(Path(local))["step"] == read_checkpoint(best["checkpoint"])["step"]
+    assert read_checkpoint(Path(local))["step"] == read_checkpoint(best.checkpoint)["step"]
 
     name = f"{spec.name}-policy"
     champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.run_id == children[str(best["trial_id"])].info.run_id
+    assert champion.run_id == children[best.trial_id].info.run_id
+    assert champion.tags["confirm.win_rate"] == f"{winner.result.win_rate:.4f}"
+    assert champion.tags["confirm.seed"] == str(spec.confirm.seed)
+    assert "confirm.vs_random" in champion.tags and champion.description.startswith("promoted")
     policy = load_registered_policy(f"models:/{name}@champion", spec.mlflow.tracking_uri)
     result = evaluate(policy, make_policy("random"), battles=4)
     assert result.battles == 4 and result.invalid_choices == 0
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     mask = np.zeros((2, 14), bool)
     mask[:, 5] = True  # only one legal action: the model must pick it
-    size = read_checkpoint(best["checkpoint"])["observation_size"]
+    size = read_checkpoint(best.checkpoint)["observation_size"]
     observation = np.zeros((2, size), np.float32)
     assert model.predict({"observation": observation, "action_mask": mask}).tolist() == [5, 5]
 
@@ -140,25 +154,41 @@ def test_a_sweep_lands_in_a_sqlite_store(
     _check_sweep_in_mlflow(*sqlite_sweep, tmp_path)
 
 
-def test_champion_moves_only_to_a_better_model(
+def test_champion_moves_only_to_a_model_that_beats_it_on_the_same_battles(
     sqlite_sweep: tuple[SearchSpec, SweepOutcome],
 ) -> None:
     spec, outcome = sqlite_sweep
-    assert outcome.best is not None and spec.mlflow.tracking_uri is not None
+    assert outcome.confirmation is not None and spec.mlflow.tracking_uri is not None
     client = MlflowClient(spec.mlflow.tracking_uri)
     name = f"{spec.name}-policy"
-    key = f"{spec.storage_path}/{spec.name}"
     before = str(client.get_model_version_by_alias(name, "champion").version)
+    # Another trial of the sweep, registered as a new version.
+    other = next(
+        r
+        for r in outcome.rows
+        if r.trial_id != outcome.confirmation.winner.trial_id  # type: ignore[union-attr]
+    )
+    run_id = client.search_runs(
+        [client.get_experiment_by_name(spec.name).experiment_id],
+        filter_string=f"tags.`poke_tune.trial_id` = '{other.trial_id}'",
+    )[0].info.run_id
+    version = register(client, spec, experiment_path(spec), other, run_id)
+    assert version != before
+    # Registering the same checkpoint again finds the version instead of adding one.
+    assert register(client, spec, experiment_path(spec), other, run_id) == version
 
-    worse = {**outcome.best, OBJECTIVE_KEY: outcome.best[OBJECTIVE_KEY] - 0.5}
-    logged = finish_sweep(outcome.rows, worse, spec, key)
-    assert logged["champion"] is False and logged["version"] != before
+    def against_champion(difference: float) -> Any:
+        gap = PairedDifference(difference, difference - 0.05, difference + 0.05, 24, 3, 1)
+        return dataclasses.replace(outcome.confirmation, vs_current_champion=gap)
+
+    refused = promote(client, spec, version, other, against_champion(-0.1))
+    assert not refused.promoted and "current champion" in refused.reason
     assert str(client.get_model_version_by_alias(name, "champion").version) == before
-
-    better = {**outcome.best, OBJECTIVE_KEY: outcome.best[OBJECTIVE_KEY] + 0.5}
-    logged = finish_sweep(outcome.rows, better, spec, key)
-    assert logged["champion"] is True
-    assert str(client.get_model_version_by_alias(name, "champion").version) == logged["version"]
+    granted = promote(client, spec, version, other, against_champion(+0.1))
+    assert granted.promoted
+    assert str(client.get_model_version_by_alias(name, "champion").version) == version
+    tags = client.get_model_version(name, version).tags
+    assert tags["confirm.vs_previous_champion"] == "+0.100 [+0.050, +0.150]"
 
 
 def test_an_unreachable_server_fails_before_anything_starts(tmp_path: Path) -> None:
@@ -174,7 +204,8 @@ def test_a_server_outage_mid_sweep_loses_nothing(
     local_ray: None, mlflow_server: MLflowServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = mlflow_server
-    spec = _spec(tmp_path, "outage", server.url)
+    # A password in the tracking URI must reach the server and nowhere else.
+    spec = _spec(tmp_path, "outage", server.url.replace("http://", "http://alice:s3cret-pw@"))
     outage: dict[str, Any] = {}
 
     def stop_then_restart() -> None:
@@ -205,8 +236,25 @@ def test_a_server_outage_mid_sweep_loses_nothing(
         assert not (Path(spec.storage_path) / spec.name / UNSENT_FILE).exists()
         mlflow.set_tracking_uri(server.url)
         _check_sweep_in_mlflow(spec, outcome, tmp_path)
+        _check_no_password(spec, server.url, caplog)
     finally:
         controller.join()
+
+
+def _check_no_password(spec: SearchSpec, url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Not in the experiment folder (Tune's pickles included), MLflow or the log."""
+    for path in Path(experiment_path(spec)).rglob("*"):
+        if path.is_file():
+            assert b"s3cret-pw" not in path.read_bytes(), path
+    client = MlflowClient(url)
+    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
+    for run in runs:
+        assert "s3cret-pw" not in json.dumps([run.data.params, run.data.tags])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert "alice:***@" in parent.data.params["mlflow.tracking_uri"]
+    for version in client.search_model_versions(f"name = '{spec.name}-policy'"):
+        assert "s3cret-pw" not in json.dumps(version.tags)
+    assert not any("s3cret-pw" in r.getMessage() for r in caplog.records)
 
 
 def _chromium() -> tuple[str, str] | None:

@@ -1,0 +1,204 @@
+"""Stage 3, promote: the winner as a registered MLflow model, and the `champion` alias.
+
+The winner's checkpoint is logged as a pyfunc model ("models from code", so it loads with
+`torch.load(weights_only=True)`) and registered. A sweep registers its winner once: a
+resumed, re-confirmed or re-tracked sweep finds the version it registered by its tags.
+
+The alias `champion` moves to the new version only when, on the confirmation battles,
+the winner beats the best baseline beyond the paired 95% interval and beats the current
+champion (replayed on the same battles). Without a confirmation (offline objectives) a
+champion judged on the same objective is compared by its recorded value. The decision
+and its numbers are written on the model version (tags and description).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from poke_tune.algos import LearnedPolicy, read_checkpoint
+from poke_tune.eval.paired import PairedDifference
+from poke_tune.tuning.confirm import Confirmation
+from poke_tune.tuning.experiment import TrialRow, redact
+from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.tracker import CHAMPION, Promotion
+
+__all__ = [
+    "CHAMPION",
+    "ModelNotFoundError",
+    "Promotion",
+    "current_champion",
+    "load_registered_policy",
+    "promote",
+    "register",
+    "registered_name",
+]
+
+EXPERIMENT_TAG = "poke_tune.experiment"
+TRIAL_TAG = "poke_tune.trial_id"
+CHECKPOINT_TAG = "poke_tune.checkpoint"
+
+
+class ModelNotFoundError(LookupError):
+    """A `models:/` URI that names no registered model version."""
+
+
+def registered_name(spec: SearchSpec) -> str:
+    return spec.mlflow.registered_model or f"poke-tune-{spec.name}"
+
+
+def load_registered_policy(model_uri: str, tracking_uri: str | None = None) -> LearnedPolicy:
+    """The policy of a registered model, e.g. `models:/poke-tune-cql-alpha@champion`."""
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as error:
+        first = (str(error).strip().splitlines() or ["not found"])[0]
+        raise ModelNotFoundError(
+            f"{model_uri}: no such registered model version in "
+            f"{redact(mlflow.get_tracking_uri())} ({first[:200]}); registered models are "
+            "listed in the MLflow UI (poke-tune ui)"
+        ) from None
+    policy: LearnedPolicy = model.unwrap_python_model().policy
+    policy.name = model_uri
+    return policy
+
+
+def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register(
+    client: MlflowClient, spec: SearchSpec, experiment: str, row: TrialRow, run_id: str
+) -> str:
+    """The model version of `row`'s checkpoint: found when this sweep registered it
+    before (resume, confirm, track), else logged and registered now."""
+    name = registered_name(spec)
+    assert row.checkpoint is not None
+    try:
+        known = list(client.search_model_versions(f"name = '{name}'"))
+    except MlflowException:
+        known = []
+    for found in known:
+        tags = found.tags or {}
+        if tags.get(EXPERIMENT_TAG) == experiment and tags.get(CHECKPOINT_TAG) == str(
+            row.checkpoint
+        ):
+            return str(found.version)
+    assert spec.mlflow.tracking_uri is not None
+    mlflow.set_tracking_uri(spec.mlflow.tracking_uri)
+    state = read_checkpoint(row.checkpoint)
+    example = {
+        "observation": np.zeros((1, state["observation_size"]), np.float32),
+        "action_mask": np.ones((1, state["num_actions"]), bool),
+    }
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="policy",
+            # Models from code: MLflow imports this file instead of unpickling an object.
+            python_model=str(Path(__file__).with_name("policy_model.py")),
+            artifacts={"checkpoint": str(row.checkpoint)},
+            input_example=example,
+            registered_model_name=name,
+        )
+    version = str(info.registered_model_version)
+    for key, value in {
+        EXPERIMENT_TAG: experiment,
+        TRIAL_TAG: row.trial_id,
+        CHECKPOINT_TAG: str(row.checkpoint),
+        "objective": objective_tag(spec),
+        "objective_value": str(row.score),
+    }.items():
+        client.set_model_version_tag(name, version, key, value)
+    return version
+
+
+def objective_tag(spec: SearchSpec) -> str:
+    """The selection objective in words (a champion's recorded value is comparable only
+    with another judged on the same objective)."""
+    objective = spec.objective
+    if objective.uses_battles:
+        return (
+            f"{objective.metric} vs {objective.opponent}, {objective.battles} battles, "
+            f"seed {objective.seed}, max_turns {objective.max_turns}"
+        )
+    return f"{objective.metric} ({objective.mode})"
+
+
+def _interval(difference: PairedDifference) -> str:
+    return f"{difference.difference:+.3f} [{difference.ci_low:+.3f}, {difference.ci_high:+.3f}]"
+
+
+def promote(
+    client: MlflowClient,
+    spec: SearchSpec,
+    version: str,
+    row: TrialRow,
+    confirmation: Confirmation | None,
+) -> Promotion:
+    """Move `champion` to `version` if it earned it; record why (or why not) on it."""
+    name = registered_name(spec)
+    champion = current_champion(client, name)
+    if champion is not None and str(champion.version) == version:
+        return Promotion(name, version, True, "already the champion")
+    tags: dict[str, str] = {}
+    if confirmation is not None and confirmation.winner is not None:
+        winner = confirmation.winner
+        result = winner.result
+        tags |= {
+            "confirm.opponent": confirmation.opponent,
+            "confirm.seed": str(confirmation.seed),
+            "confirm.battles": str(result.battles),
+            "confirm.win_rate": f"{result.win_rate:.4f}",
+            "confirm.ci": f"[{result.ci_low:.4f}, {result.ci_high:.4f}]",
+        }
+        baseline = winner.vs_best_baseline
+        if baseline is not None:
+            tags[f"confirm.vs_{confirmation.best_baseline}"] = _interval(baseline)
+        versus = confirmation.vs_current_champion
+        if versus is not None:
+            tags["confirm.vs_previous_champion"] = _interval(versus)
+        if not confirmation.beats_baselines:
+            promoted = False
+            reason = (
+                f"does not beat the best baseline {confirmation.best_baseline} beyond the "
+                f"interval ({_interval(baseline) if baseline else 'n/a'})"
+            )
+        elif versus is not None and versus.difference <= 0:
+            promoted = False
+            reason = f"does not beat the current champion v{champion.version if champion else '?'} ({_interval(versus)})"  # noqa: E501
+        else:
+            promoted = True
+            reason = "beats the best baseline" + (
+                f" and the previous champion ({_interval(versus)})" if versus else ""
+            )
+    else:
+        value = row.score
+        recorded = None
+        if champion is not None and champion.tags.get("objective") == objective_tag(spec):
+            recorded = float(champion.tags["objective_value"])
+        sign = spec.objective.sign
+        if champion is None:
+            promoted, reason = True, "first registered version"
+        elif recorded is None or value is None:
+            promoted = False
+            reason = "the champion was judged on another objective: not comparable"
+        else:
+            promoted = sign * value > sign * recorded
+            reason = f"objective {value:.4g} vs the champion's {recorded:.4g}"
+    tags["promotion"] = ("promoted: " if promoted else "not promoted: ") + reason
+    for key, value_text in tags.items():
+        client.set_model_version_tag(name, version, key, value_text)
+    client.update_model_version(name, version, description=tags["promotion"])
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return Promotion(name, version, promoted, reason)

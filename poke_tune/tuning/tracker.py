@@ -1,0 +1,82 @@
+"""The tracking seam of a sweep: what the life cycle (`sweep.py`) asks of a tracker.
+
+`MLflowTracker` (`tracking.py`) implements it; `NullTracker` is the tracker of
+`mlflow: {enabled: false}`, so the life cycle has no tracking branches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from poke_tune.sim.policies import Policy
+
+if TYPE_CHECKING:
+    from ray import tune
+
+    from poke_tune.data.dataset import OfflineDataset
+    from poke_tune.tuning.confirm import Confirmation
+    from poke_tune.tuning.experiment import SweepRecord
+    from poke_tune.tuning.search import SearchOutcome
+
+__all__ = ["NullTracker", "Promotion", "Tracker", "TrackingSummary"]
+
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What happened to the sweep's winner in the model registry."""
+
+    model: str
+    version: str
+    promoted: bool
+    reason: str
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model}@{CHAMPION}"
+
+
+@dataclass(frozen=True)
+class TrackingSummary:
+    """Where the sweep was tracked and what the end of the sweep logged."""
+
+    tracking_uri: str
+    """Redacted: printable."""
+    parent_run_id: str | None = None
+    plots: Sequence[str] = field(default_factory=tuple)
+    promotion: Promotion | None = None
+    error: str | None = None
+
+
+class Tracker(Protocol):
+    def callbacks(self, dataset: OfflineDataset, record: SweepRecord) -> list[tune.Callback]:
+        """Tune callbacks that log a new sweep live (a resumed sweep keeps its own)."""
+        ...
+
+    def champion_policy(self) -> Policy | None:
+        """The registered champion, to replay on the confirmation battles."""
+        ...
+
+    def finish(
+        self, outcome: SearchOutcome, confirmation: Confirmation | None
+    ) -> TrackingSummary | None:
+        """Log the end of the sweep (or of its interruption); register and promote."""
+        ...
+
+
+class NullTracker:
+    """Tracking turned off: nothing is logged, registered or promoted."""
+
+    def callbacks(self, dataset: OfflineDataset, record: SweepRecord) -> list[tune.Callback]:
+        return []
+
+    def champion_policy(self) -> Policy | None:
+        return None
+
+    def finish(
+        self, outcome: SearchOutcome, confirmation: Confirmation | None
+    ) -> TrackingSummary | None:
+        return None
