@@ -1,13 +1,17 @@
-"""`poke-tune ui`: the MLflow UI on a sweep's tracking store."""
+"""`poke-tune ui`: the MLflow UI on a sweep's tracking store.
+
+Exit status: 0 when the server is stopped (Ctrl-C, SIGTERM, SIGHUP: the server and its
+workers stop with it); 2 when the port is taken or the target is unknown, before any URL
+is printed; 1 when the MLflow server itself fails.
+"""
 
 from __future__ import annotations
 
-import subprocess
 from typing import Annotated
 
 import typer
 
-from poke_tune.cli.errors import stdout, user_errors
+from poke_tune.cli.errors import print_error, stdout, user_errors
 
 __all__ = ["ui"]
 
@@ -20,21 +24,44 @@ def ui(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="MLflow server workers (default: 1 on up to 4 CPUs, else 2)."),
+    ] = None,
 ) -> None:
-    """Start the MLflow UI on the sweep's tracking store and print its runs page."""
-    from poke_tune.tuning.tracking import experiment_url, mlflow_ui_command, ui_target
+    """Start the MLflow UI on the sweep's tracking store and print its runs page and the
+    comparison of the sweep's trials."""
+    from poke_tune.tuning.ui import (
+        check_port_free,
+        compare_url,
+        default_workers,
+        experiment_url,
+        mlflow_ui_command,
+        serve,
+        ui_target,
+    )
 
     with user_errors():
-        uri, experiment = ui_target(target, tracking_uri)
-    if uri.startswith(("http://", "https://")):  # a server already serves its own UI
-        stdout.print(experiment_url(uri, experiment) if experiment else uri)
+        found = ui_target(target, tracking_uri)
+        remote = found.tracking_uri.startswith(("http://", "https://"))
+        if not remote:
+            check_port_free(host, port)
+    server = found.tracking_uri if remote else f"http://{host}:{port}"
+    if found.experiment_id is None:
+        stdout.print(server if remote else f"MLflow UI for {found.tracking_uri}: {server}")
+    else:
+        runs = experiment_url(server, found.experiment_id)
+        stdout.print(runs if remote else f"MLflow UI for {found.tracking_uri}: {runs}")
+        if found.child_run_ids:
+            compare = compare_url(server, found.experiment_id, found.child_run_ids)
+            stdout.print(f"compare the {len(found.child_run_ids)} trials: {compare}")
+    if remote:  # a server already serves its own UI
         return
-    server = f"http://{host}:{port}"
-    stdout.print(
-        f"MLflow UI for {uri}: {experiment_url(server, experiment) if experiment else server}"
+    status = serve(
+        mlflow_ui_command(
+            found.tracking_uri, host=host, port=port, workers=workers or default_workers()
+        )
     )
-    with subprocess.Popen(mlflow_ui_command(uri, host=host, port=port)) as process:
-        try:
-            process.wait()
-        except KeyboardInterrupt:
-            process.terminate()
+    if status != 0:
+        print_error(f"the MLflow server exited with status {status}")
+        raise typer.Exit(1)

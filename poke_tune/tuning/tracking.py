@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -78,7 +77,6 @@ __all__ = [
     "TrackingUnavailableError",
     "check_reachable",
     "experiment_id",
-    "experiment_url",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -158,42 +156,6 @@ def experiment_id(client: MlflowClient, spec: SearchSpec) -> str:
     return client.create_experiment(
         name, artifact_location=_artifact_location(spec.mlflow.tracking_uri, name)
     )
-
-
-def experiment_url(server: str, experiment_id: str) -> str:
-    """The runs table of an experiment in the MLflow UI (not the GenAI overview)."""
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
-
-
-def ui_target(target: str | None, tracking_uri: str | None) -> tuple[str, str | None]:
-    """The tracking URI and experiment id `poke-tune ui` shows: those of an experiment
-    folder or a spec file, else `tracking_uri` / MLFLOW_TRACKING_URI / the local default."""
-    from poke_tune.tuning.experiment import spec_of
-    from poke_tune.tuning.spec import load_spec, resolve_tracking_uri
-
-    if target is None:
-        return resolve_tracking_uri(tracking_uri, str(Path("runs/ray").resolve())), None
-    path = Path(target)
-    if path.is_dir():
-        spec = spec_of(path.resolve())
-    elif path.is_file():
-        spec = load_spec(path)
-    else:
-        raise FileNotFoundError(f"{target}: not an experiment folder or a spec file")
-    uri = tracking_uri or spec.mlflow.tracking_uri
-    assert uri is not None
-    found = MlflowClient(uri).get_experiment_by_name(spec.mlflow.experiment or spec.name)
-    return uri, None if found is None else str(found.experiment_id)
-
-
-def mlflow_ui_command(tracking_uri: str, *, host: str, port: int) -> list[str]:
-    """`mlflow server` on a local store; artifacts beside a SQLite store, as logged."""
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
-    command += ["--host", host, "--port", str(port)]
-    location = _artifact_location(tracking_uri, "")
-    if location is not None:
-        command += ["--default-artifact-root", location]
-    return command
 
 
 class Outbox:
