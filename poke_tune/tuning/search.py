@@ -262,7 +262,9 @@ def trial_rows(
         metrics = result.metrics or {}
         trial_id = str(metrics.get("trial_id", Path(result.path).name))
         status = _status(metrics, result.error is not None, (states or {}).get(trial_id))
-        best = result.get_best_checkpoint(SCORE_KEY, spec.objective.mode)
+        best = None
+        if result.best_checkpoints:  # a trial that failed at once has none
+            best = result.get_best_checkpoint(SCORE_KEY, spec.objective.mode)
         score = metrics.get(OBJECTIVE_KEY)
         rows.append(
             TrialRow(

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,8 +26,10 @@ from ray.tune.search.optuna import OptunaSearch
 from poke_tune.algos import load_policy
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.policies import make_policy
-from poke_tune.tuning.spec import SearchSpec, load_spec
+from poke_tune.tuning.search import checkpoint_config, trial_rows
+from poke_tune.tuning.spec import OBJECTIVE_KEY, SCORE_KEY, SearchSpec, load_spec
 from poke_tune.tuning.sweep import run_sweep
+from poke_tune.tuning.trainable import CHECKPOINT_FILE
 
 TINY = Path(__file__).with_name("tiny.yaml")
 POKE_TUNE = str(Path(sys.executable).with_name("poke-tune"))
@@ -243,3 +246,52 @@ def test_a_diverged_trial_is_marked_and_the_sweep_goes_on(local_ray: None, tmp_p
     assert rows[1e9].status == "diverged"  # a learning rate of 1e9 makes Q NaN
     assert rows[1e9].score == -1e6
     assert rows[3e-4].status == "completed"
+
+
+def test_the_peak_checkpoint_is_kept(local_ray: None, tmp_path: Path) -> None:
+    # Defined here so that cloudpickle ships it to the trial (test modules do not import).
+    def _peaking_trial(config: dict[str, Any]) -> None:
+        """Reports like the real trainable: a win rate that peaks at evaluation 2, then falls."""
+        best = 0.0
+        for evaluation, value in enumerate([0.3, 0.6, 0.4, 0.35], 1):
+            best = max(best, value)
+            with tempfile.TemporaryDirectory() as folder:
+                (Path(folder) / CHECKPOINT_FILE).write_text(str(evaluation))
+                tune.report(
+                    {OBJECTIVE_KEY: best, SCORE_KEY: value},
+                    checkpoint=tune.Checkpoint.from_directory(folder),
+                )
+
+    spec = _spec(tmp_path, checkpoint={"every": 1, "keep": 1})
+    tuner = tune.Tuner(
+        _peaking_trial,
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(
+            name="peak", storage_path=str(tmp_path), checkpoint_config=checkpoint_config(spec)
+        ),
+    )
+    [row] = trial_rows(tuner.fit(), spec)
+    assert row.score == 0.6
+    assert row.checkpoint is not None and row.checkpoint.read_text() == "2"
+
+
+def test_a_sweep_without_any_objective_exits_nonzero(tmp_path: Path) -> None:
+    raw = yaml.safe_load(TINY.read_text())
+    raw |= {
+        "name": "all-diverge",
+        "storage_path": str(tmp_path / "ray"),
+        "algorithm": {"algo": "cql", "network": {"hidden_sizes": [32]}},
+        "search_space": {"learning_rate": {"type": "categorical", "choices": [1e9]}},
+        "searcher": {"algorithm": "grid", "seed": 0},
+        "objective": {"metric": "offline/action_match", "mode": "max"},
+        "scheduler": {"type": "fifo"},
+        "num_samples": 1,
+        "mlflow": {"enabled": False},
+    }
+    path = tmp_path / "diverging.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    done = subprocess.run(
+        [POKE_TUNE, "run", str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "no trial produced an objective" in done.stderr

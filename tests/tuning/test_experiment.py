@@ -1,0 +1,81 @@
+"""The experiment folder's records, locks and refusals, and the cluster fit check (no Ray,
+no battles: the fast lane)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from poke_tune.tuning.cluster import fit_problem
+from poke_tune.tuning.experiment import (
+    SweepLockedError,
+    SweepRecord,
+    lock_experiment,
+    redact,
+    spec_of,
+    write_record,
+    write_spec,
+)
+from poke_tune.tuning.spec import load_spec
+from poke_tune.tuning.sweep import SweepExistsError, run_sweep
+
+TINY = Path(__file__).with_name("tiny.yaml")
+
+
+def test_credentials_are_redacted_from_uris_and_command_lines() -> None:
+    assert redact("http://alice:pw@host:5000") == "http://alice:***@host:5000"
+    assert redact("poke-tune run x.yaml --tracking-uri https://bob:s%40cret@mlflow.io/") == (
+        "poke-tune run x.yaml --tracking-uri https://bob:***@mlflow.io/"
+    )
+    assert redact("s3://bucket/p?access_key=AKIA123&scheme=http") == (
+        "s3://bucket/p?access_key=***&scheme=http"
+    )
+    assert redact("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def test_the_experiment_folder_keeps_no_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "http://alice:hunter2@127.0.0.1:5999"
+    spec = load_spec(TINY, {"storage_path": str(tmp_path), "mlflow": {"tracking_uri": secret}})
+    write_spec(spec)
+    write_record(spec, SweepRecord(argv=["poke-tune", "run", "--tracking-uri", secret]))
+    for path in (tmp_path / "tiny").iterdir():
+        assert "hunter2" not in path.read_text()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ValueError, match="set MLFLOW_TRACKING_URI"):
+        spec_of(tmp_path / "tiny")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", secret)
+    assert spec_of(tmp_path / "tiny").mlflow.tracking_uri == secret
+
+
+def test_one_process_at_a_time_works_on_a_sweep(tmp_path: Path) -> None:
+    spec = load_spec(TINY, {"storage_path": str(tmp_path)})
+    with lock_experiment(spec):
+        with pytest.raises(SweepLockedError, match="is in use by pid"):
+            with lock_experiment(spec):
+                pass
+    with lock_experiment(spec):  # released on exit
+        pass
+
+
+def test_a_second_run_of_a_name_points_at_resume(tmp_path: Path) -> None:
+    spec = load_spec(TINY, {"storage_path": str(tmp_path), "mlflow": {"enabled": False}})
+    write_spec(spec)
+    write_record(spec, SweepRecord(stage="interrupted"))
+    with pytest.raises(SweepExistsError, match=r"poke-tune resume .*tiny.*--set name="):
+        run_sweep(spec)
+    assert json.loads((tmp_path / "tiny" / "poke_tune_run.json").read_text())["stage"] == (
+        "interrupted"
+    )
+
+
+def test_a_trial_no_node_can_hold_is_refused_with_what_to_change() -> None:
+    laptop = [{"CPU": 2.0}]
+    assert fit_problem(1, 0, laptop) is None
+    problem = fit_problem(1, 0.3, laptop)
+    assert problem is not None and "resources.gpu: 0" in problem and "0 GPU" in problem
+    assert fit_problem(4, 0, laptop) is not None
+    assert fit_problem(1, 0.25, [{"CPU": 2.0}, {"CPU": 8.0, "GPU": 1.0}]) is None
