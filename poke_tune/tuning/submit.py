@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -39,6 +40,7 @@ from poke_tune.tuning.spec import SearchSpec
 
 __all__ = [
     "EXCLUDES",
+    "SECRET_VARIABLES",
     "ClusterError",
     "JobFailedError",
     "JobRequest",
@@ -56,6 +58,7 @@ __all__ = [
     "outcome",
     "stop_job",
     "submit",
+    "withhold_secrets",
 ]
 
 DASHBOARD_PORT = 8265
@@ -80,9 +83,33 @@ EXCLUDES = [
 ]
 """Never uploaded with the working directory (on top of .gitignore and .rayignore)."""
 _T = TypeVar("_T")
+_logger = logging.getLogger(__name__)
 for _name in ("ray.dashboard.modules.job.sdk", "ray._private.runtime_env.packaging"):
     logging.getLogger(_name).setLevel(logging.WARNING)  # per-file upload and socket chatter
 _ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+SECRET_VARIABLES = frozenset(
+    {
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AZURE_STORAGE_KEY",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_CLIENT_SECRET",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+        "DATABRICKS_TOKEN",
+        "RAY_AUTH_TOKEN",
+        "HF_TOKEN",
+        "WANDB_API_KEY",
+        "GITHUB_TOKEN",
+        "PGPASSWORD",
+    }
+)
+"""Never sent in a job's runtime environment: Ray shows job variables in the dashboard
+and writes them to its runtime-env logs. Configure them on the nodes instead."""
+_SECRET_NAME = re.compile(r"(^|_)(SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|PRIVATE_KEY)(_|$)")
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 
 class ClusterError(RuntimeError):
@@ -205,6 +232,26 @@ class JobRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     working_dir: Path | None = None
     """The local folder uploaded as the job's working directory."""
+    withheld: tuple[str, ...] = ()
+    """Environment variables (or credentials inside their URLs) kept out of the job."""
+
+
+def withhold_secrets(env: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """`env` without secrets, and what was withheld: variables named like credentials
+    (`SECRET_VARIABLES`, or `*_SECRET*`, `*_PASSWORD`, `*_TOKEN`, `*_API_KEY`, ...) are
+    dropped; `user:password@` is cut out of URL values (MLflow reads
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD from the nodes instead)."""
+    kept: dict[str, str] = {}
+    withheld: list[str] = []
+    for name, value in env.items():
+        if name.upper() in SECRET_VARIABLES or _SECRET_NAME.search(name.upper()):
+            withheld.append(name)
+            continue
+        cleaned = _URL_CREDENTIALS.sub(r"\g<scheme>", value)
+        if cleaned != value:
+            withheld.append(f"{name} (the credentials in its URL)")
+        kept[name] = cleaned
+    return kept, tuple(withheld)
 
 
 def project_root(start: Path) -> Path:
@@ -234,7 +281,8 @@ def job_request(
         spec_path: the spec file; inside `working_dir` unless `package` is given.
         name: the sweep's name (job metadata, shown by `poke-tune jobs list`).
         sets: `KEY=VALUE` overrides, passed on as `--set`.
-        env: environment variables of the job (e.g. MLFLOW_TRACKING_URI).
+        env: environment variables of the job (e.g. MLFLOW_TRACKING_URI); secrets are
+            withheld (`withhold_secrets`).
         working_dir: folder to upload (default: the project folder above the spec).
         package: a pip requirement (`poke-tune==0.1.0`) installed on the cluster instead of
             uploading the project; only the spec file is uploaded (copied to `staging`).
@@ -266,13 +314,23 @@ def job_request(
         runtime_env["excludes"] = list(EXCLUDES)
     else:
         runtime_env["pip"] = [package]
+    withheld: tuple[str, ...] = ()
     if env:
-        runtime_env["env_vars"] = dict(env)
+        env_vars, withheld = withhold_secrets(env)
+        if withheld:
+            _logger.warning(
+                "not sent to the cluster (job variables are visible in its dashboard and "
+                "logs): %s; configure credentials on the nodes",
+                ", ".join(withheld),
+            )
+        if env_vars:
+            runtime_env["env_vars"] = env_vars
     return JobRequest(
         entrypoint=shlex.join(command),
         runtime_env=runtime_env,
         metadata={"poke_tune_sweep": name},
         working_dir=root,
+        withheld=withheld,
     )
 
 
