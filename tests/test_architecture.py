@@ -18,3 +18,6 @@ def test_layers_import_downward_only() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "layers import downward only KEPT" in result.stdout
     assert "Ray, Optuna and MLflow only under poke_tune.tuning KEPT" in result.stdout
+    # Inside tuning/ and cli/: stages and command modules in layers, so no circles.
+    assert "tuning: life cycle over stages over records, no circles KEPT" in result.stdout
+    assert "cli: main registers command modules" in result.stdout
