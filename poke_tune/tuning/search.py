@@ -187,12 +187,29 @@ def build_tuner(
     )
 
 
+LOCAL_ONLY_ENV = "POKE_TUNE_RAY_LOCAL_ONLY"
+"""Set to 0 to let a local Ray instance listen on all interfaces (Ray's default)."""
+
+
 def init_ray(address: str | None) -> None:
-    """Connect to `address` / RAY_ADDRESS, else start a local Ray on this machine."""
+    """Connect to `address` / RAY_ADDRESS, else start a local Ray on this machine that
+    listens on 127.0.0.1 only (Ray's own default is every interface)."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    if address is None and os.environ.get(LOCAL_ONLY_ENV, "1") != "0":
+        _loopback_only()
     ray.init(address=address, include_dashboard=False, log_to_driver=True)
+
+
+def _loopback_only() -> None:
+    # Ray's single-machine mode (its default on macOS and Windows): the node's address is
+    # 127.0.0.1, and Ray then binds its GCS, raylet, workers and agents to loopback. The
+    # environment variable reaches Ray's processes; the constant was read at import.
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 @dataclass(frozen=True)

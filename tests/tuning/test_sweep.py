@@ -295,3 +295,49 @@ def test_a_sweep_without_any_objective_exits_nonzero(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "no trial produced an objective" in done.stderr
+
+
+_LISTENING = """
+import os, socket, struct, ray
+from pathlib import Path
+from poke_tune.tuning.search import init_ray
+init_ray(None)
+ray.get(ray.remote(lambda: 1).remote())  # a worker is up too
+group = os.getpgrp()  # Ray's processes are in this session's process group
+inodes = set()
+for stat in Path("/proc").glob("[0-9]*/stat"):
+    try:
+        if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != group:
+            continue
+        for fd in (stat.parent / "fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        continue
+found = set()
+for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+    for line in Path("/proc/net", table).read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+            hexed = fields[1].split(":")[0]  # 32-bit words, each printed in host order
+            words = [int(hexed[i : i + 8], 16) for i in range(0, len(hexed), 8)]
+            packed = b"".join(struct.pack("<I", w) for w in words)
+            found.add(socket.inet_ntop(family, packed))
+print(sorted(found))
+ray.shutdown()
+"""
+
+
+def test_a_local_ray_instance_listens_on_loopback_only() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _LISTENING],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        start_new_session=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    addresses = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
+    assert addresses, "no listening sockets found"
+    assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, addresses
