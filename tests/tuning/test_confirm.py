@@ -101,3 +101,17 @@ def test_selection_optimism_is_positive_and_confirmation_spread_is_noise() -> No
     for one in rates:
         for other in rates:
             assert one.ci_low <= other.win_rate <= one.ci_high
+
+
+def test_baselines_are_the_data_behaviour_and_bc_on_the_same_budget() -> None:
+    from poke_tune.tuning.confirm import bc_baseline, behaviour_policies
+    from poke_tune.tuning.search import prepare_dataset
+
+    spec = load_spec(TINY)
+    assert behaviour_policies(spec, None) == ["random"]  # tiny.yaml names its baselines
+    recipe = load_spec(TINY, {"confirm": {"baselines": None}})
+    dataset = prepare_dataset(recipe)
+    assert behaviour_policies(recipe, dataset) == ["random", "max-damage"]
+    bc = bc_baseline(recipe, dataset)
+    result = evaluate(bc, make_policy("random"), battles=4, seed=recipe.confirm.seed)
+    assert result.battles == 4 and result.invalid_choices == 0

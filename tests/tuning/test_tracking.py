@@ -335,6 +335,31 @@ def test_the_mlflow_ui_shows_the_sweep(
             finally:
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
                 browser.save_screenshot(str(ARTIFACTS / "mlflow_ui_sweep.png"))
+
+            # The parent run's artifacts hold the confirmation report: open its folder.
+            client = MlflowClient(spec.mlflow.tracking_uri)
+            parent = outcome.tracking.parent_run_id  # type: ignore[union-attr]
+            experiment_id = client.get_run(parent).info.experiment_id
+            base = url.group(0).split("#")[0]
+            browser.get(f"{base}#/experiments/{experiment_id}/runs/{parent}/artifacts")
+
+            def shows_report(driver: Any) -> bool:
+                text = driver.find_element("tag name", "body").text
+                if "confirmation" in text and "win_rates.png" not in text:
+                    for item in driver.find_elements(
+                        "xpath", "//*[normalize-space(text())='confirmation']"
+                    ):
+                        try:
+                            item.click()
+                        except Exception:  # a covered or stale element: try the next
+                            continue
+                    text = driver.find_element("tag name", "body").text
+                return all(n in text for n in ("confirmation.md", "win_rates.png"))
+
+            try:
+                WebDriverWait(browser, 90).until(shows_report)
+            finally:
+                browser.save_screenshot(str(ARTIFACTS / "mlflow_ui_confirmation.png"))
         finally:
             browser.quit()
     finally:
