@@ -79,3 +79,22 @@ def test_a_trial_no_node_can_hold_is_refused_with_what_to_change() -> None:
     assert problem is not None and "resources.gpu: 0" in problem and "0 GPU" in problem
     assert fit_problem(4, 0, laptop) is not None
     assert fit_problem(1, 0.25, [{"CPU": 2.0}, {"CPU": 8.0, "GPU": 1.0}]) is None
+
+
+@pytest.mark.slow  # two MLflow imports and schema creations: about a minute
+def test_two_processes_can_set_up_one_new_sqlite_store_together(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for attempt in range(2):
+        uri = f"sqlite:///{tmp_path / f'mlflow{attempt}.db'}"
+        script = (
+            "from poke_tune.tuning.tracking import check_reachable; "
+            f"check_reachable({uri!r}); print('ok')"
+        )
+        starts = [
+            subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        outputs = [p.communicate(timeout=120)[0] for p in starts]
+        assert [p.returncode for p in starts] == [0, 0] and outputs == ["ok\n", "ok\n"]

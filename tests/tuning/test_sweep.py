@@ -341,3 +341,17 @@ def test_a_local_ray_instance_listens_on_loopback_only() -> None:
     addresses = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
     assert addresses, "no listening sockets found"
     assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, addresses
+
+
+def test_a_trial_the_machine_can_never_fit_is_refused_before_the_tuner(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [POKE_TUNE, "run", str(TINY), "--set", f"storage_path={tmp_path}"]
+        + ["--set", "resources.gpu=0.3", "--set", "mlflow.enabled=false"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},  # Ray sees no GPU
+    )
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "resources.gpu: 0" in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("tiny/train_trial_*"))  # no trial was created
