@@ -53,10 +53,12 @@ def test_the_experiment_folder_keeps_no_password(
 
 def test_one_process_at_a_time_works_on_a_sweep(tmp_path: Path) -> None:
     spec = load_spec(TINY, {"storage_path": str(tmp_path)})
-    with lock_experiment(spec):
-        with pytest.raises(SweepLockedError, match="is in use by pid"):
-            with lock_experiment(spec):
-                pass
+    with (
+        lock_experiment(spec),
+        pytest.raises(SweepLockedError, match="is in use by pid"),
+        lock_experiment(spec),
+    ):
+        pass
     with lock_experiment(spec):  # released on exit
         pass
 

@@ -345,8 +345,17 @@ def test_a_local_ray_instance_listens_on_loopback_only() -> None:
 
 def test_a_trial_the_machine_can_never_fit_is_refused_before_the_tuner(tmp_path: Path) -> None:
     done = subprocess.run(
-        [POKE_TUNE, "run", str(TINY), "--set", f"storage_path={tmp_path}"]
-        + ["--set", "resources.gpu=0.3", "--set", "mlflow.enabled=false"],
+        [
+            POKE_TUNE,
+            "run",
+            str(TINY),
+            "--set",
+            f"storage_path={tmp_path}",
+            "--set",
+            "resources.gpu=0.3",
+            "--set",
+            "mlflow.enabled=false",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
