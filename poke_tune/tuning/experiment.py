@@ -4,8 +4,7 @@ Ray Tune owns the folder's trial directories and experiment state; poke-tune add
 - `poke_tune_spec.json`: the spec as run (overrides applied), so `resume`, `best`,
   `confirm` and `track` need only the folder;
 - `poke_tune_run.json`: how the sweep was started and where its life cycle stands
-  (`SweepRecord`: searching, interrupted, searched, confirmed), and the registered model
-  version, so a resumed or re-tracked sweep registers once;
+  (`SweepRecord`: searching, interrupted, searched, confirmed);
 - `poke_tune_confirmation.json`: the confirmation stage's result;
 - `mlflow_unsent.json`: tracking writes an outage kept back;
 - `.poke_tune.lock`: held while a process works on the sweep (one at a time).
@@ -103,9 +102,6 @@ class SweepRecord(BaseModel):
     overrides: list[str] = []
     argv: list[str] = []
     stage: SweepStage = "searching"
-    registered_model: str | None = None
-    registered_version: str | None = None
-    """The model version this sweep registered, so `resume` and `track` register once."""
 
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@\s/]*@")

@@ -25,6 +25,7 @@ from poke_tune.algos import LearnedPolicy, read_checkpoint
 from poke_tune.eval.paired import PairedDifference
 from poke_tune.tuning.confirm import Confirmation
 from poke_tune.tuning.experiment import TrialRow, redact
+from poke_tune.tuning.report import verdict
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.tracker import CHAMPION, Promotion
 
@@ -198,7 +199,8 @@ def promote(
     tags["promotion"] = ("promoted: " if promoted else "not promoted: ") + reason
     for key, value_text in tags.items():
         client.set_model_version_tag(name, version, key, value_text)
-    client.update_model_version(name, version, description=tags["promotion"])
+    summary = verdict(confirmation) + "\n\n" if confirmation is not None else ""
+    client.update_model_version(name, version, description=summary + tags["promotion"])
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     return Promotion(name, version, promoted, reason)

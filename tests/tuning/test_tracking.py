@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 from poke_tune.algos import read_checkpoint
 from poke_tune.eval.paired import PairedDifference
 from poke_tune.eval.winrate import evaluate
+from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.experiment import UNSENT_FILE, experiment_path
 from poke_tune.tuning.registry import load_registered_policy, promote, register
@@ -82,7 +83,7 @@ def _check_sweep_in_mlflow(spec: SearchSpec, outcome: SweepOutcome, tmp_path: Pa
     parent = parents[0]
     assert parent.info.run_name == spec.name and parent.info.status == "FINISHED"
     assert parent.data.params["algorithm.algo"] == "iql"
-    assert parent.data.tags["encoder_version"] == "obs-v1"
+    assert parent.data.tags["encoder_version"] == ENCODER_VERSION
     assert len(parent.data.tags["dataset.hash"]) >= 16
     children = {r.data.tags["poke_tune.trial_id"]: r for r in runs if r is not parent}
     assert len(children) == len(outcome.rows) == spec.num_samples
@@ -136,7 +137,7 @@ def _check_sweep_in_mlflow(spec: SearchSpec, outcome: SweepOutcome, tmp_path: Pa
     assert champion.run_id == children[best.trial_id].info.run_id
     assert champion.tags["confirm.win_rate"] == f"{winner.result.win_rate:.4f}"
     assert champion.tags["confirm.seed"] == str(spec.confirm.seed)
-    assert "confirm.vs_random" in champion.tags and champion.description.startswith("promoted")
+    assert "confirm.vs_random" in champion.tags and "promoted: beats the best baseline" in champion.description
     policy = load_registered_policy(f"models:/{name}@champion", spec.mlflow.tracking_uri)
     result = evaluate(policy, make_policy("random"), battles=4)
     assert result.battles == 4 and result.invalid_choices == 0
