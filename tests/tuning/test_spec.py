@@ -387,3 +387,23 @@ def test_a_nested_duplicate_key_is_refused(write_spec: WriteSpec) -> None:
     text = path.read_text().replace("grace_period: 1", "grace_period: 1, grace_period: 3")
     path.write_text(text)
     assert "scheduler.grace_period: duplicate key" in _error(path)
+
+
+def test_confirmation_must_use_fresh_battles(write_spec: WriteSpec) -> None:
+    def same_seed(raw: dict[str, Any]) -> None:
+        raw["confirm"] = {"seed": raw.get("objective", {}).get("seed", 20_261_121)}
+
+    with pytest.raises(SpecError, match=r"confirm\.seed: .*fresh"):
+        load_spec(write_spec(same_seed))
+
+
+def test_unknown_opponent_and_baseline_are_refused_at_their_keys(write_spec: WriteSpec) -> None:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["objective"] = {"metric": "eval/win_rate", "opponent": "god-mode"}
+        raw["confirm"] = {"baselines": ["random", "mystery"]}
+
+    with pytest.raises(SpecError) as raised:
+        load_spec(write_spec(edit))
+    message = str(raised.value)
+    assert "objective.opponent: unknown policy 'god-mode'" in message
+    assert "confirm.baselines.1: unknown policy 'mystery'" in message
