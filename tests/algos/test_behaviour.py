@@ -1,7 +1,9 @@
-"""Algorithms on small hand-built problems whose answer is known."""
+"""Algorithms on small hand-built problems whose answer is known (slow: each learns to
+convergence; the fast contract over algorithms is test_trainer.py)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from poke_tune.algos import BC, CQL, IQL, Batch, BCConfig, CQLConfig, IQLConfig, NetworkConfig
@@ -10,6 +12,7 @@ from poke_tune.algos.networks import masked_argmax, q_of_actions
 
 CONTEXTS, ACTIONS = 4, 4
 SMALL = NetworkConfig(hidden_sizes=(64, 64))
+pytestmark = pytest.mark.slow
 
 
 def _bandit(n: int, behaviour: list[float], rewards: list[float], seed: int = 0) -> Batch:

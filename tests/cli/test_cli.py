@@ -1,4 +1,6 @@
-"""The `poke-tune` console script end to end, on small budgets, with the real simulator."""
+"""The `poke-tune` console script end to end, on small budgets, with the real simulator
+(slow: every command a fresh process and real battles; `test_refusals.py` and
+`test_train_command.py` are the fast in-process lane)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
 
 POKE_TUNE = str(Path(sys.executable).with_name("poke-tune"))
 

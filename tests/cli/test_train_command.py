@@ -4,6 +4,7 @@ refuses a conflicting algorithm or hyperparameter; torch threads are set on purp
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,12 @@ def _keep_torch_threads() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def trained(tmp_path: Path) -> tuple[Path, Path]:
-    """(dataset, run folder) of a finished 20-step CQL run."""
-    data = write_synthetic(tmp_path / "d.jsonl", 16)
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dataset, run folder) of a finished 20-step CQL run (tests that train on copy it)."""
+    folder = tmp_path_factory.mktemp("trained")
+    data = write_synthetic(folder / "d.jsonl", 16)
+    out = folder / "run"
     result = invoke(
         "train", "--algo", "cql", "--data", str(data), "--steps", "20", "--out", str(out),
         "--set", "eval_interval=10", *SMALL,
@@ -43,8 +45,9 @@ def trained(tmp_path: Path) -> tuple[Path, Path]:
     return data, out
 
 
-def test_resume_with_more_steps_continues(trained: tuple[Path, Path]) -> None:
-    data, out = trained
+def test_resume_with_more_steps_continues(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, out = trained[0], tmp_path / "run"
+    shutil.copytree(trained[1], out)
     checkpoint = out / "checkpoint_last.pt"
     result = invoke("train", "--data", str(data), "--resume", str(checkpoint), "--steps", "40",
                     "--out", str(out))  # fmt: skip

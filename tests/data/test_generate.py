@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from poke_tune.data.dataset import load_dataset, read_trajectories
 from poke_tune.data.generate import generate_dataset
 
 
+@pytest.mark.slow
 def test_same_seed_gives_a_byte_identical_file(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz", tmp_path / "c.jsonl.gz"
     for path, seed in ((a, 5), (b, 5), (c, 6)):
@@ -37,6 +39,7 @@ def test_generated_file_loads_with_outcome_rewards(tmp_path: Path) -> None:
     assert dataset.num_trajectories == 16
 
 
+@pytest.mark.slow
 def test_hp_shaping_adds_potential_differences(tmp_path: Path) -> None:
     plain, shaped = tmp_path / "plain.jsonl", tmp_path / "shaped.jsonl"
     generate_dataset(plain, policies=["max-damage"], battles=4, seed=2)

@@ -19,6 +19,7 @@ def _specs(n: int, seed: int = 0, **kwargs: object) -> list[BattleSpec]:
     return [BattleSpec(index=i, p1=RANDOM, p2=MAX_DAMAGE, seed=seed, **kwargs) for i in range(n)]  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_same_seeds_give_identical_battles(pool: SimulatorPool) -> None:
     specs = _specs(6, seed=7, record=(True, True))
     first = {r.spec.index: r for r in pool.play(specs, keep_logs=True)}
@@ -35,6 +36,7 @@ def test_same_seeds_give_identical_battles(pool: SimulatorPool) -> None:
     assert any(first[i].log != other[i].log for i in range(6))
 
 
+@pytest.mark.slow
 def test_no_invalid_choice_for_any_builtin_policy(pool: SimulatorPool) -> None:
     policies = [RANDOM, MAX_DAMAGE, HEURISTIC, make_policy("heuristic:eps=0.3")]
     specs = [
@@ -63,6 +65,7 @@ def test_turn_limit_cuts_off_with_a_final_observation(pool: SimulatorPool) -> No
             assert trajectory.outcome == 0.0
 
 
+@pytest.mark.slow
 def test_killed_worker_mid_battle_still_completes_every_battle() -> None:
     with SimulatorPool(num_workers=2, timeout_s=30) as pool:
         results = []
@@ -78,6 +81,7 @@ def test_killed_worker_mid_battle_still_completes_every_battle() -> None:
     assert any(r.attempts > 1 for r in results)
 
 
+@pytest.mark.slow
 def test_hung_worker_is_restarted_after_the_timeout() -> None:
     with SimulatorPool(num_workers=1, timeout_s=2) as pool:
         os.kill(pool.worker_pids()[0], signal.SIGSTOP)  # frozen: alive but silent
@@ -99,6 +103,7 @@ def test_reference_win_rates(pool: SimulatorPool) -> None:
     assert heuristic.ci_low > 0.5, heuristic
 
 
+@pytest.mark.slow
 def test_a_play_abandoned_part_way_does_not_disturb_the_next(pool: SimulatorPool) -> None:
     specs = _specs(4, seed=13)
     reference = {r.spec.index: r.log for r in pool.play(specs, keep_logs=True)}

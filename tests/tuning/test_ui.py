@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
 
+from poke_tune.cli.main import app
 from poke_tune.tuning.registry import EXPERIMENT_TAG, TRIAL_TAG
 from poke_tune.tuning.spec import load_spec
 from poke_tune.tuning.ui import (
@@ -58,12 +60,9 @@ def test_a_busy_port_is_refused(listening: int) -> None:
 
 
 def test_ui_on_a_busy_port_exits_2_before_any_url(listening: int, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [POKE_TUNE, "ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-         "--port", str(listening)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(app, ["ui", "--tracking-uri", uri, "--port", str(listening)])
+    assert result.exit_code == 2, result.output
     assert result.stdout == ""
     assert "http://" not in result.stderr and "not free" in result.stderr
 
