@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -58,6 +59,18 @@ _PARAM_TYPES = ("float", "int", "categorical")
 
 class SpecError(ValueError):
     """An invalid search spec; the message names file, line, key path and expectation."""
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """Safe YAML that reads `1e-4` as a number (YAML 1.1 reads it as a string; the spec
+    models are strict, so the string would be refused)."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
 
 
 class _Strict(BaseModel):
@@ -492,8 +505,8 @@ def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> SearchSpec
         raise SpecError(f"{path}: spec file not found")
     text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
-        root = yaml.compose(text)
+        raw = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader: no arbitrary objects
+        root = yaml.compose(text, Loader=_SpecLoader)
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from poke_tune.tuning.spec import SearchSpec, SpecError, load_spec
+from poke_tune.tuning.spec import FloatParam, SearchSpec, SpecError, load_spec
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -407,3 +407,13 @@ def test_unknown_opponent_and_baseline_are_refused_at_their_keys(write_spec: Wri
     message = str(raised.value)
     assert "objective.opponent: unknown policy 'god-mode'" in message
     assert "confirm.baselines.1: unknown policy 'mystery'" in message
+
+
+def test_exponent_notation_reads_as_a_number(write_spec: WriteSpec) -> None:
+    path = write_spec()
+    text = path.read_text().replace("low: 1.0, high: 10.0", "low: 1e-1, high: 1E+1")
+    assert "1e-1" in text
+    path.write_text(text)
+    temperature = load_spec(path).search_space["temperature"]
+    assert isinstance(temperature, FloatParam)
+    assert (temperature.low, temperature.high) == (0.1, 10.0)
