@@ -29,6 +29,7 @@ from pydantic import (
 
 from poke_tune.algos import TrainConfig, parse_algo_config
 from poke_tune.eval.winrate import CONFIRM_SEED, EVAL_SEED
+from poke_tune.sim.battles import check_battle_format
 from poke_tune.sim.policies import make_policy
 
 __all__ = [
@@ -131,6 +132,12 @@ class GenerateRecipe(_Strict):
     max_turns: int = Field(default=200, gt=0)
     hp_shaping: float = Field(default=0.0, ge=0)
     """Reward shaping: this weight times the per-step change in HP balance (0 = win/loss)."""
+
+    @field_validator("battle_format")
+    @classmethod
+    def _generated_teams(cls, battle_format: str) -> str:
+        check_battle_format(battle_format)
+        return battle_format
 
     def key(self) -> str:
         if self.hp_shaping == 0.0:  # recipes written before shaping keep their cache key

@@ -167,6 +167,12 @@ ERROR_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ),
     ("unknown-algorithm-key", _set("algorithm", "alpah", value=1.0), "algorithm.alpah", EXTRA),
     (
+        "format-without-generated-teams",
+        _set("dataset", value={"generate": {"battles": 10, "battle_format": "gen1ou"}}),
+        "dataset.generate.battle_format",
+        "random-team formats",
+    ),
+    (
         "unknown-search-parameter",
         _set("search_space", "alpah", value={"type": "float", "low": 0.1, "high": 1.0}),
         "search_space.alpah",
