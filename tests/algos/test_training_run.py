@@ -98,3 +98,14 @@ def test_resume_refuses_what_would_change_the_run(
 def test_a_new_run_needs_an_algorithm(synthetic_dataset: OfflineDataset) -> None:
     with pytest.raises(ValueError, match="--algo is required"):
         prepare_trainer(synthetic_dataset, algo=None, algo_values={}, train_values={})
+
+
+def test_a_diverged_run_says_so_in_its_record_and_metrics(
+    synthetic_dataset: OfflineDataset, tmp_path: Path
+) -> None:
+    trainer = prepare_trainer(synthetic_dataset, algo="cql", algo_values=SMALL, train_values=FAST)
+    trainer.train_data.rewards[:] = float("nan")
+    run = run_in_folder(trainer, tmp_path / "run", data_path=synthetic_dataset.source)
+    assert run.status == "diverged" and run.reason is not None and "nan" in run.reason
+    last = json.loads(run.metrics_file.read_text().splitlines()[-1])
+    assert last["status"] == "diverged"
