@@ -21,12 +21,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from mlflow.tracking import MlflowClient
-
-from poke_tune.tuning.registry import EXPERIMENT_TAG, TRIAL_TAG
-from poke_tune.tuning.tracking import _artifact_location
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 __all__ = [
     "UiTarget",
@@ -41,6 +40,7 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 _STOP_TIMEOUT_S = 10.0
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ def ui_target(target: str | None, tracking_uri: str | None) -> UiTarget:
     """The store `poke-tune ui` shows: that of an experiment folder or a spec file (with
     its experiment and child runs), else `tracking_uri` / MLFLOW_TRACKING_URI / the local
     default."""
+    from mlflow.tracking import MlflowClient  # MLflow (and below, Ray) only when needed
+
     from poke_tune.tuning.experiment import experiment_path, spec_of
     from poke_tune.tuning.spec import load_spec, resolve_tracking_uri
 
@@ -96,6 +98,8 @@ def ui_target(target: str | None, tracking_uri: str | None) -> UiTarget:
 
 
 def _child_runs(client: MlflowClient, experiment_id: str, sweep: str) -> list[str]:
+    from poke_tune.tuning.registry import EXPERIMENT_TAG, TRIAL_TAG
+
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{EXPERIMENT_TAG}` = '{sweep}'",
@@ -122,6 +126,8 @@ def default_workers() -> int:
 
 def mlflow_ui_command(tracking_uri: str, *, host: str, port: int, workers: int = 1) -> list[str]:
     """`mlflow server` on a local store; artifacts beside a SQLite store, as logged."""
+    from poke_tune.tuning.tracking import _artifact_location
+
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
     command += ["--host", host, "--port", str(port), "--workers", str(workers)]
     location = _artifact_location(tracking_uri, "")
@@ -161,15 +167,21 @@ def serve(command: list[str]) -> int:
     """Run `command` in a new process group until it exits (its status) or until Ctrl-C,
     SIGTERM or SIGHUP (0); then stop the whole group, TERM first, KILL after 10 s."""
     process = subprocess.Popen(command, start_new_session=True)
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *_STOP_SIGNALS)}
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _raise_stop)
     try:
         return process.wait()
     except (KeyboardInterrupt, _Stop):
         return 0
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        _stop_group(process)
+        for sig in previous:  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            _stop_group(process)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:

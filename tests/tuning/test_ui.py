@@ -107,6 +107,30 @@ def test_ui_target_finds_the_latest_sweeps_children(tmp_path: Path) -> None:
     assert found.child_run_ids == children["new"]
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_serve_stops_its_whole_process_group(tmp_path: Path, stop: signal.Signals) -> None:
+    pids = tmp_path / "pids"
+    script = (
+        "import sys; from poke_tune.tuning.ui import serve; "
+        f"sys.exit(serve(['sh', '-c', 'sleep 300 & echo $$ $! > {pids}; wait']))"
+    )
+    server = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while not pids.exists() or len(pids.read_text().split()) < 2:
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.05)
+        leader, worker = (int(pid) for pid in pids.read_text().split())
+        server.send_signal(stop)
+        assert server.wait(timeout=60) == 0
+        for pid in (leader, worker):
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
 @pytest.mark.slow
 def test_sigterm_stops_the_server_and_its_workers(tmp_path: Path) -> None:
     port = free_port()
