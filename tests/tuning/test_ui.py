@@ -67,6 +67,20 @@ def test_ui_on_a_busy_port_exits_2_before_any_url(listening: int, tmp_path: Path
     assert "http://" not in result.stderr and "not free" in result.stderr
 
 
+def test_ui_prints_the_runs_table_and_the_compare_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    from poke_tune.tuning import ui as ui_module
+
+    found = ui_module.UiTarget("http://mlflow.internal:5000", "7", ["r1", "r2", "r3"])
+    monkeypatch.setattr(ui_module, "ui_target", lambda target, uri: found)
+    result = CliRunner().invoke(app, ["ui", "runs/ray/some-sweep"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "http://mlflow.internal:5000/#/experiments/7/runs",
+        "compare the 3 trials: http://mlflow.internal:5000/#/compare-runs?"
+        "runs=[%22r1%22,%22r2%22,%22r3%22]&experiments=[%227%22]",
+    ]
+
+
 def _spec_file(tmp_path: Path) -> Path:
     (tmp_path / "data.jsonl").write_text("")
     spec = {
