@@ -7,7 +7,6 @@ the machine).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +19,7 @@ from poke_tune.algos import TrainConfig
 from poke_tune.algos.training_run import BEST_METRIC, prepare_trainer, run_in_folder
 from poke_tune.cli.errors import console, stdout, user_errors
 from poke_tune.data.dataset import load_dataset
+from poke_tune.sim.runtime import usable_cpus
 from poke_tune.tuning.spec import parse_overrides
 
 __all__ = ["default_threads", "train"]
@@ -27,8 +27,7 @@ __all__ = ["default_threads", "train"]
 
 def default_threads() -> int:
     """Torch threads for training when `--threads` is not given: min(4, usable CPUs)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(4, usable or 1))
+    return max(1, min(4, usable_cpus()))
 
 
 def train(

@@ -24,6 +24,7 @@ __all__ = [
     "cache_dir",
     "find_runtime",
     "install_showdown",
+    "usable_cpus",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -45,6 +46,13 @@ def cache_dir() -> Path:
         return Path(os.environ["POKE_TUNE_CACHE"]).expanduser().resolve()
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg).expanduser().resolve() / "poke-tune"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from poke_tune.sim.runtime import usable_cpus
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
@@ -120,8 +122,7 @@ def _child_runs(client: MlflowClient, experiment_id: str, sweep: str) -> list[st
 def default_workers() -> int:
     """MLflow server workers: 1 on machines with up to 4 usable CPUs (MLflow's default 4
     takes a minute and a half to come up on a loaded 2-core machine), else 2."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 1 if (usable or 1) <= 4 else 2
+    return 1 if usable_cpus() <= 4 else 2
 
 
 def mlflow_ui_command(tracking_uri: str, *, host: str, port: int, workers: int = 1) -> list[str]:
