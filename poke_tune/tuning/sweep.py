@@ -128,6 +128,7 @@ def run_sweep(
     callbacks. An unreachable tracking store fails here, before any data or Ray start.
     """
     record = record or SweepRecord()
+    tracker = _tracker(spec)  # an unreachable store fails before anything is written
     with lock_experiment(spec):
         folder = Path(experiment_path(spec))
         if (folder / SPEC_FILE).is_file():
@@ -137,7 +138,6 @@ def run_sweep(
                 f"Continue it with `poke-tune resume {folder}`, see it with `poke-tune best "
                 f"{folder}`, or start a new sweep under another name: --set name=NEW_NAME"
             )
-        tracker = _tracker(spec)
         dataset = prepare_dataset(spec)
         write_spec(spec)
         write_record(spec, record)

@@ -32,6 +32,7 @@ from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.experiment import UNSENT_FILE, experiment_path
 from poke_tune.tuning.registry import load_registered_policy, promote, register
+from poke_tune.tuning.report import verdict
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec, load_spec
 from poke_tune.tuning.sweep import SweepOutcome, run_sweep
 from poke_tune.tuning.tracking import TrackingUnavailableError
@@ -58,6 +59,9 @@ def _spec(folder: Path, name: str, tracking_uri: str) -> SearchSpec:
             "storage_path": str(folder / "ray"),
             "num_samples": 3,
             "mlflow": {"tracking_uri": tracking_uri, "registered_model": f"{name}-policy"},
+            # Enough battles that a trained policy beats the random baseline beyond the
+            # interval, so that a champion is promoted.
+            "confirm": {"battles": 60, "rounds": 2},
         },
     )
 
@@ -133,11 +137,14 @@ def _check_sweep_in_mlflow(spec: SearchSpec, outcome: SweepOutcome, tmp_path: Pa
     assert read_checkpoint(Path(local))["step"] == read_checkpoint(best.checkpoint)["step"]
 
     name = f"{spec.name}-policy"
+    assert outcome.tracking is not None and outcome.tracking.promotion is not None
+    assert outcome.tracking.promotion.promoted, verdict(confirmation)
     champion = client.get_model_version_by_alias(name, "champion")
     assert champion.run_id == children[best.trial_id].info.run_id
     assert champion.tags["confirm.win_rate"] == f"{winner.result.win_rate:.4f}"
     assert champion.tags["confirm.seed"] == str(spec.confirm.seed)
-    assert "confirm.vs_random" in champion.tags and "promoted: beats the best baseline" in champion.description
+    assert "confirm.vs_random" in champion.tags
+    assert "promoted: beats the best baseline" in champion.description
     policy = load_registered_policy(f"models:/{name}@champion", spec.mlflow.tracking_uri)
     result = evaluate(policy, make_policy("random"), battles=4)
     assert result.battles == 4 and result.invalid_choices == 0
