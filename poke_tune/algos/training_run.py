@@ -102,8 +102,8 @@ def prepare_trainer(
     saved = parse_algo_config(state["algo_config"])
     if algo is not None and algo != saved.algo:
         raise ValueError(
-            f"--algo {algo}: checkpoint {resume} is a {saved.algo} run; a resumed run keeps "
-            f"its algorithm (drop --algo, or train {algo} from scratch)"
+            f"--algo {algo}: checkpoint {resume} was trained with {saved.algo}; a resumed "
+            f"run keeps its algorithm (drop --algo, or train {algo} from scratch)"
         )
     wanted = parse_algo_config(_merged(saved.model_dump(mode="json"), algo_values))
     changed = _changes(saved.model_dump(mode="json"), wanted.model_dump(mode="json"))

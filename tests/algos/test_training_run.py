@@ -74,7 +74,7 @@ def test_resume_with_the_same_algorithm_and_values_is_accepted(
 @pytest.mark.parametrize(
     ("options", "text"),
     [
-        ({"algo": "iql"}, "--algo iql: checkpoint .* is a cql run"),
+        ({"algo": "iql"}, "--algo iql: checkpoint .* was trained with cql"),
         ({"algo_values": {"alpha": 4.0}}, r"--set alpha=4.0 \(was 1.0\)"),
         (
             {"algo_values": {"network": {"hidden_sizes": [32]}}},
