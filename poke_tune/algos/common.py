@@ -1,5 +1,5 @@
 """Pieces every algorithm shares: the batch type, the Algorithm protocol, target-network
-Polyak averaging, learning-rate schedules and seeding."""
+Polyak averaging, learning-rate schedules, n-step returns and seeding."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from torch import nn
 __all__ = [
     "Algorithm",
     "Batch",
+    "bootstrap_weights",
+    "n_step_targets",
     "set_seed",
     "soft_update",
     "warmup_cosine_schedule",
@@ -32,6 +34,51 @@ class Batch:
     terminals: torch.Tensor  # float32 [B]; 1 only at a real end (a cut-off still bootstraps)
     masks: torch.Tensor  # bool [B, A]
     next_masks: torch.Tensor  # bool [B, A]; all False after a terminal
+    bootstrap: torch.Tensor | None = None
+    """float32 [B]: weight of the next state's value in the TD target, gamma^n * (1 -
+    terminal) for an n-step batch (`rewards` then hold the discounted n-step sums and
+    `next_observations` the state n steps on); None means gamma * (1 - terminals)."""
+
+
+def bootstrap_weights(batch: Batch, gamma: float) -> torch.Tensor:
+    """The factor of V(s') or Q(s', .) in the TD target of each transition of `batch`."""
+    if batch.bootstrap is not None:
+        return batch.bootstrap
+    return gamma * (1.0 - batch.terminals)
+
+
+def n_step_targets(
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    trajectory_ids: np.ndarray,
+    *,
+    n_step: int,
+    gamma: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Discounted n-step reward sums, steps taken and bootstrap weights per transition.
+
+    For transition t of a trajectory with T steps, m = min(n_step, T - t) and
+        R_t = sum_{k < m} gamma^k r_{t+k},   weight_t = gamma^m * (1 - terminal_{t+m-1}),
+    so the TD target is R_t + weight_t * V(s_{t+m}): cut at a trajectory's end, and a
+    cut-off (truncated) trajectory still bootstraps from its final observation. Arrays
+    are in the dataset's transition order (trajectories contiguous).
+    """
+    if n_step < 1:
+        raise ValueError(f"n_step must be >= 1, got {n_step}")
+    count = len(rewards)
+    ids = np.asarray(trajectory_ids)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    lengths = np.diff(np.r_[starts, count])
+    position = np.arange(count) - np.repeat(starts, lengths)
+    steps = np.minimum(n_step, np.repeat(lengths, lengths) - position)
+    rewards64 = np.asarray(rewards, dtype=np.float64)
+    sums = np.zeros(count, dtype=np.float64)
+    for k in range(min(n_step, int(lengths.max()))):
+        live = k < steps
+        sums[live] += gamma**k * rewards64[np.flatnonzero(live) + k]
+    last = np.arange(count) + steps - 1
+    weights = gamma**steps * (1.0 - np.asarray(terminals, dtype=np.float64)[last])
+    return sums.astype(np.float32), steps.astype(np.int64), weights.astype(np.float32)
 
 
 class Algorithm(Protocol):

@@ -53,6 +53,9 @@ class CQLConfig(BaseModel):
     """Learning rate of log(alpha) when `lagrange`."""
     gamma: float = Field(default=0.99, gt=0, le=1)
     """Discount factor."""
+    n_step: int = Field(default=1, ge=1, le=1000)
+    """Return horizon of the TD target: sum_{k<n} gamma^k r_{t+k} + gamma^n V(s_{t+n}), cut
+    at the trajectory's end (1 = one-step TD; at least the battle length = Monte Carlo)."""
     tau: float = Field(default=0.005, gt=0, le=1)
     """Polyak rate of the target Q networks."""
     learning_rate: float = Field(default=3e-4, gt=0)
@@ -77,15 +80,18 @@ def double_dqn_targets(
     rewards: torch.Tensor,
     terminals: torch.Tensor,
     gamma: float,
+    bootstrap: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """r + gamma * (1 - terminal) * Q_target(s', argmax_{legal a} Q_online(s', a)).
 
     Both Q inputs are [B, A]. After a terminal s' has no legal action; the argmax then
-    picks index 0 of a finite target and (1 - terminal) zeroes it.
+    picks index 0 of a finite target and (1 - terminal) zeroes it. An n-step batch passes
+    `bootstrap` = gamma^n * (1 - terminal) in place of gamma * (1 - terminal).
     """
     best = masked_argmax(next_q_online, next_masks)
     next_value = next_q_target.gather(1, best[:, None]).squeeze(1)
-    return rewards + gamma * (1.0 - terminals) * next_value
+    weights = gamma * (1.0 - terminals) if bootstrap is None else bootstrap
+    return rewards + weights * next_value
 
 
 class CQL:
@@ -124,6 +130,7 @@ class CQL:
                 batch.rewards,
                 batch.terminals,
                 self.config.gamma,
+                batch.bootstrap,
             )
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -25,7 +25,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from poke_tune.algos.common import Batch, soft_update, warmup_cosine_schedule
+from poke_tune.algos.common import (
+    Batch,
+    bootstrap_weights,
+    soft_update,
+    warmup_cosine_schedule,
+)
 from poke_tune.algos.networks import (
     NetworkConfig,
     PolicyNetwork,
@@ -52,6 +57,9 @@ class IQLConfig(BaseModel):
     """Clip of the AWR weights."""
     gamma: float = Field(default=0.99, gt=0, le=1)
     """Discount factor."""
+    n_step: int = Field(default=1, ge=1, le=1000)
+    """Return horizon of the TD target: sum_{k<n} gamma^k r_{t+k} + gamma^n V(s_{t+n}), cut
+    at the trajectory's end (1 = one-step TD; at least the battle length = Monte Carlo)."""
     tau: float = Field(default=0.005, gt=0, le=1)
     """Polyak rate of the target critics."""
     actor_lr: float = Field(default=3e-4, gt=0)
@@ -152,7 +160,7 @@ class IQL:
     def _q_targets(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
             next_v: torch.Tensor = self.v(batch.next_observations)
-            return batch.rewards + self.config.gamma * (1.0 - batch.terminals) * next_v
+            return batch.rewards + bootstrap_weights(batch, self.config.gamma) * next_v
 
     def _update_q(self, batch: Batch) -> dict[str, torch.Tensor]:
         targets = self._q_targets(batch)

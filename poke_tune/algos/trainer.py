@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from poke_tune.algos.bc import BC, BCConfig
-from poke_tune.algos.common import Algorithm, Batch, set_seed
+from poke_tune.algos.common import Algorithm, Batch, n_step_targets, set_seed
 from poke_tune.algos.cql import CQL, CQLConfig
 from poke_tune.algos.fqe import FQE
 from poke_tune.algos.iql import IQL, IQLConfig
@@ -115,9 +115,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 class TransitionTensors:
-    """A subset of the dataset's transitions as device tensors, sampled by index."""
+    """A subset of the dataset's transitions as device tensors, sampled by index.
 
-    def __init__(self, dataset: OfflineDataset, indices: np.ndarray, device: torch.device):
+    With `n_step > 1` batches carry n-step targets (see `common.n_step_targets`): the
+    discounted reward sum, the state n steps on and its bootstrap weight; `one_step=True`
+    asks for the plain transitions (FQE evaluates the learned policy from s' on).
+    """
+
+    def __init__(
+        self,
+        dataset: OfflineDataset,
+        indices: np.ndarray,
+        device: torch.device,
+        *,
+        n_step: int = 1,
+        gamma: float = 0.99,
+    ):
         def tensor(array: np.ndarray) -> torch.Tensor:
             # np.array copies: the cache is a read-only memory map.
             return torch.from_numpy(np.array(array)).to(device)
@@ -128,6 +141,18 @@ class TransitionTensors:
         self.actions = tensor(dataset.actions[indices])
         self.rewards = tensor(dataset.rewards[indices])
         self.terminals = tensor(dataset.terminals[indices])
+        self.n_step = n_step
+        if n_step > 1:
+            sums, steps, weights = n_step_targets(
+                dataset.rewards,
+                dataset.terminals,
+                dataset.trajectory_ids,
+                n_step=n_step,
+                gamma=gamma,
+            )
+            self.n_rewards = tensor(sums[indices])
+            self.n_next_rows = tensor(dataset.rows[indices] + steps[indices])
+            self.n_bootstrap = tensor(weights[indices])
         # First transition of each trajectory in this subset: the initial states.
         _, first = np.unique(dataset.trajectory_ids[indices], return_index=True)
         self.initial_rows = self.rows[tensor(first)]
@@ -135,8 +160,20 @@ class TransitionTensors:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batch(self, index: torch.Tensor) -> Batch:
+    def batch(self, index: torch.Tensor, *, one_step: bool = False) -> Batch:
         rows = self.rows[index]
+        if self.n_step > 1 and not one_step:
+            next_rows = self.n_next_rows[index]
+            return Batch(
+                observations=self.observations[rows],
+                actions=self.actions[index],
+                rewards=self.n_rewards[index],
+                next_observations=self.observations[next_rows],
+                terminals=self.terminals[index],
+                masks=self.masks[rows],
+                next_masks=self.masks[next_rows],
+                bootstrap=self.n_bootstrap[index],
+            )
         return Batch(
             observations=self.observations[rows],
             actions=self.actions[index],
@@ -147,11 +184,13 @@ class TransitionTensors:
             next_masks=self.masks[rows + 1],
         )
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def sample(
+        self, batch_size: int, generator: torch.Generator, *, one_step: bool = False
+    ) -> Batch:
         index = torch.randint(
             len(self.rows), (batch_size,), generator=generator, device=generator.device
         )
-        return self.batch(index)
+        return self.batch(index, one_step=one_step)
 
 
 class Trainer:
@@ -175,9 +214,15 @@ class Trainer:
         self.device = resolve_device(train_config.device)
         set_seed(train_config.seed)
         train_index, val_index = dataset.split(train_config.val_fraction, train_config.seed)
-        self.train_data = TransitionTensors(dataset, train_index, self.device)
+        n_step: int = getattr(algo_config, "n_step", 1)
+        gamma: float = getattr(algo_config, "gamma", 0.99)
+        self.train_data = TransitionTensors(
+            dataset, train_index, self.device, n_step=n_step, gamma=gamma
+        )
         self.val_data = (
-            TransitionTensors(dataset, val_index, self.device) if len(val_index) else None
+            TransitionTensors(dataset, val_index, self.device, n_step=n_step, gamma=gamma)
+            if len(val_index)
+            else None
         )
         self.algorithm = build_algorithm(
             algo_config,
@@ -257,7 +302,9 @@ class Trainer:
                 metrics["offline/td_error"] = float(td_error)
         if self.config.fqe_steps:
             for _ in range(self.config.fqe_steps):
-                fqe_batch = self.train_data.sample(self.config.batch_size, self.fqe_generator)
+                fqe_batch = self.train_data.sample(
+                    self.config.batch_size, self.fqe_generator, one_step=True
+                )
                 self.fqe.update(fqe_batch, self._policy_scores)
             rows = data.initial_rows
             metrics["offline/fqe_value"] = self.fqe.value(

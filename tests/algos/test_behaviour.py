@@ -38,7 +38,7 @@ def _fit(algorithm: BC | IQL | CQL, data: Batch, steps: int) -> None:
     generator = torch.Generator().manual_seed(1)
     for _ in range(steps):
         index = torch.randint(len(data.actions), (128,), generator=generator)
-        algorithm.update(Batch(**{k: v[index] for k, v in vars(data).items()}))
+        algorithm.update(Batch(**{k: v[index] for k, v in vars(data).items() if v is not None}))
 
 
 def _greedy(algorithm: BC | IQL | CQL) -> list[int]:

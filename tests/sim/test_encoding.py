@@ -29,9 +29,9 @@ class Recorder:
 
 
 def test_version_and_size(encoder: ObservationEncoder, dex: Dex) -> None:
-    assert encoder.version == ENCODER_VERSION == "obs-v1"
+    assert encoder.version == ENCODER_VERSION == "obs-v2"
     assert len(dex.types) == 18
-    assert encoder.size == sum(size for _, size in encoder.blocks) == 546
+    assert encoder.size == sum(size for _, size in encoder.blocks) == 599
 
 
 def test_real_observations_are_bounded_and_match_the_mask_slots(
