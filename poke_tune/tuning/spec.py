@@ -478,7 +478,7 @@ def parse_overrides(pairs: list[str], **options: Any) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set expectile=0.9")
-        set_dotted(result, key, yaml.safe_load(raw))
+        set_dotted(result, key, yaml.load(raw, Loader=_SpecLoader))  # 1e-4 is a number
     for key, value in options.items():
         if value is not None:
             set_dotted(result, key.replace("__", "."), value)

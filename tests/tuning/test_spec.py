@@ -423,3 +423,12 @@ def test_exponent_notation_reads_as_a_number(write_spec: WriteSpec) -> None:
     temperature = load_spec(path).search_space["temperature"]
     assert isinstance(temperature, FloatParam)
     assert (temperature.low, temperature.high) == (0.1, 10.0)
+
+
+def test_overrides_read_exponents_as_numbers() -> None:
+    from poke_tune.tuning.spec import parse_overrides
+
+    assert parse_overrides(["learning_rate=1e-4", "network.hidden_sizes=[64]"]) == {
+        "learning_rate": 1e-4,
+        "network": {"hidden_sizes": [64]},
+    }
