@@ -75,6 +75,7 @@ __all__ = [
     "MLflowTracking",
     "Outbox",
     "TrackingUnavailableError",
+    "artifact_location",
     "check_reachable",
     "experiment_id",
 ]
@@ -138,7 +139,7 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
-def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
     """Artifacts of a local SQLite store live beside it (MLflow's default is ./mlruns)."""
     if tracking_uri.startswith("sqlite:///"):
         folder = Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
@@ -154,7 +155,7 @@ def experiment_id(client: MlflowClient, spec: SearchSpec) -> str:
     if found is not None:
         return str(found.experiment_id)
     return client.create_experiment(
-        name, artifact_location=_artifact_location(spec.mlflow.tracking_uri, name)
+        name, artifact_location=artifact_location(spec.mlflow.tracking_uri, name)
     )
 
 

@@ -127,11 +127,11 @@ def default_workers() -> int:
 
 def mlflow_ui_command(tracking_uri: str, *, host: str, port: int, workers: int = 1) -> list[str]:
     """`mlflow server` on a local store; artifacts beside a SQLite store, as logged."""
-    from poke_tune.tuning.tracking import _artifact_location
+    from poke_tune.tuning.tracking import artifact_location
 
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
     command += ["--host", host, "--port", str(port), "--workers", str(workers)]
-    location = _artifact_location(tracking_uri, "")
+    location = artifact_location(tracking_uri, "")
     if location is not None:
         command += ["--default-artifact-root", location]
     return command
