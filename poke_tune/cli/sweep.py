@@ -123,6 +123,15 @@ def _finish(outcome: SweepOutcome) -> None:
         raise typer.Exit(1)
 
 
+def _one_torch_thread() -> None:
+    # The driver's own torch work is the confirmation: policies score one observation at a
+    # time, where intra-op threads only contend with the simulator (trials are processes
+    # of their own, which Ray gives one thread per CPU they hold).
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _load_spec(spec: Path, overrides: list[str] | None, **options: Any) -> SearchSpec:
     from poke_tune.tuning.spec import load_spec
 
@@ -161,6 +170,7 @@ def run(
     from poke_tune.tuning.experiment import SweepRecord
     from poke_tune.tuning.sweep import run_sweep
 
+    _one_torch_thread()
     with user_errors():
         loaded = _load_spec(
             spec,
@@ -209,6 +219,7 @@ def resume(
     from poke_tune.tuning.experiment import spec_of
     from poke_tune.tuning.sweep import resume_sweep
 
+    _one_torch_thread()
     with user_errors():
         spec = spec_of(experiment.resolve())
         with _confirmation_progress(spec) as advance:
@@ -226,6 +237,7 @@ def confirm(
     from poke_tune.tuning.experiment import spec_of
     from poke_tune.tuning.sweep import confirm_sweep
 
+    _one_torch_thread()
     with user_errors():
         spec = spec_of(experiment.resolve())
         settings = spec.confirm.model_copy(
