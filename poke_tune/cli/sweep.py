@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from poke_tune.cli.errors import console, stdout, user_errors
@@ -28,6 +29,14 @@ __all__ = ["best", "confirm", "resume", "run", "track", "validate"]
 
 INTERRUPTED_EXIT = 130
 """What a shell reports for a command stopped by Ctrl-C (128 + SIGINT)."""
+TABLE_WIDTH = 132
+"""Tables are printed at least this wide, also into a pipe or a log (rich would use 80)."""
+
+
+def _print_table(table: Table) -> None:
+    # rich caps a print at the console's width, 80 when stdout is a pipe or a log file.
+    wide = Console(file=stdout.file, width=max(stdout.width, TABLE_WIDTH), soft_wrap=True)
+    wide.print(table)
 
 
 def _cell(value: Any) -> str:
@@ -44,7 +53,7 @@ def _print_trials(outcome: SweepOutcome) -> None:
         params = [_cell(row.params.get(n, "")) for n in names]
         score = "" if row.score is None else f"{row.score:.4g}"
         table.add_row(row.trial_id, *params, score, row.status, str(row.evaluations))
-    stdout.print(table)
+    _print_table(table)
 
 
 def _print_confirmation(outcome: SweepOutcome) -> None:
@@ -69,7 +78,7 @@ def _print_confirmation(outcome: SweepOutcome) -> None:
         table.add_column(column)
     for row in confirmation_rows(confirmation):
         table.add_row(*row.cells(), style="bold" if "champion" in row.note.split(", ") else None)
-    stdout.print(table)
+    _print_table(table)
     stdout.print(verdict(confirmation))
     stdout.print(race_savings(confirmation))
     winner = confirmation.winner

@@ -55,8 +55,8 @@ class ReportRow:
         return [
             "policy",
             "role",
-            "selection score",
-            "confirmation win rate [95% CI]",
+            "selection",
+            "win rate [95% CI]",
             "battles",
             "vs best baseline [paired 95% CI]",
             "optimism",
