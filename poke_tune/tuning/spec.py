@@ -30,6 +30,7 @@ from pydantic import (
 from poke_tune.algos import TrainConfig, parse_algo_config
 from poke_tune.eval.winrate import CONFIRM_SEED, EVAL_SEED
 from poke_tune.sim.battles import check_battle_format
+from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.policies import make_policy
 
 __all__ = [
@@ -140,13 +141,10 @@ class GenerateRecipe(_Strict):
         return battle_format
 
     def key(self) -> str:
-        if self.hp_shaping == 0.0:  # recipes written before shaping keep their cache key
-            return _key(self.model_dump(exclude={"hp_shaping"}))
-        return _key(self.model_dump())
-
-
-def _key(values: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+        """The generated file's cache key: the recipe and the encoder that records it (a
+        file written by another encoder version is another dataset)."""
+        values = {**self.model_dump(), "encoder_version": ENCODER_VERSION}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class DatasetSpec(_Strict):

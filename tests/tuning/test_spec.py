@@ -432,3 +432,17 @@ def test_overrides_read_exponents_as_numbers() -> None:
         "learning_rate": 1e-4,
         "network": {"hidden_sizes": [64]},
     }
+
+
+def test_generated_datasets_are_keyed_by_recipe_and_encoder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from poke_tune.tuning import spec as spec_module
+    from poke_tune.tuning.spec import GenerateRecipe
+
+    recipe = GenerateRecipe(battles=10)
+    key = recipe.key()
+    assert key == GenerateRecipe(battles=10).key()
+    assert key != GenerateRecipe(battles=10, hp_shaping=1.0).key()
+    monkeypatch.setattr(spec_module, "ENCODER_VERSION", "obs-v0")
+    assert recipe.key() != key  # a file another encoder wrote is another dataset
