@@ -45,7 +45,7 @@ TRIAL_TAG = "poke_tune.trial_id"
 CHECKPOINT_TAG = "poke_tune.checkpoint"
 
 
-class ModelNotFoundError(LookupError):
+class ModelNotFoundError(ValueError):
     """A `models:/` URI that names no registered model version."""
 
 

@@ -66,3 +66,14 @@ def test_data_info_of_a_directory(tmp_path: Path) -> None:
 def test_a_format_without_generated_teams(command: list[str]) -> None:
     code, stderr = invoke(*command, "--battles", "2", "--format", "gen1ou")
     _assert_refused(code, stderr, "'gen1ou'", "random-team formats")
+
+
+@pytest.mark.slow  # imports MLflow and creates a store
+def test_eval_of_a_model_the_registry_does_not_have(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, stderr = invoke(
+        "eval", "models:/does-not-exist@champion", "--battles", "2", "--tracking-uri", uri
+    )
+    assert code == 2 and "Traceback" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]  # after MLflow's own lines creating the store
+    assert last.startswith("error: models:/does-not-exist@champion: no such registered model")
