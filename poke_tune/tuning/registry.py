@@ -13,6 +13,9 @@ and its numbers are written on the model version (tags and description).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -49,21 +52,42 @@ class ModelNotFoundError(ValueError):
     """A `models:/` URI that names no registered model version."""
 
 
+@contextmanager
+def _fluent_uri(uri: str | None) -> Iterator[None]:
+    """MLflow's fluent API (`log_model`, `load_model`) reads one process-wide URI, and
+    `set_tracking_uri` also exports MLFLOW_TRACKING_URI to every later child process: set
+    it for this call only, then put back what was there."""
+    if not uri:
+        yield
+        return
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
+
+
 def registered_name(spec: SearchSpec) -> str:
     return spec.mlflow.registered_model or f"poke-tune-{spec.name}"
 
 
 def load_registered_policy(model_uri: str, tracking_uri: str | None = None) -> LearnedPolicy:
     """The policy of a registered model, e.g. `models:/poke-tune-cql-alpha@champion`."""
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        with _fluent_uri(tracking_uri):
+            model = mlflow.pyfunc.load_model(model_uri)
     except MlflowException as error:
         first = (str(error).strip().splitlines() or ["not found"])[0]
         raise ModelNotFoundError(
             f"{model_uri}: no such registered model version in "
-            f"{redact(mlflow.get_tracking_uri())} ({first[:200]}); registered models are "
+            f"{redact(tracking_uri or mlflow.get_tracking_uri())} ({first[:200]}); "
+            "registered models are "
             "listed in the MLflow UI (poke-tune ui)"
         ) from None
     policy: LearnedPolicy = model.unwrap_python_model().policy
@@ -95,14 +119,12 @@ def register(
             row.checkpoint
         ):
             return str(found.version)
-    assert spec.mlflow.tracking_uri is not None
-    mlflow.set_tracking_uri(spec.mlflow.tracking_uri)
     state = read_checkpoint(row.checkpoint)
     example = {
         "observation": np.zeros((1, state["observation_size"]), np.float32),
         "action_mask": np.ones((1, state["num_actions"]), bool),
     }
-    with mlflow.start_run(run_id=run_id):
+    with _fluent_uri(spec.mlflow.tracking_uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="policy",
             # Models from code: MLflow imports this file instead of unpickling an object.

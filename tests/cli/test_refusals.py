@@ -4,6 +4,7 @@ click's bare `Aborted.` (in process, no battles: fast)."""
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -71,9 +72,12 @@ def test_a_format_without_generated_teams(command: list[str]) -> None:
 @pytest.mark.slow  # imports MLflow and creates a store
 def test_eval_of_a_model_the_registry_does_not_have(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     code, stderr = invoke(
         "eval", "models:/does-not-exist@champion", "--battles", "2", "--tracking-uri", uri
     )
     assert code == 2 and "Traceback" not in stderr, stderr
     last = stderr.strip().splitlines()[-1]  # after MLflow's own lines creating the store
     assert last.startswith("error: models:/does-not-exist@champion: no such registered model")
+    # MLflow's fluent API exports its URI to child processes; it must not outlive the call.
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before
