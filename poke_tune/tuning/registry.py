@@ -23,6 +23,7 @@ import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from poke_tune.algos import LearnedPolicy, read_checkpoint
 from poke_tune.eval.paired import PairedDifference
@@ -37,6 +38,7 @@ __all__ = [
     "ModelNotFoundError",
     "Promotion",
     "current_champion",
+    "fluent_tracking_uri",
     "load_registered_policy",
     "promote",
     "register",
@@ -53,20 +55,20 @@ class ModelNotFoundError(ValueError):
 
 
 @contextmanager
-def _fluent_uri(uri: str | None) -> Iterator[None]:
+def fluent_tracking_uri(uri: str | None) -> Iterator[None]:
     """MLflow's fluent API (`log_model`, `load_model`) reads one process-wide URI, and
     `set_tracking_uri` also exports MLFLOW_TRACKING_URI to every later child process: set
-    it for this call only, then put back what was there."""
+    it for this call only, then put back exactly what was there (unset stays unset, so a
+    later MLFLOW_TRACKING_URI still counts)."""
     if not uri:
         yield
         return
     exported = os.environ.get("MLFLOW_TRACKING_URI")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
     try:
-        yield
+        # MLflow's own helper: public set_tracking_uri cannot restore an unset URI.
+        with _use_tracking_uri(uri):
+            yield
     finally:
-        mlflow.set_tracking_uri(previous)
         if exported is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
@@ -80,7 +82,7 @@ def registered_name(spec: SearchSpec) -> str:
 def load_registered_policy(model_uri: str, tracking_uri: str | None = None) -> LearnedPolicy:
     """The policy of a registered model, e.g. `models:/poke-tune-cql-alpha@champion`."""
     try:
-        with _fluent_uri(tracking_uri):
+        with fluent_tracking_uri(tracking_uri):
             model = mlflow.pyfunc.load_model(model_uri)
     except MlflowException as error:
         first = (str(error).strip().splitlines() or ["not found"])[0]
@@ -124,7 +126,7 @@ def register(
         "observation": np.zeros((1, state["observation_size"]), np.float32),
         "action_mask": np.ones((1, state["num_actions"]), bool),
     }
-    with _fluent_uri(spec.mlflow.tracking_uri), mlflow.start_run(run_id=run_id):
+    with fluent_tracking_uri(spec.mlflow.tracking_uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="policy",
             # Models from code: MLflow imports this file instead of unpickling an object.

@@ -70,7 +70,11 @@ def test_a_format_without_generated_teams(command: list[str]) -> None:
 
 
 @pytest.mark.slow  # imports MLflow and creates a store
-def test_eval_of_a_model_the_registry_does_not_have(tmp_path: Path) -> None:
+def test_eval_of_a_model_the_registry_does_not_have(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     before = os.environ.get("MLFLOW_TRACKING_URI")
     code, stderr = invoke(
@@ -81,3 +85,6 @@ def test_eval_of_a_model_the_registry_does_not_have(tmp_path: Path) -> None:
     assert last.startswith("error: models:/does-not-exist@champion: no such registered model")
     # MLflow's fluent API exports its URI to child processes; it must not outlive the call.
     assert os.environ.get("MLFLOW_TRACKING_URI") == before
+    # Nor is the process pinned to some URI: a later MLFLOW_TRACKING_URI still counts.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///later.db")
+    assert mlflow.get_tracking_uri() == "sqlite:///later.db"

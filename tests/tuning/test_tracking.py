@@ -31,7 +31,12 @@ from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.experiment import UNSENT_FILE, experiment_path
-from poke_tune.tuning.registry import load_registered_policy, promote, register
+from poke_tune.tuning.registry import (
+    fluent_tracking_uri,
+    load_registered_policy,
+    promote,
+    register,
+)
 from poke_tune.tuning.report import verdict
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec, load_spec
 from poke_tune.tuning.sweep import SweepOutcome, run_sweep
@@ -148,7 +153,8 @@ def _check_sweep_in_mlflow(spec: SearchSpec, outcome: SweepOutcome, tmp_path: Pa
     policy = load_registered_policy(f"models:/{name}@champion", spec.mlflow.tracking_uri)
     result = evaluate(policy, make_policy("random"), battles=4)
     assert result.battles == 4 and result.invalid_choices == 0
-    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    with fluent_tracking_uri(spec.mlflow.tracking_uri):
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     mask = np.zeros((2, 14), bool)
     mask[:, 5] = True  # only one legal action: the model must pick it
     size = read_checkpoint(best.checkpoint)["observation_size"]
@@ -242,7 +248,6 @@ def test_a_server_outage_mid_sweep_loses_nothing(
         assert "stopped" in outage and "restarted" in outage
         assert any("MLflow unreachable" in r.getMessage() for r in caplog.records)
         assert not (Path(spec.storage_path) / spec.name / UNSENT_FILE).exists()
-        mlflow.set_tracking_uri(server.url)
         _check_sweep_in_mlflow(spec, outcome, tmp_path)
         _check_no_password(spec, server.url, caplog)
     finally:
