@@ -57,7 +57,14 @@ def _print_trials(outcome: SweepOutcome) -> None:
 
 
 def _print_confirmation(outcome: SweepOutcome) -> None:
-    from poke_tune.tuning.report import ReportRow, confirmation_rows, race_savings, verdict
+    from poke_tune.tuning.report import (
+        ReportRow,
+        budget_curve,
+        budget_summary,
+        confirmation_rows,
+        race_savings,
+        verdict,
+    )
 
     confirmation = outcome.confirmation
     if confirmation is None:
@@ -81,6 +88,7 @@ def _print_confirmation(outcome: SweepOutcome) -> None:
     _print_table(table)
     stdout.print(verdict(confirmation))
     stdout.print(race_savings(confirmation))
+    stdout.print(budget_summary(budget_curve(confirmation, outcome.rows, outcome.spec)))
     winner = confirmation.winner
     if winner is not None and winner.checkpoint:
         stdout.print(

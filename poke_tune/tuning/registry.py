@@ -31,6 +31,7 @@ from poke_tune.tuning.confirm import Confirmation
 from poke_tune.tuning.experiment import TrialRow, redact
 from poke_tune.tuning.report import verdict
 from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.store import EXPERIMENT_TAG, TRIAL_TAG
 from poke_tune.tuning.tracker import CHAMPION, Promotion
 
 __all__ = [
@@ -45,8 +46,6 @@ __all__ = [
     "registered_name",
 ]
 
-EXPERIMENT_TAG = "poke_tune.experiment"
-TRIAL_TAG = "poke_tune.trial_id"
 CHECKPOINT_TAG = "poke_tune.checkpoint"
 
 

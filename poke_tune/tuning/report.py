@@ -4,7 +4,7 @@ Every win rate shown here was measured on the confirmation battles, with its 95%
 interval; differences to the best baseline are paired (same battles) with their 95%
 interval; optimism is the selection score minus the confirmation win rate. The CLI
 renders `confirmation_rows` with rich; MLflow gets the same rows as Markdown and CSV, the
-win-rate chart and Optuna's plots.
+win-rate chart, the expected-best-vs-budget chart and Optuna's plots.
 """
 
 from __future__ import annotations
@@ -20,13 +20,17 @@ from typing import Any
 import matplotlib
 import optuna
 
-from poke_tune.tuning.confirm import Confirmation
+from poke_tune.tuning.confirm import Confirmation, shortlist
 from poke_tune.tuning.experiment import SCORED, TrialRow
 from poke_tune.tuning.spec import CategoricalParam, FloatParam, SearchSpec
 
 __all__ = [
+    "BudgetPoint",
     "ReportRow",
+    "budget_curve",
+    "budget_summary",
     "confirmation_rows",
+    "plot_budget_curve",
     "plot_confirmation",
     "verdict",
     "write_confirmation_table",
@@ -146,8 +150,10 @@ def race_savings(confirmation: Confirmation) -> str:
     )
 
 
-def write_confirmation_table(confirmation: Confirmation, folder: Path) -> list[Path]:
-    """`confirmation.md` (table, verdict) and `confirmation.csv` in `folder`."""
+def write_confirmation_table(
+    confirmation: Confirmation, budget: Sequence[BudgetPoint], folder: Path
+) -> list[Path]:
+    """`confirmation.md` (table, verdict, budget curve) and `confirmation.csv` in `folder`."""
     rows = confirmation_rows(confirmation)
     markdown = folder / "confirmation.md"
     lines = [
@@ -161,6 +167,16 @@ def write_confirmation_table(confirmation: Confirmation, folder: Path) -> list[P
         verdict(confirmation),
         "",
         race_savings(confirmation),
+        "",
+        "## Expected performance vs number of trials",
+        "",
+        "| trials | expected best selection | expected confirmation of the pick |",
+        "|---|---|---|",
+        *(
+            f"| {p.trials} | {p.selection:.3f} | "
+            f"[{p.confirmation_low:.3f}, {p.confirmation_high:.3f}] |"
+            for p in budget
+        ),
         "",
     ]
     markdown.write_text("\n".join(lines))
@@ -207,6 +223,89 @@ def plot_confirmation(confirmation: Confirmation, path: Path) -> None:
     )
     axis.set_xlim(0, 1)
     axis.invert_yaxis()
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+
+@dataclass(frozen=True)
+class BudgetPoint:
+    """What a sweep of `trials` trials, drawn from this one's, is expected to hand back."""
+
+    trials: int
+    selection: float
+    """Expected best selection score (optimistic: it is the score selection maximised)."""
+    confirmation_low: float
+    confirmation_high: float
+    """Bounds on the expected confirmation win rate of the trial selection picks: the
+    unconfirmed trials' unknown win rates count as 0 and as 1."""
+
+
+def budget_curve(
+    confirmation: Confirmation, rows: Sequence[TrialRow], spec: SearchSpec
+) -> list[BudgetPoint]:
+    """Expected performance against the number of trials (Dodge et al. 2019, "Show your
+    work"; for offline RL, Kurenkov & Kolesnikov 2022): `n` trials are drawn with
+    replacement from this sweep's, selection picks the best of them, and the pick is worth
+    its confirmation win rate. A curve still rising at the sweep's size says more trials
+    would pay; a flat one says they would not."""
+    ranked = shortlist(rows, spec, len(rows))  # best selection score first
+    confirmed = {
+        s.trial_id: s.result.win_rate for s in confirmation.standings if s.role == "candidate"
+    }
+    size = len(ranked)
+    points = []
+    for n in range(1, size + 1):
+        selection = low = high = 0.0
+        for rank, row in enumerate(ranked):
+            # P(the best of n draws has this rank) = P(all below rank-1) - P(all below rank).
+            chance = ((size - rank) / size) ** n - ((size - rank - 1) / size) ** n
+            selection += chance * (row.score or 0.0)
+            if row.trial_id in confirmed:
+                low += chance * confirmed[row.trial_id]
+                high += chance * confirmed[row.trial_id]
+            else:
+                high += chance
+        points.append(BudgetPoint(n, selection, low, high))
+    return points
+
+
+def budget_summary(points: Sequence[BudgetPoint]) -> str:
+    """One line: the expected confirmation of the pick at a quarter, half and all trials."""
+    sizes = sorted({max(1, len(points) // 4), max(1, len(points) // 2), len(points)})
+    parts = [
+        f"{n} trials [{points[n - 1].confirmation_low:.3f}, {points[n - 1].confirmation_high:.3f}]"
+        for n in sizes
+        if points
+    ]
+    return "expected confirmation win rate of the pick of: " + ", ".join(parts or ["no trials"])
+
+
+def plot_budget_curve(
+    points: Sequence[BudgetPoint], confirmation: Confirmation, path: Path
+) -> None:
+    """Expected best selection score and the pick's confirmation win rate vs trials."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = [p.trials for p in points]
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(trials, [p.selection for p in points], "o-", color="tab:grey", label="selection")
+    axis.fill_between(
+        trials,
+        [p.confirmation_low for p in points],
+        [p.confirmation_high for p in points],
+        color="tab:blue",
+        alpha=0.3,
+        label="confirmation (bounds: unconfirmed trials as 0 and 1)",
+    )
+    best = confirmation.standing(confirmation.best_baseline)
+    if best is not None:
+        axis.axhline(best.result.win_rate, color="grey", linestyle="--", linewidth=1)
+        axis.annotate(f"best baseline {best.name}", (trials[0], best.result.win_rate))
+    axis.set_xlabel("trials in the sweep")
+    axis.set_ylabel(f"expected win rate vs {confirmation.opponent}")
+    axis.set_ylim(0, 1)
+    axis.legend(loc="lower right")
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
 

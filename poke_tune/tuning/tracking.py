@@ -3,29 +3,25 @@ child run per trial, the confirmation's numbers and report, the winner's checkpo
 its registered model (`registry.py`).
 
 Everything is written from the Tune driver (a `tune.Callback`), never from trials: trials
-need no tracking access, and results arrive in order. Writes go through an `Outbox`: they
-are sent in order, many metric values per `log_batch` call, and a write that fails while
-the tracking server is unreachable stays queued and is retried later, so an outage loses
-nothing. Whatever is still unsent when the sweep ends (after `mlflow.retry_timeout_s`) is
-saved to `mlflow_unsent.json` in the experiment folder; `poke-tune track EXPERIMENT`
-sends it and finishes the sweep's logging once the server is back.
+need no tracking access, and results arrive in order. Writes go through the `Outbox` of
+`store.py`: they are sent in order, many metric values per `log_batch` call, and a write
+that fails while the tracking server is unreachable stays queued and is retried later, so
+an outage loses nothing. Whatever is still unsent when the sweep ends (after
+`mlflow.retry_timeout_s`) is saved to `mlflow_unsent.json` in the experiment folder;
+`poke-tune track EXPERIMENT` sends it and finishes the sweep's logging once the server is
+back.
 
-Runs are found again by tags, not by remembered ids: the parent has
-`poke_tune.experiment` = the experiment path, each child also `poke_tune.trial_id`.
 Credentials in the tracking URI are never logged: params, tags and messages are redacted.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +30,7 @@ import numpy as np
 import optuna
 import ray
 import torch
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -52,8 +48,6 @@ from poke_tune.tuning.experiment import (
     redacted,
 )
 from poke_tune.tuning.registry import (
-    EXPERIMENT_TAG,
-    TRIAL_TAG,
     current_champion,
     load_registered_policy,
     promote,
@@ -61,6 +55,8 @@ from poke_tune.tuning.registry import (
     registered_name,
 )
 from poke_tune.tuning.report import (
+    budget_curve,
+    plot_budget_curve,
     plot_confirmation,
     write_confirmation_table,
     write_optuna_plots,
@@ -68,197 +64,27 @@ from poke_tune.tuning.report import (
 )
 from poke_tune.tuning.search import SearchOutcome
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
+from poke_tune.tuning.store import (
+    EXPERIMENT_TAG,
+    RETRY_INTERVAL_S,
+    TRIAL_TAG,
+    Outbox,
+    TrackingUnavailableError,
+    check_reachable,
+    experiment_id,
+    quick_http_failures,
+)
 from poke_tune.tuning.tracker import TrackingSummary
 
-__all__ = [
-    "MLflowTracker",
-    "MLflowTracking",
-    "Outbox",
-    "TrackingUnavailableError",
-    "artifact_location",
-    "check_reachable",
-    "experiment_id",
-]
+__all__ = ["MLflowTracker", "MLflowTracking", "send_unsent"]
 
 _logger = logging.getLogger(__name__)
 
 PARENT = "parent"
 """Outbox key of the sweep's parent run (children are keyed by trial id)."""
 STATUS_TAG = "status"
-RETRY_INTERVAL_S = 5.0
-"""While the server is down, how often the driver tries again (it never blocks on it)."""
 FLUSH_INTERVAL_S = 2.0
 """Metric values are gathered this long and then sent together."""
-
-
-class TrackingUnavailableError(ConnectionError):
-    """The tracking server cannot be reached."""
-
-
-def _quick_http_failures() -> None:
-    # MLflow's REST client retries a failed request 7 times with exponential backoff
-    # (minutes). The driver must not stall the sweep on a down server: our outbox retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-
-@contextmanager
-def _store_setup_lock(tracking_uri: str) -> Iterator[None]:
-    """Serialise the first use of a SQLite store: MLflow creates its schema on first
-    contact, and two processes doing it at once fail ("duplicate column name")."""
-    if not tracking_uri.startswith("sqlite:///"):
-        yield
-        return
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with database.with_name(database.name + ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def check_reachable(tracking_uri: str) -> None:
-    """Fail fast, before Ray starts, when the tracking store cannot be reached."""
-    _quick_http_failures()
-    try:
-        with _store_setup_lock(tracking_uri):
-            MlflowClient(tracking_uri).search_experiments(max_results=1)
-    except Exception as error:
-        raise TrackingUnavailableError(
-            f"MLflow tracking store {redact(tracking_uri)} is unreachable "
-            f"({redact(_first_line(error))}). "
-            "Start the server, or choose another store with --tracking-uri, "
-            "mlflow.tracking_uri in the spec, or MLFLOW_TRACKING_URI."
-        ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-
-
-def artifact_location(tracking_uri: str, experiment: str) -> str | None:
-    """Artifacts of a local SQLite store live beside it (MLflow's default is ./mlruns)."""
-    if tracking_uri.startswith("sqlite:///"):
-        folder = Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
-        return (folder / experiment).as_uri()
-    return None  # a tracking server chooses (and proxies) its artifact store
-
-
-def experiment_id(client: MlflowClient, spec: SearchSpec) -> str:
-    """The id of the spec's MLflow experiment, created on first use."""
-    assert spec.mlflow.tracking_uri is not None
-    name = spec.mlflow.experiment or spec.name
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return str(found.experiment_id)
-    return client.create_experiment(
-        name, artifact_location=artifact_location(spec.mlflow.tracking_uri, name)
-    )
-
-
-class Outbox:
-    """Tracking writes, sent in order; an unreachable server leaves them queued.
-
-    A write is a JSON-able dict, so the queue can travel in Tune's experiment state and
-    be saved to a file. Runs are referred to by key (`parent` or a trial id) because a
-    child run may be queued before its parent exists on the server.
-    """
-
-    def __init__(self, tracking_uri: str, experiment_id: str) -> None:
-        self.client = MlflowClient(tracking_uri)
-        self.experiment_id = experiment_id
-        self.run_ids: dict[str, str] = {}
-        self.pending: list[dict[str, Any]] = []
-        self.refused: list[dict[str, Any]] = []
-        """Writes the reachable server rejected: reported and saved, never dropped."""
-        self._next_try = 0.0
-
-    def put(self, op: str, key: str, **args: Any) -> None:
-        self.pending.append({"op": op, "key": key, **args})
-
-    def flush(self, *, force: bool = False) -> bool:
-        """Send what is queued; True when nothing is left. While the server is down, tries
-        at most every RETRY_INTERVAL_S unless `force`."""
-        if not self.pending or (not force and time.monotonic() < self._next_try):
-            return not self.pending
-        while self.pending:
-            write = self.pending[0]
-            try:
-                self._send(write)
-            except Exception as error:
-                if self._reachable():
-                    # The server is up and refuses this write: keep the sweep going but
-                    # say so; the write is kept in the unsent file, not dropped silently.
-                    _logger.error("MLflow refused %s: %s", write["op"], redact(_first_line(error)))
-                    self.pending.pop(0)
-                    self.refused.append(write)
-                    continue
-                if self._next_try == 0.0 or force:
-                    _logger.warning(
-                        "MLflow unreachable (%s); %d writes queued, retrying",
-                        redact(_first_line(error)),
-                        len(self.pending),
-                    )
-                self._next_try = time.monotonic() + RETRY_INTERVAL_S
-                return False
-            self.pending.pop(0)
-        if self._next_try:
-            _logger.warning("MLflow reachable again; queued writes sent")
-        self._next_try = 0.0
-        return True
-
-    def _reachable(self) -> bool:
-        try:
-            self.client.search_experiments(max_results=1)
-        except Exception:
-            return False
-        return True
-
-    def _send(self, write: dict[str, Any]) -> None:
-        key = write["key"]
-        match write["op"]:
-            case "create_run":
-                if key in self.run_ids:
-                    return
-                # A resumed sweep may restore a state saved before this run was created:
-                # reuse the run its tags name rather than starting a duplicate.
-                existing = self._existing_run(write["tags"])
-                if existing is not None:
-                    self.run_ids[key] = existing
-                    return
-                tags = dict(write["tags"])
-                if write.get("parent") is not None:
-                    tags["mlflow.parentRunId"] = self.run_ids[write["parent"]]
-                run = self.client.create_run(self.experiment_id, run_name=write["name"], tags=tags)
-                self.run_ids[key] = run.info.run_id
-            case "log_batch":
-                self.client.log_batch(
-                    self.run_ids[key],
-                    metrics=[Metric(k, v, ts, step) for k, v, ts, step in write["metrics"]],
-                    params=[Param(k, v) for k, v in write.get("params", {}).items()],
-                    tags=[RunTag(k, v) for k, v in write.get("tags", {}).items()],
-                )
-            case "set_terminated":
-                self.client.set_terminated(self.run_ids[key], write["status"])
-            case op:
-                raise ValueError(f"unknown tracking write {op!r}")
-
-    def _existing_run(self, tags: dict[str, str]) -> str | None:
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{EXPERIMENT_TAG}` = '{tags[EXPERIMENT_TAG]}'",
-            max_results=10_000,
-        )
-        for run in runs:
-            if run.data.tags.get(TRIAL_TAG) == tags.get(TRIAL_TAG):
-                return str(run.info.run_id)
-        return None
-
-    def unsent(self) -> list[dict[str, Any]]:
-        return self.refused + self.pending
 
 
 def _metric_values(result: dict[str, Any]) -> dict[str, float]:
@@ -363,7 +189,7 @@ class MLflowTracking(tune.Callback):
         return self._outbox
 
     def setup(self, **info: Any) -> None:  # type: ignore[override]
-        _quick_http_failures()
+        quick_http_failures()
         uri = self._uri or _live_uri(self.spec)
         self._outbox = Outbox(uri, experiment_id(MlflowClient(uri), self.spec))
         self._outbox.run_ids = dict(self._state["run_ids"])
@@ -527,10 +353,13 @@ class MLflowTracker:
             plots = write_optuna_plots(outcome.rows, self.spec, folder / "plots")
             self.client.log_artifacts(parent, str(folder / "plots"), "plots")
             if confirmation is not None:
-                (folder / "confirmation").mkdir()
-                write_confirmation_table(confirmation, folder / "confirmation")
-                plot_confirmation(confirmation, folder / "confirmation" / "win_rates.png")
-                self.client.log_artifacts(parent, str(folder / "confirmation"), "confirmation")
+                report = folder / "confirmation"
+                report.mkdir()
+                budget = budget_curve(confirmation, outcome.rows, self.spec)
+                write_confirmation_table(confirmation, budget, report)
+                plot_confirmation(confirmation, report / "win_rates.png")
+                plot_budget_curve(budget, confirmation, report / "expected_best_vs_trials.png")
+                self.client.log_artifacts(parent, str(report), "confirmation")
         summary = TrackingSummary(redact(self.uri), parent, tuple(plots))
         for row in outcome.rows:
             if row.status == "interrupted" and row.trial_id in runs:

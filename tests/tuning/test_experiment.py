@@ -91,7 +91,7 @@ def test_two_processes_can_set_up_one_new_sqlite_store_together(tmp_path: Path) 
     for attempt in range(2):
         uri = f"sqlite:///{tmp_path / f'mlflow{attempt}.db'}"
         script = (
-            "from poke_tune.tuning.tracking import check_reachable; "
+            "from poke_tune.tuning.store import check_reachable; "
             f"check_reachable({uri!r}); print('ok')"
         )
         starts = [

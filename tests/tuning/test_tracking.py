@@ -39,8 +39,8 @@ from poke_tune.tuning.registry import (
 )
 from poke_tune.tuning.report import verdict
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec, load_spec
+from poke_tune.tuning.store import TrackingUnavailableError
 from poke_tune.tuning.sweep import SweepOutcome, run_sweep
-from poke_tune.tuning.tracking import TrackingUnavailableError
 from tests.conftest import MLflowServer, free_port, wait_http
 
 TINY = Path(__file__).with_name("tiny.yaml")
@@ -116,7 +116,12 @@ def _check_sweep_in_mlflow(spec: SearchSpec, outcome: SweepOutcome, tmp_path: Pa
     plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"optimization_history.png", "objective_vs_params.png"} <= plots
     report = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "confirmation")}
-    assert report == {"confirmation.md", "confirmation.csv", "win_rates.png"}
+    assert report == {
+        "confirmation.md",
+        "confirmation.csv",
+        "win_rates.png",
+        "expected_best_vs_trials.png",
+    }
 
     # The champion is the confirmation's winner; its numbers are on its child run.
     confirmation = outcome.confirmation
