@@ -271,13 +271,17 @@ def budget_curve(
 
 def budget_summary(points: Sequence[BudgetPoint]) -> str:
     """One line: the expected confirmation of the pick at a quarter, half and all trials."""
-    sizes = sorted({max(1, len(points) // 4), max(1, len(points) // 2), len(points)})
+    n = len(points)
+    sizes = sorted({max(1, n // 4), max(1, n // 2), n}) if points else []
     parts = [
-        f"{n} trials [{points[n - 1].confirmation_low:.3f}, {points[n - 1].confirmation_high:.3f}]"
-        for n in sizes
-        if points
+        f"of {size} trials [{points[size - 1].confirmation_low:.3f}, "
+        f"{points[size - 1].confirmation_high:.3f}]"
+        for size in sizes
     ]
-    return "expected confirmation win rate of the pick of: " + ", ".join(parts or ["no trials"])
+    return (
+        "budget: expected confirmation win rate of the trial selection picks "
+        "(unconfirmed trials counted as 0 and as 1): " + ", ".join(parts or ["no trials"])
+    )
 
 
 def plot_budget_curve(
