@@ -45,7 +45,6 @@ __all__ = [
     "checkpoint_config",
     "init_ray",
     "prepare_dataset",
-    "restore_tuner",
     "search",
     "trial_rows",
 ]
@@ -236,25 +235,22 @@ def search(
     return _outcome(build_tuner(spec, dataset, callbacks).fit(), spec)
 
 
-def restore_tuner(path: Path, spec: SearchSpec, *, address: str | None = None) -> tune.Tuner:
-    """The Tuner of an existing experiment folder (searcher and scheduler state included)."""
+def resume_search(path: Path, spec: SearchSpec, *, address: str | None = None) -> SearchOutcome:
+    """Continue an interrupted search where its experiment state left it (the Tuner comes
+    back with its searcher and scheduler state)."""
     dataset = prepare_dataset(spec)
     init_ray(address)
     trainable = _trainable(redacted(spec), dataset)
-    return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
-
-
-def resume_search(path: Path, spec: SearchSpec, *, address: str | None = None) -> SearchOutcome:
-    """Continue an interrupted search where its experiment state left it."""
-    tuner = restore_tuner(path, spec, address=address)
+    tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     check_storage(spec)
     check_fits(spec)
     return _outcome(tuner.fit(), spec)
 
 
 def searched(path: Path, spec: SearchSpec) -> SearchOutcome:
-    """The rows of a search that is not running (for `best`, `confirm`, `track`)."""
-    return _outcome(restore_tuner(path, spec).get_results(), spec)
+    """The rows of a search that is not running (for `best`, `confirm`, `track`): read from
+    Tune's experiment state, with no Ray instance and no dataset."""
+    return _outcome(tune.ResultGrid(tune.ExperimentAnalysis(str(path))), spec)
 
 
 def _outcome(results: tune.ResultGrid, spec: SearchSpec) -> SearchOutcome:

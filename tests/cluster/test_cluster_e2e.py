@@ -78,19 +78,31 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         )
 
 
-def _stop(node: subprocess.Popen[bytes]) -> None:
+def _stop(nodes: list[subprocess.Popen[bytes]]) -> None:
+    """TERM, then KILL, every node's process group at once (not one node after another)."""
     for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(node.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
+        alive = []
+        for node in nodes:
             try:
-                os.killpg(node.pid, 0)
+                os.killpg(node.pid, sig)
+                alive.append(node)
             except ProcessLookupError:
-                return
+                pass
+        deadline = time.monotonic() + grace
+        while alive and time.monotonic() < deadline:
             time.sleep(0.2)
+            alive = [node for node in alive if _group_alive(node)]
+        if not alive:
+            return
+
+
+def _group_alive(node: subprocess.Popen[bytes]) -> bool:
+    node.poll()  # reap the leader: a zombie would keep its group "alive"
+    try:
+        os.killpg(node.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _alive_nodes(cluster: LocalCluster) -> int:
@@ -167,8 +179,7 @@ def cluster() -> Iterator[LocalCluster]:
             time.sleep(1)
         yield started
     finally:
-        for node in reversed(nodes):
-            _stop(node)
+        _stop(nodes)
         leftovers = subprocess.run(
             ["pgrep", "-f", str(root)], capture_output=True, text=True
         ).stdout.split()

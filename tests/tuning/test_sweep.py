@@ -225,6 +225,14 @@ def test_interrupted_driver_resumes_with_the_optuna_history(tmp_path: Path) -> N
     )
     assert tracked.returncode == 0, tracked.stdout + tracked.stderr
     assert len(client.search_model_versions("name = 'poke-tune-resumable'")) == 1
+    # `best` reads the folder back (no Ray instance) and prints the saved confirmation.
+    best = subprocess.run(
+        [POKE_TUNE, "best", str(experiment)], capture_output=True, text=True, timeout=120
+    )
+    assert best.returncode == 0, best.stdout + best.stderr
+    assert "confirmation: 24 fresh battles" in best.stdout
+    assert "budget: expected confirmation win rate" in best.stdout
+    assert "Ray instance" not in best.stdout + best.stderr
 
 
 def test_a_diverged_trial_is_marked_and_the_sweep_goes_on(local_ray: None, tmp_path: Path) -> None:
