@@ -169,28 +169,18 @@ def promote(
     row: TrialRow,
     confirmation: Confirmation | None,
 ) -> Promotion:
-    """Move `champion` to `version` if it earned it; record why (or why not) on it."""
+    """Move `champion` to `version` if it earned it; record why (or why not) on it. The
+    champion itself, confirmed again (`poke-tune confirm`), keeps the alias and gets the
+    new confirmation's numbers, whatever they say."""
     name = registered_name(spec)
     champion = current_champion(client, name)
-    if champion is not None and str(champion.version) == version:
-        return Promotion(name, version, True, "already the champion")
+    already = champion is not None and str(champion.version) == version
     tags: dict[str, str] = {}
     if confirmation is not None and confirmation.winner is not None:
-        winner = confirmation.winner
-        result = winner.result
-        tags |= {
-            "confirm.opponent": confirmation.opponent,
-            "confirm.seed": str(confirmation.seed),
-            "confirm.battles": str(result.battles),
-            "confirm.win_rate": f"{result.win_rate:.4f}",
-            "confirm.ci": f"[{result.ci_low:.4f}, {result.ci_high:.4f}]",
-        }
-        baseline = winner.vs_best_baseline
-        if baseline is not None:
-            tags[f"confirm.vs_{confirmation.best_baseline}"] = _interval(baseline)
-        versus = confirmation.vs_current_champion
-        if versus is not None:
-            tags["confirm.vs_previous_champion"] = _interval(versus)
+        baseline = confirmation.winner.vs_best_baseline
+        # The champion confirmed again is not compared with itself.
+        versus = None if already else confirmation.vs_current_champion
+        tags |= _confirmation_tags(confirmation, versus)
         if not confirmation.beats_baselines:
             promoted = False
             reason = (
@@ -199,31 +189,67 @@ def promote(
             )
         elif versus is not None and versus.difference <= 0:
             promoted = False
-            reason = f"does not beat the current champion v{champion.version if champion else '?'} ({_interval(versus)})"  # noqa: E501
+            current = champion.version if champion else "?"
+            reason = f"does not beat the current champion v{current} ({_interval(versus)})"
         else:
             promoted = True
             reason = "beats the best baseline" + (
                 f" and the previous champion ({_interval(versus)})" if versus else ""
             )
+    elif already:
+        promoted, reason = True, ""
     else:
-        value = row.score
-        recorded = None
-        if champion is not None and champion.tags.get("objective") == objective_tag(spec):
-            recorded = float(champion.tags["objective_value"])
-        sign = spec.objective.sign
-        if champion is None:
-            promoted, reason = True, "first registered version"
-        elif recorded is None or value is None:
-            promoted = False
-            reason = "the champion was judged on another objective: not comparable"
-        else:
-            promoted = sign * value > sign * recorded
-            reason = f"objective {value:.4g} vs the champion's {recorded:.4g}"
+        promoted, reason = _better_objective(spec, row, champion)
+    if already:  # the alias stays; the numbers recorded are this confirmation's
+        promoted = True
+        reason = "already the champion" + (f"; this confirmation: {reason}" if reason else "")
     tags["promotion"] = ("promoted: " if promoted else "not promoted: ") + reason
+    # An earlier confirmation's numbers do not outlive it.
+    for key in client.get_model_version(name, version).tags:
+        if key.startswith("confirm.") and key not in tags:
+            client.delete_model_version_tag(name, version, key)
     for key, value_text in tags.items():
         client.set_model_version_tag(name, version, key, value_text)
     summary = verdict(confirmation) + "\n\n" if confirmation is not None else ""
     client.update_model_version(name, version, description=summary + tags["promotion"])
-    if promoted:
+    if promoted and not already:
         client.set_registered_model_alias(name, CHAMPION, version)
     return Promotion(name, version, promoted, reason)
+
+
+def _confirmation_tags(
+    confirmation: Confirmation, versus: PairedDifference | None
+) -> dict[str, str]:
+    winner = confirmation.winner
+    assert winner is not None
+    result = winner.result
+    tags = {
+        "confirm.opponent": confirmation.opponent,
+        "confirm.seed": str(confirmation.seed),
+        "confirm.battles": str(result.battles),
+        "confirm.win_rate": f"{result.win_rate:.4f}",
+        "confirm.ci": f"[{result.ci_low:.4f}, {result.ci_high:.4f}]",
+    }
+    if winner.vs_best_baseline is not None:
+        tags[f"confirm.vs_{confirmation.best_baseline}"] = _interval(winner.vs_best_baseline)
+    if versus is not None:
+        tags["confirm.vs_previous_champion"] = _interval(versus)
+    return tags
+
+
+def _better_objective(
+    spec: SearchSpec, row: TrialRow, champion: ModelVersion | None
+) -> tuple[bool, str]:
+    """Without a confirmation (offline objectives): better recorded objective value than a
+    champion judged on the same objective."""
+    if champion is None:
+        return True, "first registered version"
+    recorded = None
+    if champion.tags.get("objective") == objective_tag(spec):
+        recorded = float(champion.tags["objective_value"])
+    if recorded is None or row.score is None:
+        return False, "the champion was judged on another objective: not comparable"
+    sign = spec.objective.sign
+    return sign * row.score > sign * recorded, (
+        f"objective {row.score:.4g} vs the champion's {recorded:.4g}"
+    )

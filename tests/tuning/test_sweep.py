@@ -233,6 +233,23 @@ def test_interrupted_driver_resumes_with_the_optuna_history(tmp_path: Path) -> N
     assert "confirmation: 24 fresh battles" in best.stdout
     assert "budget: expected confirmation win rate" in best.stdout
     assert "Ray instance" not in best.stdout + best.stderr
+    # `confirm` plays the stage again on more battles: a new report, the champion's version
+    # found again, the registered numbers those of the new confirmation.
+    again = subprocess.run(
+        [POKE_TUNE, "confirm", str(experiment), "--battles", "40", "--top-k", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "confirmation: 40 fresh battles" in again.stdout
+    saved = json.loads((experiment / "poke_tune_confirmation.json").read_text())
+    assert saved["battles"] == 40
+    assert len([s for s in saved["standings"] if s["role"] == "candidate"]) == 2
+    versions = client.search_model_versions("name = 'poke-tune-resumable'")
+    winner = next(s for s in saved["standings"] if s["name"] == saved["champion"])
+    registered = [v for v in versions if v.tags.get("confirm.battles") == "40"]
+    assert len(registered) == 1 and registered[0].tags["poke_tune.trial_id"] == winner["trial_id"]
 
 
 def test_a_diverged_trial_is_marked_and_the_sweep_goes_on(local_ray: None, tmp_path: Path) -> None:

@@ -208,6 +208,14 @@ def test_champion_moves_only_to_a_model_that_beats_it_on_the_same_battles(
     assert str(client.get_model_version_by_alias(name, "champion").version) == version
     tags = client.get_model_version(name, version).tags
     assert tags["confirm.vs_previous_champion"] == "+0.100 [+0.050, +0.150]"
+    # The champion confirmed again (`poke-tune confirm`) keeps the alias, and its version
+    # records the new confirmation, even when it reads worse.
+    again = promote(client, spec, version, other, against_champion(-0.2))
+    assert again.promoted and again.reason.startswith("already the champion")
+    assert str(client.get_model_version_by_alias(name, "champion").version) == version
+    tags = client.get_model_version(name, version).tags
+    assert tags["promotion"].startswith("promoted: already the champion; this confirmation:")
+    assert "confirm.vs_previous_champion" not in tags  # not compared with itself
 
 
 def test_an_unreachable_server_fails_before_anything_starts(tmp_path: Path) -> None:
