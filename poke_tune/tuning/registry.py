@@ -88,8 +88,7 @@ def load_registered_policy(model_uri: str, tracking_uri: str | None = None) -> L
         raise ModelNotFoundError(
             f"{model_uri}: no such registered model version in "
             f"{redact(tracking_uri or mlflow.get_tracking_uri())} ({first[:200]}); "
-            "registered models are "
-            "listed in the MLflow UI (poke-tune ui)"
+            "registered models are listed in the MLflow UI (poke-tune ui)"
         ) from None
     policy: LearnedPolicy = model.unwrap_python_model().policy
     policy.name = model_uri
