@@ -57,6 +57,19 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> OfflineDatase
     return load_dataset(path, cache_root=folder / "cache")
 
 
+@pytest.fixture(scope="session")
+def synthetic_full_size_dataset(tmp_path_factory: pytest.TempPathFactory) -> OfflineDataset:
+    """Like `synthetic_dataset`, with observations of the real encoder's size (noise laid
+    out in its blocks), which action-centric networks need."""
+    from poke_tune.sim.encoding import observation_blocks
+    from tests.synthetic import write_synthetic
+
+    size = sum(size for _, size in observation_blocks(18))  # gen 9 has 18 types
+    folder = tmp_path_factory.mktemp("synthetic-full")
+    path = write_synthetic(folder / "synthetic.jsonl", 24, observation_size=size)
+    return load_dataset(path, cache_root=folder / "cache")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -92,7 +92,14 @@ def synthetic_records(
     return records
 
 
-def write_synthetic(path: Path, trajectories: int = 24, *, seed: int = 0) -> Path:
+def write_synthetic(
+    path: Path,
+    trajectories: int = 24,
+    *,
+    seed: int = 0,
+    observation_size: int = OBSERVATION_SIZE,
+) -> Path:
     """Write a synthetic trajectory file (`.jsonl`, or gzip for `.gz`) and return its path."""
-    write_trajectories(path, synthetic_header(), synthetic_records(trajectories, seed=seed))
+    records = synthetic_records(trajectories, seed=seed, observation_size=observation_size)
+    write_trajectories(path, synthetic_header(observation_size), records)
     return path

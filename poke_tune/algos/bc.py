@@ -7,25 +7,22 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from poke_tune.algos.common import Batch, warmup_cosine_schedule
-from poke_tune.algos.networks import NetworkConfig, PolicyNetwork, masked_argmax, masked_logits
+from poke_tune.algos.common import AlgoConfigBase, Batch, warmup_cosine_schedule
+from poke_tune.algos.networks import PolicyNetwork, masked_argmax, masked_logits
 
 __all__ = ["BC", "BCConfig", "bc_loss"]
 
 
-class BCConfig(BaseModel):
-    """Behaviour cloning hyperparameters."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class BCConfig(AlgoConfigBase):
+    """Behaviour cloning hyperparameters; `network` shapes the policy."""
 
     algo: Literal["bc"] = "bc"
     learning_rate: float = Field(default=3e-4, gt=0)
     """Adam learning rate (linear warm-up, then cosine decay)."""
     weight_decay: float = Field(default=0.0, ge=0)
     """AdamW weight decay."""
-    network: NetworkConfig = NetworkConfig()
 
 
 def bc_loss(logits: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Pieces every algorithm shares: the batch type, the Algorithm protocol, target-network
-Polyak averaging, learning-rate schedules, n-step returns and seeding."""
+"""Pieces every algorithm shares: the config bases, the batch type, the Algorithm protocol,
+the TD loss, target-network Polyak averaging, learning-rate schedules, n-step returns and
+seeding."""
 
 from __future__ import annotations
 
@@ -10,17 +11,45 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from poke_tune.algos.networks import NetworkConfig
+
 __all__ = [
+    "AlgoConfigBase",
     "Algorithm",
     "Batch",
+    "TDConfig",
     "bootstrap_weights",
     "n_step_targets",
     "set_seed",
     "soft_update",
+    "td_loss",
     "warmup_cosine_schedule",
 ]
+
+
+class AlgoConfigBase(BaseModel):
+    """What every algorithm's config has: the shape of its networks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    network: NetworkConfig = NetworkConfig()
+
+
+class TDConfig(AlgoConfigBase):
+    """What the algorithms that learn critics by temporal differences (IQL, CQL) share."""
+
+    gamma: float = Field(default=0.99, gt=0, le=1)
+    """Discount factor."""
+    n_step: int = Field(default=1, ge=1, le=1000)
+    """Return horizon of the TD target: sum_{k<n} gamma^k r_{t+k} + gamma^n V(s_{t+n}), cut
+    at the trajectory's end (1 = one-step TD; at least the battle length = Monte Carlo)."""
+    tau: float = Field(default=0.005, gt=0, le=1)
+    """Polyak rate of the target critics."""
+    num_critics: int = Field(default=2, ge=1)
+    """Q networks; targets use their minimum."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +108,11 @@ def n_step_targets(
     last = np.arange(count) + steps - 1
     weights = gamma**steps * (1.0 - np.asarray(terminals, dtype=np.float64)[last])
     return sums.astype(np.float32), steps.astype(np.int64), weights.astype(np.float32)
+
+
+def td_loss(q_data: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over critics of the squared error to a shared target; q_data is [critics, B]."""
+    return (q_data - targets).pow(2).mean(dim=1).mean()
 
 
 class Algorithm(Protocol):

@@ -22,12 +22,10 @@ import math
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from poke_tune.algos.common import Batch, soft_update, warmup_cosine_schedule
-from poke_tune.algos.iql import q_loss
+from poke_tune.algos.common import Batch, TDConfig, soft_update, td_loss, warmup_cosine_schedule
 from poke_tune.algos.networks import (
-    NetworkConfig,
     QEnsemble,
     masked_argmax,
     masked_logits,
@@ -37,10 +35,8 @@ from poke_tune.algos.networks import (
 __all__ = ["CQL", "CQLConfig", "conservative_penalty", "double_dqn_targets"]
 
 
-class CQLConfig(BaseModel):
-    """CQL hyperparameters (paper names)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class CQLConfig(TDConfig):
+    """CQL hyperparameters (paper names); `network` shapes the Q networks, which act."""
 
     algo: Literal["cql"] = "cql"
     alpha: float = Field(default=1.0, ge=0)
@@ -51,18 +47,8 @@ class CQLConfig(BaseModel):
     """Conservative gap that Lagrangian CQL holds."""
     alpha_lr: float = Field(default=1e-3, gt=0)
     """Learning rate of log(alpha) when `lagrange`."""
-    gamma: float = Field(default=0.99, gt=0, le=1)
-    """Discount factor."""
-    n_step: int = Field(default=1, ge=1, le=1000)
-    """Return horizon of the TD target: sum_{k<n} gamma^k r_{t+k} + gamma^n V(s_{t+n}), cut
-    at the trajectory's end (1 = one-step TD; at least the battle length = Monte Carlo)."""
-    tau: float = Field(default=0.005, gt=0, le=1)
-    """Polyak rate of the target Q networks."""
     learning_rate: float = Field(default=3e-4, gt=0)
     """Q learning rate (after a linear warm-up)."""
-    num_critics: int = Field(default=2, ge=1)
-    """Q networks; targets use their minimum, the argmax their mean."""
-    network: NetworkConfig = NetworkConfig()
 
 
 def conservative_penalty(
@@ -133,22 +119,27 @@ class CQL:
                 batch.bootstrap,
             )
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def _alpha(self) -> torch.Tensor:
+        if self.config.lagrange:
+            return self.log_alpha.detach().exp()
+        return torch.tensor(self.config.alpha)
+
+    def _update_q(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One step of TD + alpha * conservative gap; also returns the gap."""
         targets = self._targets(batch)
         q_all = self.q(batch.observations)
         q_data = q_of_actions(q_all, batch.actions)
-        td = q_loss(q_data, targets)
+        td = td_loss(q_data, targets)
         gap = conservative_penalty(q_all, batch.masks, batch.actions)
-        alpha = self.log_alpha.detach().exp() if self.config.lagrange else self.config.alpha
         # Subtracting target_gap changes no gradient of Q; it makes the loss the Lagrangian.
-        conservative = alpha * (gap - self.config.target_gap if self.config.lagrange else gap)
+        conservative = self._alpha() * (
+            gap - self.config.target_gap if self.config.lagrange else gap
+        )
         loss = td + conservative
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        soft_update(self.q_target, self.q, self.config.tau)
-
         metrics = {
             "train/td_loss": td.detach(),
             "train/conservative_loss": conservative.detach(),
@@ -156,18 +147,21 @@ class CQL:
             "train/q_loss": loss.detach(),
             "train/q_mean": q_data.detach().mean(),
         }
+        return metrics, gap.detach()
+
+    def _update_alpha(self, gap: torch.Tensor) -> None:
+        """Dual ascent: alpha grows while the gap exceeds its target, shrinks otherwise."""
+        alpha_loss = -self.log_alpha.exp() * (gap - self.config.target_gap)
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_optimizer.step()
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        metrics, gap = self._update_q(batch)
         if self.config.lagrange:
-            # Dual ascent: alpha grows while the gap exceeds its target, shrinks otherwise.
-            alpha_loss = -self.log_alpha.exp() * (gap.detach() - self.config.target_gap)
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_optimizer.step()
-        metrics["train/alpha"] = (
-            self.log_alpha.detach().exp()
-            if self.config.lagrange
-            else (torch.tensor(self.config.alpha))
-        )
-        return metrics
+            self._update_alpha(gap)
+        soft_update(self.q_target, self.q, self.config.tau)
+        return metrics | {"train/alpha": self._alpha()}
 
     def action_scores(self, observations: torch.Tensor) -> torch.Tensor:
         scores: torch.Tensor = self.q(observations).mean(dim=0)
@@ -176,7 +170,7 @@ class CQL:
     @torch.no_grad()
     def td_error(self, batch: Batch) -> torch.Tensor:
         q_data = q_of_actions(self.q(batch.observations), batch.actions)
-        return q_loss(q_data, self._targets(batch))
+        return td_loss(q_data, self._targets(batch))
 
     def train(self, mode: bool = True) -> CQL:
         self.q.train(mode)

@@ -5,15 +5,23 @@ ICLR 2022. Per step, in the order of the official code:
 
 1. V:      min_V  E[ L2_tau( min_i Q_target_i(s, a) - V(s) ) ],
            L2_tau(u) = |tau - 1(u < 0)| u^2   (expectile regression, tau = `expectile`)
-2. policy: max_pi E[ w * log pi(a | s) ],  w = min(exp(beta * (Q_target(s, a) - V(s))), 100)
+2. policy: max_pi E[ w * log pi(a | s) ],  w = min(exp(beta * A / sigma), 100),
+           A = Q_target(s, a) - V(s)
            (advantage-weighted regression; beta = `temperature`, an INVERSE temperature,
-           multiplied as in the official code; log pi over legal actions only)
+           multiplied as in the official code; log pi over legal actions only; sigma = 1 as
+           in the paper, or with `normalize_advantage` the batch's standard deviation of A)
 3. Q:      min_Q  E[ (r + gamma * (1 - terminal) * V(s') - Q_i(s, a))^2 ]  for each critic
 4. Q_target <- Polyak average of Q with rate `tau`.
 
 V never sees an action outside the data, and the agent acts with the masked policy's
 argmax, never with argmax Q (Q is not trained on unseen actions).
 Anchors: expectile 0.7 / beta 3.0 (official defaults), 0.9 / 10.0 for sparse, stitching data.
+
+Why the normalisation: beta multiplies an advantage whose scale is the data's. On the
+quick-start data A has a standard deviation of about 0.05 (rewards +-1 at the end), so at
+beta = 3 every weight is within a few percent of 1 and IQL is plain BC; dividing A by its
+batch standard deviation (as PopArt-style value normalisation does) makes beta mean the
+same on any data: weights of exp(beta) one standard deviation above V.
 """
 
 from __future__ import annotations
@@ -23,16 +31,17 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from poke_tune.algos.common import (
     Batch,
+    TDConfig,
     bootstrap_weights,
     soft_update,
+    td_loss,
     warmup_cosine_schedule,
 )
 from poke_tune.algos.networks import (
-    NetworkConfig,
     PolicyNetwork,
     QEnsemble,
     ValueNetwork,
@@ -40,13 +49,19 @@ from poke_tune.algos.networks import (
     q_of_actions,
 )
 
-__all__ = ["IQL", "IQLConfig", "awr_policy_loss", "awr_weights", "expectile_loss", "q_loss"]
+__all__ = [
+    "IQL",
+    "IQLConfig",
+    "awr_policy_loss",
+    "awr_weights",
+    "expectile_loss",
+    "normalized_advantage",
+]
 
 
-class IQLConfig(BaseModel):
-    """IQL hyperparameters (paper names)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class IQLConfig(TDConfig):
+    """IQL hyperparameters (paper names); `network` shapes the policy and the critics (V is
+    always a flat state network)."""
 
     algo: Literal["iql"] = "iql"
     expectile: float = Field(default=0.7, gt=0.5, lt=1.0)
@@ -55,26 +70,25 @@ class IQLConfig(BaseModel):
     """Inverse temperature beta of the AWR weights exp(beta * advantage)."""
     max_weight: float = Field(default=100.0, gt=0)
     """Clip of the AWR weights."""
-    gamma: float = Field(default=0.99, gt=0, le=1)
-    """Discount factor."""
-    n_step: int = Field(default=1, ge=1, le=1000)
-    """Return horizon of the TD target: sum_{k<n} gamma^k r_{t+k} + gamma^n V(s_{t+n}), cut
-    at the trajectory's end (1 = one-step TD; at least the battle length = Monte Carlo)."""
-    tau: float = Field(default=0.005, gt=0, le=1)
-    """Polyak rate of the target critics."""
+    normalize_advantage: bool = False
+    """Divide the advantage by its batch standard deviation before the weights, so
+    `temperature` means the same whatever the scale of the returns."""
     actor_lr: float = Field(default=3e-4, gt=0)
     """Policy learning rate (warm-up, then cosine decay)."""
     critic_lr: float = Field(default=3e-4, gt=0)
     """Q and V learning rate."""
-    num_critics: int = Field(default=2, ge=1)
-    """Q networks; targets use their minimum."""
-    network: NetworkConfig = NetworkConfig()
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     """Asymmetric L2: mean of |expectile - 1(diff < 0)| * diff^2, diff = target - prediction."""
     weight = torch.where(diff < 0, 1.0 - expectile, expectile)
     return (weight * diff.pow(2)).mean()
+
+
+def normalized_advantage(advantage: torch.Tensor) -> torch.Tensor:
+    """The advantage divided by its standard deviation over the batch (not centred, so a
+    positive advantage stays one the policy moves towards)."""
+    return advantage / advantage.std().clamp(min=1e-6)
 
 
 def awr_weights(advantage: torch.Tensor, temperature: float, max_weight: float) -> torch.Tensor:
@@ -88,11 +102,6 @@ def awr_policy_loss(
     """-E[w * log pi(a | s)], log-probabilities over legal actions only."""
     log_probs = F.log_softmax(masked_logits(logits, masks), dim=-1)
     return -(weights * log_probs.gather(1, actions[:, None]).squeeze(1)).mean()
-
-
-def q_loss(q_data: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over critics of the squared error to a shared target; q_data is [critics, B]."""
-    return (q_data - targets).pow(2).mean(dim=1).mean()
 
 
 class IQL:
@@ -112,7 +121,7 @@ class IQL:
         net = config.network
         self.q = QEnsemble(observation_size, num_actions, net, config.num_critics).to(device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.v = ValueNetwork(observation_size, net).to(device)
+        self.v = ValueNetwork(observation_size, net.model_copy(update={"kind": "flat"})).to(device)
         self.policy = PolicyNetwork(observation_size, num_actions, net).to(device)
         # fused: one kernel over all of a network's parameters (Adam's per-tensor loop was
         # a quarter of the CPU step).
@@ -142,7 +151,10 @@ class IQL:
     def _update_policy(self, batch: Batch, target_q: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             advantage = target_q - self.v(batch.observations)  # with the V just updated
-        weights = awr_weights(advantage, self.config.temperature, self.config.max_weight)
+            scaled = (
+                normalized_advantage(advantage) if self.config.normalize_advantage else advantage
+            )
+        weights = awr_weights(scaled, self.config.temperature, self.config.max_weight)
         logits = self.policy(batch.observations)
         loss = awr_policy_loss(logits, batch.masks, batch.actions, weights)
         self.policy_optimizer.zero_grad(set_to_none=True)
@@ -165,7 +177,7 @@ class IQL:
     def _update_q(self, batch: Batch) -> dict[str, torch.Tensor]:
         targets = self._q_targets(batch)
         q_data = q_of_actions(self.q(batch.observations), batch.actions)
-        loss = q_loss(q_data, targets)
+        loss = td_loss(q_data, targets)
         self.q_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.q_optimizer.step()
@@ -186,7 +198,7 @@ class IQL:
     @torch.no_grad()
     def td_error(self, batch: Batch) -> torch.Tensor:
         q_data = q_of_actions(self.q(batch.observations), batch.actions)
-        return q_loss(q_data, self._q_targets(batch))
+        return td_loss(q_data, self._q_targets(batch))
 
     def train(self, mode: bool = True) -> IQL:
         for module in (self.q, self.v, self.policy):

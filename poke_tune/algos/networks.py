@@ -1,6 +1,16 @@
 """Networks shared by the algorithms: MLP trunks, a masked categorical policy, an ensemble
 of Q networks that output Q for every action at once, and a state-value network.
 
+Two kinds of action scorer (`NetworkConfig.kind`) serve the policy and the Q networks:
+- `flat`: one MLP from the observation to a score per action slot;
+- `action` (`ActionScorer`): each action is scored by a head shared across the slots of its
+  kind, from a state embedding and that action's own features (move i from its move and
+  damage features, switch j from team member j and its matchup features, move i +
+  terastallize as move i's score plus a tera head). The state embedding pools the move and
+  team slots (mean and max) with the other blocks, so the network is exactly equivariant:
+  swapping two move (or team) slots swaps their scores. Anchors: DRRN (He et al. 2016),
+  DouZero (Zha et al. 2021), the pointer heads of Pokemon agents (shared/notes/POLICY.md).
+
 The Q ensemble stores its members' weights stacked, [critics, in, out], and runs all of
 them with one batched matmul per layer (as CORL's EDAC `VectorizedLinear`): fewer, larger
 kernels and fewer parameter tensors for Adam and the Polyak update than a list of MLPs.
@@ -11,14 +21,20 @@ get zero probability, never win an argmax and never enter a logsumexp.
 
 from __future__ import annotations
 
+import itertools
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from poke_tune.sim.actions import NUM_ACTIONS, NUM_MOVES, NUM_SWITCHES
+from poke_tune.sim.encoding import action_feature_layout
+
 __all__ = [
+    "ActionScorer",
     "NetworkConfig",
     "PolicyNetwork",
     "QEnsemble",
@@ -36,12 +52,20 @@ class NetworkConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    kind: Literal["flat", "action"] = "flat"
+    """`flat`: an MLP from the observation to a score per action slot; `action`: a head per
+    action kind shared across its slots, on a pooled state embedding (`ActionScorer`)."""
     hidden_sizes: tuple[int, ...] = Field(default=(256, 256), min_length=1)
-    """Width of each hidden layer."""
+    """Width of each hidden layer (of the state trunk, for `action`)."""
     layer_norm: bool = False
     """LayerNorm after each hidden linear layer (stabilises Q learning on small data)."""
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Dropout after each hidden activation."""
+    slot_embedding: int = Field(default=64, gt=0)
+    """`action` only: width of the shared move-slot and team-slot encoders that are pooled
+    into the state embedding."""
+    head_sizes: tuple[int, ...] = Field(default=(64,), min_length=1)
+    """`action` only: hidden widths of the per-action heads."""
 
 
 def mlp(in_features: int, out_features: int, config: NetworkConfig) -> nn.Sequential:
@@ -75,11 +99,16 @@ class PolicyNetwork(nn.Module):
 
     def __init__(self, observation_size: int, num_actions: int, config: NetworkConfig) -> None:
         super().__init__()
-        self.net = mlp(observation_size, num_actions, config)
+        self.net: nn.Module = (
+            mlp(observation_size, num_actions, config)
+            if config.kind == "flat"
+            else ActionScorer(observation_size, num_actions, config, ensemble_size=1)
+        )
+        self.kind = config.kind
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.net(observations)
-        return logits
+        return logits if self.kind == "flat" else logits[0]
 
 
 class VectorizedLinear(nn.Module):
@@ -88,16 +117,21 @@ class VectorizedLinear(nn.Module):
     Each member is initialised like `nn.Linear` (weight and bias ~ U(-1/sqrt(in), 1/sqrt(in))).
     """
 
-    def __init__(self, in_features: int, out_features: int, ensemble_size: int) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, ensemble_size: int, *, bias: bool = True
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
-        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features)) if bias else None
         bound = 1.0 / math.sqrt(in_features)
         nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.bias is None:
+            return torch.bmm(inputs, self.weight)
         return torch.baddbmm(self.bias, inputs, self.weight)
 
 
@@ -114,11 +148,29 @@ class VectorizedLayerNorm(nn.Module):
         return torch.addcmul(self.bias, normalized, self.weight)
 
 
+def _vectorized_hidden(
+    in_features: int, config: NetworkConfig, ensemble_size: int
+) -> tuple[list[nn.Module], int]:
+    """The hidden layers of `mlp` for an ensemble, and their output width."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for hidden in config.hidden_sizes:
+        layers.append(VectorizedLinear(width, hidden, ensemble_size))
+        if config.layer_norm:
+            layers.append(VectorizedLayerNorm(hidden, ensemble_size))
+        layers.append(nn.ReLU())
+        if config.dropout > 0:
+            layers.append(nn.Dropout(config.dropout))
+        width = hidden
+    return layers, width
+
+
 class QEnsemble(nn.Module):
     """`num_critics` independent Q networks run as one; returns Q for all actions, [E, B, A].
 
-    Member i is exactly `mlp(observation_size, num_actions, config)` with the weights
+    Flat: member i is exactly `mlp(observation_size, num_actions, config)` with the weights
     `layer.weight[i]`; the first layer reads the same observations for every member.
+    Action: an `ActionScorer` with `num_critics` members.
     """
 
     def __init__(
@@ -126,24 +178,115 @@ class QEnsemble(nn.Module):
     ) -> None:
         super().__init__()
         self.num_critics = num_critics
-        layers: list[nn.Module] = []
-        width = observation_size
-        for hidden in config.hidden_sizes:
-            layers.append(VectorizedLinear(width, hidden, num_critics))
-            if config.layer_norm:
-                layers.append(VectorizedLayerNorm(hidden, num_critics))
-            layers.append(nn.ReLU())
-            if config.dropout > 0:
-                layers.append(nn.Dropout(config.dropout))
-            width = hidden
+        self.kind = config.kind
+        if config.kind == "action":
+            self.net: nn.Module = ActionScorer(
+                observation_size, num_actions, config, ensemble_size=num_critics
+            )
+            return
+        layers, width = _vectorized_hidden(observation_size, config, num_critics)
         layers.append(VectorizedLinear(width, num_actions, num_critics))
         self.net = nn.Sequential(*layers)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        if self.kind == "action":
+            scores: torch.Tensor = self.net(observations)
+            return scores
         # A stride-0 view: the members share the observations without a copy.
         inputs = observations.expand(self.num_critics, *observations.shape)
         q_values: torch.Tensor = self.net(inputs)
         return q_values
+
+
+class _SlotHead(nn.Module):
+    """score_i = MLP(context ++ slot_i) for every slot i, with one set of weights.
+
+    The first layer is split into its context and slot parts, so the context's part is
+    computed once per state and broadcast over the slots.
+    """
+
+    def __init__(
+        self, context_features: int, slot_features: int, sizes: tuple[int, ...], members: int
+    ) -> None:
+        super().__init__()
+        self.context_layer = VectorizedLinear(context_features, sizes[0], members)
+        self.slot_layer = VectorizedLinear(slot_features, sizes[0], members, bias=False)
+        layers: list[nn.Module] = [nn.ReLU()]
+        for width, following in itertools.pairwise(sizes):
+            layers += [VectorizedLinear(width, following, members), nn.ReLU()]
+        layers.append(VectorizedLinear(sizes[-1], 1, members))
+        self.rest = nn.Sequential(*layers)
+
+    def forward(self, context: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """context [E, B, C], slots [E, B, n, F] -> scores [E, B, n]."""
+        members, batch, count, _ = slots.shape
+        slot_part = self.slot_layer(slots.reshape(members, batch * count, -1))
+        hidden = self.context_layer(context)[:, :, None] + slot_part.view(
+            members, batch, count, -1
+        )
+        scores: torch.Tensor = self.rest(hidden.view(members, batch * count, -1))
+        return scores.view(members, batch, count)
+
+
+class ActionScorer(nn.Module):
+    """Scores every action from a pooled state embedding and the action's own features.
+
+    Returns [members, B, NUM_ACTIONS] in the action layout's order (moves, switches, moves +
+    terastallize). Which features belong to which slot comes from the encoder
+    (`action_feature_layout`); members are independent networks run as one, as in
+    `QEnsemble` (1 member for a policy).
+    """
+
+    moves_index: torch.Tensor  # [NUM_MOVES, move features], buffers derived from the layout
+    switches_index: torch.Tensor
+    tera_index: torch.Tensor
+    state_index: torch.Tensor
+
+    def __init__(
+        self, observation_size: int, num_actions: int, config: NetworkConfig, ensemble_size: int
+    ) -> None:
+        super().__init__()
+        if num_actions != NUM_ACTIONS:
+            raise ValueError(f"action networks score {NUM_ACTIONS} actions, not {num_actions}")
+        layout = action_feature_layout(observation_size)
+        for name in ("moves", "switches", "tera", "state"):
+            index = torch.as_tensor(getattr(layout, name), dtype=torch.long)
+            self.register_buffer(f"{name}_index", index, persistent=False)
+        self.members = ensemble_size
+        move_features, switch_features = layout.moves.shape[1], layout.switches.shape[1]
+        embedding = config.slot_embedding
+        self.move_encoder = VectorizedLinear(move_features, embedding, ensemble_size)
+        self.switch_encoder = VectorizedLinear(switch_features, embedding, ensemble_size)
+        trunk, width = _vectorized_hidden(len(layout.state) + 4 * embedding, config, ensemble_size)
+        self.trunk = nn.Sequential(*trunk)
+        heads = config.head_sizes
+        self.move_head = _SlotHead(width, move_features, heads, ensemble_size)
+        self.switch_head = _SlotHead(width, switch_features, heads, ensemble_size)
+        self.tera_head = _SlotHead(len(layout.tera), move_features, heads, ensemble_size)
+
+    def _pooled(self, encoder: nn.Module, slots: torch.Tensor) -> torch.Tensor:
+        """Mean and max over the slots of their shared encoding, [E, B, 2 * embedding]."""
+        members, batch, count, _ = slots.shape
+        codes = F.relu(encoder(slots.reshape(members, batch * count, -1)))
+        codes = codes.view(members, batch, count, -1)
+        return torch.cat([codes.mean(dim=2), codes.amax(dim=2)], dim=-1)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        members, batch = self.members, observations.shape[0]
+        # Stride-0 views: every member reads the same features without a copy.
+        moves = observations[:, self.moves_index].expand(members, batch, NUM_MOVES, -1)
+        switches = observations[:, self.switches_index].expand(members, batch, NUM_SWITCHES, -1)
+        state_features = observations[:, self.state_index].expand(members, batch, -1)
+        tera_context = observations[:, self.tera_index].expand(members, batch, -1)
+        pooled = [
+            self._pooled(self.move_encoder, moves),
+            self._pooled(self.switch_encoder, switches),
+        ]
+        state = self.trunk(torch.cat([state_features, *pooled], dim=-1))
+        move_scores = self.move_head(state, moves)
+        switch_scores = self.switch_head(state, switches)
+        tera_scores = move_scores + self.tera_head(tera_context, moves)
+        return torch.cat([move_scores, switch_scores, tera_scores], dim=-1)
 
 
 class ValueNetwork(nn.Module):

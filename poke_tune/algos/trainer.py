@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from poke_tune.algos.bc import BC, BCConfig
-from poke_tune.algos.common import Algorithm, Batch, n_step_targets, set_seed
+from poke_tune.algos.common import Algorithm, Batch, TDConfig, n_step_targets, set_seed
 from poke_tune.algos.cql import CQL, CQLConfig
 from poke_tune.algos.fqe import FQE
 from poke_tune.algos.iql import IQL, IQLConfig
@@ -95,16 +95,20 @@ def build_algorithm(
     device: torch.device | str = "cpu",
 ) -> Algorithm:
     """The algorithm object for a config."""
-    kinds: dict[str, type[BC] | type[IQL] | type[CQL]] = {"bc": BC, "iql": IQL, "cql": CQL}
-    algorithm: Algorithm = kinds[config.algo](
-        config,  # type: ignore[arg-type]
-        observation_size=observation_size,
-        num_actions=num_actions,
-        total_steps=total_steps,
-        warmup_steps=warmup_steps,
-        device=device,
-    )
-    return algorithm
+    sizes: dict[str, Any] = {
+        "observation_size": observation_size,
+        "num_actions": num_actions,
+        "total_steps": total_steps,
+        "warmup_steps": warmup_steps,
+        "device": device,
+    }
+    match config:
+        case BCConfig():
+            return BC(config, **sizes)
+        case IQLConfig():
+            return IQL(config, **sizes)
+        case CQLConfig():
+            return CQL(config, **sizes)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -214,8 +218,9 @@ class Trainer:
         self.device = resolve_device(train_config.device)
         set_seed(train_config.seed)
         train_index, val_index = dataset.split(train_config.val_fraction, train_config.seed)
-        n_step: int = getattr(algo_config, "n_step", 1)
-        gamma: float = getattr(algo_config, "gamma", 0.99)
+        # BC learns no values: FQE still needs a discount to evaluate its policy.
+        td = algo_config if isinstance(algo_config, TDConfig) else TDConfig()
+        n_step, gamma = td.n_step, td.gamma
         self.train_data = TransitionTensors(
             dataset, train_index, self.device, n_step=n_step, gamma=gamma
         )
@@ -238,7 +243,7 @@ class Trainer:
             self.fqe = FQE(
                 observation_size=dataset.observation_size,
                 num_actions=dataset.num_actions,
-                gamma=getattr(algo_config, "gamma", 0.99),
+                gamma=gamma,
                 device=self.device,
             )
         self.generator = torch.Generator(self.device).manual_seed(train_config.seed)

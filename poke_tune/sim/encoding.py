@@ -33,6 +33,7 @@ Changing any of this is a new `ENCODER_VERSION`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,13 @@ from poke_tune.sim.actions import NUM_MOVES, NUM_SWITCHES, action_index, legal_a
 from poke_tune.sim.dex import Dex
 from poke_tune.sim.state import BOOST_STATS, BattleState, PokemonState, parse_condition
 
-__all__ = ["ENCODER_VERSION", "ObservationEncoder"]
+__all__ = [
+    "ENCODER_VERSION",
+    "ActionFeatureLayout",
+    "ObservationEncoder",
+    "action_feature_layout",
+    "observation_blocks",
+]
 
 ENCODER_VERSION = "obs-v2"
 """Saved with every dataset and checkpoint; loading a different version is an error."""
@@ -68,6 +75,81 @@ _DAMAGE_SCALE = 600.0  # base power x STAB x effectiveness: 100 x 1.5 x 2 = 300
 _STAT_DAMAGE_SCALE = 1000.0  # ... x accuracy x attacking stat / 100
 
 
+def observation_blocks(n_types: int) -> tuple[tuple[str, int], ...]:
+    """The observation's blocks in order, (name, size), for a Dex with `n_types` types."""
+    return (
+        ("own_team", TEAM_SIZE * (10 + n_types)),
+        ("own_active", 8 + n_types),
+        ("moves", NUM_MOVES * (12 + n_types)),
+        ("opponent_active", 16 + n_types),
+        ("opponent_team", TEAM_SIZE * (10 + n_types)),
+        ("field", 11 + 2 * len(SIDE_CONDITIONS)),
+        ("counts", 3),
+        ("move_values", NUM_MOVES * MOVE_VALUES),
+        ("switch_values", TEAM_SIZE * SWITCH_VALUES),
+        ("active_values", ACTIVE_VALUES),
+    )
+
+
+@dataclass(frozen=True)
+class ActionFeatureLayout:
+    """Which observation features belong to which action (indices into the observation).
+
+    Action-centric networks score move i from `moves[i] ++ move_values[i]`, switch j from
+    `own_team[j] ++ switch_values[j]` (request slot j, the switch target), and the tera
+    variant of move i from move i's features plus `tera`: the own active's
+    can-terastallize flag and tera type, and `active_values`. `state` is every feature that
+    belongs to no move or switch slot.
+    """
+
+    moves: np.ndarray  # int64 [NUM_MOVES, move features]
+    switches: np.ndarray  # int64 [TEAM_SIZE, switch features]
+    tera: np.ndarray  # int64 [tera features]
+    state: np.ndarray  # int64 [state features]
+
+
+def action_feature_layout(observation_size: int) -> ActionFeatureLayout:
+    """The layout of an observation of this encoder version with `observation_size` floats.
+
+    The size fixes the Dex's type count (every block grows linearly with it), so a network
+    built from a dataset's or checkpoint's observation size needs no Dex.
+    """
+    fixed, per_type = (sum(size for _, size in observation_blocks(n)) for n in (0, 1))
+    n_types, remainder = divmod(observation_size - fixed, per_type - fixed)
+    if remainder or n_types < 1:
+        raise ValueError(f"{observation_size} floats is not an {ENCODER_VERSION} observation")
+    starts: dict[str, int] = {}
+    at = 0
+    for name, size in observation_blocks(n_types):
+        starts[name] = at
+        at += size
+
+    def slots(block: str, count: int, width: int) -> np.ndarray:
+        return starts[block] + np.arange(count)[:, None] * width + np.arange(width)
+
+    moves = np.concatenate(
+        [
+            slots("moves", NUM_MOVES, 12 + n_types),
+            slots("move_values", NUM_MOVES, MOVE_VALUES),
+        ],
+        axis=1,
+    )
+    switches = np.concatenate(
+        [
+            slots("own_team", TEAM_SIZE, 10 + n_types),
+            slots("switch_values", TEAM_SIZE, SWITCH_VALUES),
+        ],
+        axis=1,
+    )
+    # own_active: boosts (7), can terastallize (1), tera type (n_types).
+    tera_flag_and_type = starts["own_active"] + len(BOOST_STATS) + np.arange(1 + n_types)
+    tera = np.concatenate([tera_flag_and_type, starts["active_values"] + np.arange(ACTIVE_VALUES)])
+    in_slots = np.zeros(observation_size, dtype=bool)
+    in_slots[moves.ravel()] = in_slots[switches.ravel()] = True
+    state = np.flatnonzero(~in_slots)
+    return ActionFeatureLayout(moves=moves, switches=switches, tera=tera, state=state)
+
+
 def _opponent(side: str) -> str:
     return "p2" if side == "p1" else "p1"
 
@@ -80,19 +162,7 @@ class ObservationEncoder:
     def __init__(self, dex: Dex) -> None:
         self.dex = dex
         self._type_index = {t: i for i, t in enumerate(dex.types)}
-        n_types = len(dex.types)
-        self.blocks: tuple[tuple[str, int], ...] = (
-            ("own_team", TEAM_SIZE * (10 + n_types)),
-            ("own_active", 8 + n_types),
-            ("moves", NUM_MOVES * (12 + n_types)),
-            ("opponent_active", 16 + n_types),
-            ("opponent_team", TEAM_SIZE * (10 + n_types)),
-            ("field", 11 + 2 * len(SIDE_CONDITIONS)),
-            ("counts", 3),
-            ("move_values", NUM_MOVES * MOVE_VALUES),
-            ("switch_values", TEAM_SIZE * SWITCH_VALUES),
-            ("active_values", ACTIVE_VALUES),
-        )
+        self.blocks = observation_blocks(len(dex.types))
         self.size = sum(size for _, size in self.blocks)
 
     # -- small writers: each fills `out` from `at` and returns the next free index --------

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from poke_tune.algos.bc import bc_loss
 from poke_tune.algos.common import soft_update
 from poke_tune.algos.cql import conservative_penalty, double_dqn_targets
-from poke_tune.algos.iql import awr_policy_loss, awr_weights, expectile_loss
+from poke_tune.algos.iql import awr_policy_loss, awr_weights, expectile_loss, normalized_advantage
 from poke_tune.algos.networks import NetworkConfig, QEnsemble, masked_argmax, masked_logits
 
 
@@ -108,3 +108,16 @@ def test_bc_loss_is_cross_entropy_when_all_actions_are_legal() -> None:
     actions = torch.tensor([0, 1, 2, 3, 0])
     mask = torch.ones(5, 4, dtype=torch.bool)
     assert torch.isclose(bc_loss(logits, mask, actions), F.cross_entropy(logits, actions))
+
+
+def test_normalized_advantage_divides_by_the_batch_standard_deviation() -> None:
+    advantage = torch.tensor([0.1, -0.1, 0.3, -0.3])
+    # Sample standard deviation (n - 1): sqrt((0.01 + 0.01 + 0.09 + 0.09) / 3) = sqrt(0.2 / 3).
+    expected = advantage / math.sqrt(0.2 / 3)
+    torch.testing.assert_close(normalized_advantage(advantage), expected)
+    # Not centred: the sign of every advantage is kept, so is the ranking.
+    shifted = normalized_advantage(advantage + 1.0)
+    assert (shifted > 0).all()
+    torch.testing.assert_close(shifted.std(), torch.tensor(1.0))
+    # A constant batch (no spread) does not blow up.
+    assert torch.isfinite(normalized_advantage(torch.zeros(4))).all()

@@ -25,12 +25,28 @@ from poke_tune.data.dataset import OfflineDataset
 from poke_tune.sim.actions import NUM_ACTIONS
 
 SMALL = NetworkConfig(hidden_sizes=(64, 64), dropout=0.1)
+SMALL_ACTION = NetworkConfig(
+    kind="action", hidden_sizes=(64,), slot_embedding=16, head_sizes=(16, 8), layer_norm=True
+)
 CONFIGS = [
     BCConfig(network=SMALL),
     IQLConfig(network=SMALL),
+    IQLConfig(network=SMALL, normalize_advantage=True),
     CQLConfig(network=SMALL),
     CQLConfig(network=SMALL, lagrange=True, target_gap=0.5),
+    BCConfig(network=SMALL_ACTION),
+    IQLConfig(network=SMALL_ACTION),
+    CQLConfig(network=SMALL_ACTION),
 ]
+
+
+def _config_id(config: BCConfig | IQLConfig | CQLConfig) -> str:
+    parts = [config.algo, config.network.kind]
+    if getattr(config, "lagrange", False):
+        parts.append("lagrange")
+    if getattr(config, "normalize_advantage", False):
+        parts.append("normalized")
+    return "-".join(parts)
 
 
 def _trainer(config: BCConfig | IQLConfig | CQLConfig, dataset: OfflineDataset) -> Trainer:
@@ -51,14 +67,17 @@ def _states_equal(a: object, b: object) -> bool:
     return a == b
 
 
-@pytest.mark.parametrize(
-    "config",
-    CONFIGS,
-    ids=lambda c: f"{c.algo}{'-lagrange' if getattr(c, 'lagrange', False) else ''}",
-)
+@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
 def test_contract(
-    config: BCConfig | IQLConfig | CQLConfig, synthetic_dataset: OfflineDataset, tmp_path: Path
+    config: BCConfig | IQLConfig | CQLConfig,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> None:
+    # Action-centric networks read the encoder's blocks: observations of its real size.
+    fixture = (
+        "synthetic_full_size_dataset" if config.network.kind == "action" else "synthetic_dataset"
+    )
+    synthetic_dataset: OfflineDataset = request.getfixturevalue(fixture)
     trainer = _trainer(config, synthetic_dataset)
     history = list(run_training(trainer))
     assert [m["step"] for m in history] == [20.0, 40.0]
@@ -125,3 +144,21 @@ def test_bc_initialisation_copies_the_policy(
     cql = _trainer(CQLConfig(network=SMALL), synthetic_dataset)
     with pytest.raises(ValueError, match="no policy network"):
         cql.init_policy_from(tmp_path / "bc.pt")
+
+
+def test_a_checkpoint_saved_before_network_kinds_loads_as_flat(
+    synthetic_dataset: OfflineDataset, tmp_path: Path
+) -> None:
+    trainer = _trainer(IQLConfig(network=SMALL), synthetic_dataset)
+    trainer.train(5)
+    state = trainer.state_dict()
+    network = state["algo_config"]["network"]
+    for key in ("kind", "slot_embedding", "head_sizes"):  # what older checkpoints lack
+        del network[key]
+    torch.save(state, tmp_path / "old.pt")
+    policy = load_policy(tmp_path / "old.pt")
+    trainer.algorithm.train(False)  # no dropout
+    observations = torch.randn(4, synthetic_dataset.observation_size)
+    torch.testing.assert_close(
+        policy.scores(observations), trainer.algorithm.action_scores(observations)
+    )
