@@ -5,9 +5,15 @@ lazily encoded observation) to a flat action index. Randomness comes only from t
 `rng` argument, which the battle runner seeds per battle and side, so a battle replays
 exactly.
 
-Names accepted by `make_policy`: `random`, `max-damage`, `heuristic`, and any of them with
-an epsilon-mixture suffix, e.g. `max-damage:eps=0.3` (a uniformly random legal action
-with probability 0.3, else the base policy's).
+Names accepted by `make_policy`: `random`, `max-damage`, `heuristic`, any of them with an
+epsilon-mixture suffix, e.g. `max-damage:eps=0.3` (a uniformly random legal action with
+probability 0.3, else the base policy's), and the scored policies with a softmax suffix,
+e.g. `heuristic:softmax=0.3`: a legal action sampled with probability proportional to
+exp(score / 0.3) over the policy's own action scores.
+
+Why softmax: uniformly random exploration teaches a critic that switching is bad (random
+switches lose); sampling near-misses of a scored policy covers the alternatives (the
+second-best move, a good switch-in, terastallizing) with actions worth learning from.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ __all__ = [
     "PlayerView",
     "Policy",
     "RandomPolicy",
+    "SoftmaxPolicy",
     "make_policy",
 ]
 
@@ -146,6 +153,16 @@ class MaxDamagePolicy:
             return _best_move(scores)
         return _random_legal(view.mask, rng)
 
+    def scores(self, view: PlayerView) -> np.ndarray:
+        """Per action: a move's damage relative to the best move (its tera variant the
+        same: max-damage ignores tera); switches 0."""
+        scores = np.zeros(len(view.mask))
+        damage = _move_damage_scores(view, use_stats=False)
+        best = max(damage)
+        if best > 0:
+            scores[:NUM_MOVES] = scores[_TERA_OFFSET:] = np.asarray(damage) / best
+        return scores
+
 
 @dataclass(frozen=True)
 class HeuristicPolicy:
@@ -203,6 +220,33 @@ class HeuristicPolicy:
             return _TERA_OFFSET + best
         return best
 
+    def scores(self, view: PlayerView) -> np.ndarray:
+        """Per action, on the scale of the best move (1.0): a move's stat-aware damage
+        relative to the best; its tera variant times the STAB it gains (the tera type's
+        moves), less 0.05 (tera is spent once); a switch half its matchup-plus-HP gain
+        over the active's, so a two-step better matchup scores like the best move."""
+        scores = np.zeros(len(view.mask))
+        damage = np.asarray(_move_damage_scores(view, use_stats=True))
+        active = (view.request.get("active") or [{}])[0]
+        if damage.max() > 0:
+            scores[:NUM_MOVES] = damage / damage.max()
+            tera_type = active.get("canTerastallize")
+            for slot, move in enumerate(active.get("moves", [])[:NUM_MOVES]):
+                data = view.dex.move(move.get("id", ""))
+                gain = STAB if tera_type and data is not None and data.type == tera_type else 1.0
+                scores[_TERA_OFFSET + slot] = scores[slot] * gain - 0.05
+        user = next((p for p in view.request["side"]["pokemon"] if p["active"]), None)
+        current = 0.0
+        if user is not None:
+            hp, _ = parse_condition(user["condition"])
+            current = self._matchup(view, view.encoder.own_types(user)) + hp
+        for slot, pokemon in enumerate(view.request["side"]["pokemon"][:6]):
+            if view.mask[_SWITCH_OFFSET + slot]:
+                hp, _ = parse_condition(pokemon["condition"])
+                option = self._matchup(view, view.encoder.own_types(pokemon)) + hp
+                scores[_SWITCH_OFFSET + slot] = 0.5 * (option - current)
+        return scores
+
 
 @dataclass(frozen=True)
 class EpsilonMixturePolicy:
@@ -222,6 +266,33 @@ class EpsilonMixturePolicy:
         return self.base.act(view, rng)
 
 
+class ScoredPolicy(Protocol):
+    """A policy with a score per action (higher is better), the scale of its best move 1."""
+
+    @property
+    def name(self) -> str: ...
+
+    def scores(self, view: PlayerView) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SoftmaxPolicy:
+    """A legal action sampled with probability proportional to exp(score / temperature)."""
+
+    base: ScoredPolicy
+    temperature: float
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    def act(self, view: PlayerView, rng: np.random.Generator) -> int:
+        logits = np.where(view.mask, self.base.scores(view) / self.temperature, -np.inf)
+        probabilities = np.exp(logits - logits.max())
+        return int(rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
+
+
 BUILTIN_POLICIES: dict[str, type[RandomPolicy | MaxDamagePolicy | HeuristicPolicy]] = {
     "random": RandomPolicy,
     "max-damage": MaxDamagePolicy,
@@ -230,21 +301,27 @@ BUILTIN_POLICIES: dict[str, type[RandomPolicy | MaxDamagePolicy | HeuristicPolic
 
 
 def make_policy(name: str) -> Policy:
-    """A built-in policy by name, e.g. `heuristic` or `max-damage:eps=0.3`."""
+    """A built-in policy by name, e.g. `heuristic`, `max-damage:eps=0.3` or
+    `heuristic:softmax=0.3`."""
     base_name, _, suffix = name.partition(":")
     if base_name not in BUILTIN_POLICIES:
         raise ValueError(
             f"unknown policy {name!r}: expected one of {sorted(BUILTIN_POLICIES)}, "
-            "optionally with ':eps=<0..1>'"
+            "optionally with ':eps=<0..1>' or ':softmax=<temperature>'"
         )
-    base: Policy = BUILTIN_POLICIES[base_name]()
+    base = BUILTIN_POLICIES[base_name]()
     if not suffix:
         return base
-    key, _, value = suffix.partition("=")
+    key, _, text = suffix.partition("=")
     try:
-        epsilon = float(value)
+        value = float(text)
     except ValueError:
-        epsilon = -1.0
-    if key != "eps" or not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"bad policy suffix in {name!r}: expected ':eps=<number in [0, 1]>'")
-    return EpsilonMixturePolicy(base=base, epsilon=epsilon, name=name)
+        value = -1.0
+    if key == "eps" and 0.0 <= value <= 1.0:
+        return EpsilonMixturePolicy(base=base, epsilon=value, name=name)
+    if key == "softmax" and value > 0 and not isinstance(base, RandomPolicy):
+        return SoftmaxPolicy(base=base, temperature=value, name=name)
+    raise ValueError(
+        f"bad policy suffix in {name!r}: expected ':eps=<number in [0, 1]>' or, for "
+        "max-damage and heuristic, ':softmax=<temperature > 0>'"
+    )
