@@ -10,7 +10,10 @@ Runs, in one process on this machine (CPU, torch's default threads):
 4. the float32 matmul ceiling: the best of the torch.mm/torch.bmm shapes the updates run;
 5. a torch.profiler pass over each poke-tune pipeline: the share of its step spent in
    matmuls and their rate there. FLOPs / matmul time is what a step made of nothing but
-   its own matmuls would reach: the bound for these shapes, however lean the rest.
+   its own matmuls would reach: the bound for these shapes, however lean the rest;
+6. BC, IQL and CQL with action-centric networks (`network.kind: action`, default sizes),
+   timed in the same interleaved rounds: ms/step against the flat network of the same
+   algorithm and batch (target, issue 19: at most 1.5x the flat step time on CPU).
 FLOPs per step are counted from the networks' nn.Linear and VectorizedLinear shapes (see
 `mlp_flops`).
 
@@ -40,13 +43,16 @@ from torch.utils.data import DataLoader, Dataset
 from poke_tune.algos.bc import BC, BCConfig
 from poke_tune.algos.cql import CQL, CQLConfig
 from poke_tune.algos.iql import IQL, IQLConfig
-from poke_tune.algos.networks import VectorizedLinear, mlp
+from poke_tune.algos.networks import NetworkConfig, VectorizedLinear, mlp
 from poke_tune.algos.trainer import TrainConfig, Trainer
 from poke_tune.data.dataset import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 
 BATCH = 256
-TARGETS = "targets (issue): IQL >= 3x seed-style, IQL >= 70% of the matmul ceiling"
+TARGETS = (
+    "targets (issues): IQL >= 3x seed-style, IQL >= 70% of the matmul ceiling; "
+    "action-centric <= 1.5x the flat step time"
+)
 
 
 # -- FLOP counting ---------------------------------------------------------------------------
@@ -244,6 +250,8 @@ def trainer_pipeline(
     train_config = TrainConfig(batch_size=BATCH, steps=total_steps, fqe_steps=0, device="cpu")
     trainer = Trainer(config, train_config, dataset)
     run = lambda steps: trainer.train(trainer.step + steps)  # noqa: E731
+    if config.network.kind == "action":  # its slot layers' rows are not counted: no FLOPs
+        return Pipeline(f"poke-tune {config.algo.upper()} action", run, float("nan"))
     flops = flops_per_step(trainer.algorithm, BATCH)
     return Pipeline(f"poke-tune {config.algo.upper()}", run, flops)
 
@@ -354,15 +362,25 @@ def main() -> None:
         )
         hidden, critics = max(IQLConfig().network.hidden_sizes), IQLConfig().num_critics
         before, shape = matmul_ceiling(dataset.observation_size, hidden, critics)
+        total = args.warmup + args.steps + args.profile_steps
         pipelines = [seed_pipeline(dataset)] + [
-            trainer_pipeline(config, dataset, args.warmup + args.steps + args.profile_steps)
+            trainer_pipeline(config, dataset, total)
             for config in (BCConfig(), IQLConfig(), CQLConfig())
         ]
-        for pipeline in pipelines:
+        action = NetworkConfig(kind="action")
+        action_pipelines = [
+            trainer_pipeline(config, dataset, total)
+            for config in (
+                BCConfig(network=action),
+                IQLConfig(network=action),
+                CQLConfig(network=action),
+            )
+        ]
+        for pipeline in pipelines + action_pipelines:
             pipeline.run(args.warmup)
         # Interleaved rounds, so that load from elsewhere hits every pipeline alike.
         for _ in range(args.rounds):
-            for pipeline in pipelines:
+            for pipeline in pipelines + action_pipelines:
                 pipeline.time_round(args.steps // args.rounds)
         after, _ = matmul_ceiling(dataset.observation_size, hidden, critics)
         profiles = {p.name: profile_matmuls(p, args.profile_steps) for p in pipelines[1:]}
@@ -398,6 +416,12 @@ def main() -> None:
             f"{pipeline.name:28} {1e3 * step_s:8.2f} {1e3 * matmul_s:9.2f} "
             f"{100 * matmul_s / step_s:7.1f}% {rate:14.1f} {100 * rate / ceiling:16.1f}%"
         )
+    print(f"action-centric networks vs flat (same algorithm, batch {BATCH}, same rounds):")
+    print(f"{'algorithm':10} {'flat ms/step':>12} {'action ms/step':>14} {'ratio':>6}")
+    for flat, act in zip(pipelines[1:], action_pipelines, strict=True):
+        flat_ms, act_ms = (1e3 / statistics.median(p.rates) for p in (flat, act))
+        name = flat.name.removeprefix("poke-tune ")
+        print(f"{name:10} {flat_ms:12.2f} {act_ms:14.2f} {act_ms / flat_ms:5.2f}x")
     print(TARGETS)
 
 

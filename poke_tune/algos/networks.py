@@ -130,6 +130,12 @@ class VectorizedLinear(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.weight.shape[0] == 1:  # one member (a policy): plain matmuls are faster on CPU
+            # squeeze, not [0]: indexing's backward would zero-fill a whole gradient per step.
+            outputs = inputs.squeeze(0) @ self.weight.squeeze(0)
+            if self.bias is not None:
+                outputs = outputs + self.bias.squeeze(0)
+            return outputs.unsqueeze(0)
         if self.bias is None:
             return torch.bmm(inputs, self.weight)
         return torch.baddbmm(self.bias, inputs, self.weight)
@@ -258,7 +264,14 @@ class ActionScorer(nn.Module):
         self.move_encoder = VectorizedLinear(move_features, embedding, ensemble_size)
         self.switch_encoder = VectorizedLinear(switch_features, embedding, ensemble_size)
         trunk, width = _vectorized_hidden(len(layout.state) + 4 * embedding, config, ensemble_size)
-        self.trunk = nn.Sequential(*trunk)
+        # The trunk's first linear layer, split into the part on the state features and the
+        # part on the pooled slots: the same function as one layer on their concatenation,
+        # but backpropagation computes no gradient for the (constant) state features.
+        self.state_layer = VectorizedLinear(len(layout.state), config.hidden_sizes[0], ensemble_size)
+        self.pooled_layer = VectorizedLinear(
+            4 * embedding, config.hidden_sizes[0], ensemble_size, bias=False
+        )
+        self.trunk = nn.Sequential(*trunk[1:])
         heads = config.head_sizes
         self.move_head = _SlotHead(width, move_features, heads, ensemble_size)
         self.switch_head = _SlotHead(width, switch_features, heads, ensemble_size)
@@ -273,16 +286,20 @@ class ActionScorer(nn.Module):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         members, batch = self.members, observations.shape[0]
-        # Stride-0 views: every member reads the same features without a copy.
-        moves = observations[:, self.moves_index].expand(members, batch, NUM_MOVES, -1)
-        switches = observations[:, self.switches_index].expand(members, batch, NUM_SWITCHES, -1)
-        state_features = observations[:, self.state_index].expand(members, batch, -1)
-        tera_context = observations[:, self.tera_index].expand(members, batch, -1)
-        pooled = [
-            self._pooled(self.move_encoder, moves),
-            self._pooled(self.switch_encoder, switches),
-        ]
-        state = self.trunk(torch.cat([state_features, *pooled], dim=-1))
+
+        def features(index: torch.Tensor) -> torch.Tensor:
+            # A stride-0 view over the members: every member reads the same features.
+            picked = observations.index_select(1, index.flatten()).view(batch, *index.shape)
+            return picked.expand(members, *picked.shape)
+
+        moves, switches = features(self.moves_index), features(self.switches_index)
+        pooled = torch.cat(
+            [self._pooled(self.move_encoder, moves), self._pooled(self.switch_encoder, switches)],
+            dim=-1,
+        )
+        first = self.state_layer(features(self.state_index)) + self.pooled_layer(pooled)
+        state = self.trunk(first)
+        tera_context = features(self.tera_index)
         move_scores = self.move_head(state, moves)
         switch_scores = self.switch_head(state, switches)
         tera_scores = move_scores + self.tera_head(tera_context, moves)
