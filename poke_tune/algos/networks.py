@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from poke_tune.sim.actions import NUM_ACTIONS, NUM_MOVES, NUM_SWITCHES
+from poke_tune.sim.actions import NUM_ACTIONS
 from poke_tune.sim.encoding import action_feature_layout
 
 __all__ = [
@@ -267,7 +267,9 @@ class ActionScorer(nn.Module):
         # The trunk's first linear layer, split into the part on the state features and the
         # part on the pooled slots: the same function as one layer on their concatenation,
         # but backpropagation computes no gradient for the (constant) state features.
-        self.state_layer = VectorizedLinear(len(layout.state), config.hidden_sizes[0], ensemble_size)
+        self.state_layer = VectorizedLinear(
+            len(layout.state), config.hidden_sizes[0], ensemble_size
+        )
         self.pooled_layer = VectorizedLinear(
             4 * embedding, config.hidden_sizes[0], ensemble_size, bias=False
         )

@@ -469,6 +469,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"{path} was trained on {state['encoder_version']}/{state['action_layout']}; "
             f"this poke-tune encodes {ENCODER_VERSION}/{ACTION_LAYOUT}"
         )
+    if state["algo_config"].get("algo") == "iql":
+        # Saved before the setting existed: those runs weighted the raw advantage.
+        state["algo_config"].setdefault("normalize_advantage", False)
     return state
 
 

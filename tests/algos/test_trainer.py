@@ -31,7 +31,7 @@ SMALL_ACTION = NetworkConfig(
 CONFIGS = [
     BCConfig(network=SMALL),
     IQLConfig(network=SMALL),
-    IQLConfig(network=SMALL, normalize_advantage=True),
+    IQLConfig(network=SMALL, normalize_advantage=False),
     CQLConfig(network=SMALL),
     CQLConfig(network=SMALL, lagrange=True, target_gap=0.5),
     BCConfig(network=SMALL_ACTION),
@@ -44,8 +44,8 @@ def _config_id(config: BCConfig | IQLConfig | CQLConfig) -> str:
     parts = [config.algo, config.network.kind]
     if getattr(config, "lagrange", False):
         parts.append("lagrange")
-    if getattr(config, "normalize_advantage", False):
-        parts.append("normalized")
+    if getattr(config, "normalize_advantage", True) is False:
+        parts.append("raw-advantage")
     return "-".join(parts)
 
 
@@ -155,7 +155,9 @@ def test_a_checkpoint_saved_before_network_kinds_loads_as_flat(
     network = state["algo_config"]["network"]
     for key in ("kind", "slot_embedding", "head_sizes"):  # what older checkpoints lack
         del network[key]
+    del state["algo_config"]["normalize_advantage"]
     torch.save(state, tmp_path / "old.pt")
+    assert read_checkpoint(tmp_path / "old.pt")["algo_config"]["normalize_advantage"] is False
     policy = load_policy(tmp_path / "old.pt")
     trainer.algorithm.train(False)  # no dropout
     observations = torch.randn(4, synthetic_dataset.observation_size)
