@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
 
-from poke_tune.algos import load_policy
 from poke_tune.cli.errors import stdout, user_errors
 from poke_tune.cli.progress import battle_progress
 from poke_tune.eval.winrate import EVAL_SEED, evaluate
+from poke_tune.play.loading import resolve_policy
 from poke_tune.sim.battles import check_battle_format
-from poke_tune.sim.policies import Policy, make_policy
 
 __all__ = ["eval_command", "resolve_policy"]
-
-
-def resolve_policy(name: str, tracking_uri: str | None = None) -> Policy:
-    """A built-in policy name, a training checkpoint file, or a registered MLflow model
-    (`models:/NAME@champion`, `models:/NAME/3`)."""
-    if name.startswith("models:/"):
-        from poke_tune.tuning.registry import load_registered_policy
-
-        return load_registered_policy(name, tracking_uri)
-    path = Path(name)
-    if path.suffix == ".pt" or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        return load_policy(path.resolve())
-    return make_policy(name)
 
 
 def eval_command(

@@ -8,14 +8,14 @@ from contextlib import contextmanager
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from poke_tune.cli.errors import console
-from poke_tune.sim.battles import BattleResult
 
 __all__ = ["battle_progress"]
 
 
 @contextmanager
-def battle_progress(total: int, what: str) -> Iterator[Callable[[BattleResult], None]]:
-    """A bar of `total` battles with their rate; yields the per-result callback."""
+def battle_progress(total: int, what: str) -> Iterator[Callable[[object], None]]:
+    """A bar of `total` battles with their rate; yields the per-result callback (it takes
+    any battle result: a `BattleResult`, a server match's `BattleOutcome`)."""
     columns = (
         TextColumn(f"[bold]{what}"),
         BarColumn(),
@@ -26,7 +26,7 @@ def battle_progress(total: int, what: str) -> Iterator[Callable[[BattleResult], 
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(what, total=total, rate="")
 
-        def advance(_: BattleResult) -> None:
+        def advance(_: object) -> None:
             progress.advance(task)
             elapsed = progress.tasks[task].elapsed or 0.0
             done = progress.tasks[task].completed

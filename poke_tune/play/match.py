@@ -1,0 +1,351 @@
+"""Battles on a Showdown server through poke-env, with faults reported, never miscounted.
+
+`play_match` runs one of poke-env's own ways of finding battles (`battle_against` an
+opponent player, `accept_challenges`, `ladder`) and watches it:
+
+- a battle that receives nothing for `battle_timeout_s` is forfeited and reported as
+  failed (never as a loss);
+- a dropped websocket (the server died, the network went) stops the match: battles in
+  flight are reported as failed, the finished ones keep their outcome;
+- battles never started are simply not in the result.
+
+Outcomes come from the server's `|win|`/`|tie|` lines as poke-env records them; the win
+rate counts finished battles only, with a Wilson 95% interval as `poke-tune eval` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from poke_env.concurrency import POKE_LOOP
+from poke_env.player import MaxBasePowerPlayer, Player, RandomPlayer, SimpleHeuristicsPlayer
+from poke_env.ps_client import AccountConfiguration
+
+from poke_tune.eval.winrate import wilson_interval
+from poke_tune.play.player import PolicyPlayer, server_configuration
+from poke_tune.sim.policies import Policy
+
+__all__ = [
+    "ACCOUNT_ENV",
+    "PASSWORD_ENV",
+    "POKE_ENV_OPPONENTS",
+    "BattleOutcome",
+    "MatchResult",
+    "account_from_env",
+    "check_player_name",
+    "make_player",
+    "play_match",
+]
+
+_logger = logging.getLogger(__name__)
+
+POKE_ENV_PREFIX = "poke-env:"
+POKE_ENV_OPPONENTS: dict[str, type[Player]] = {
+    "random": RandomPlayer,
+    "max-base-power": MaxBasePowerPlayer,
+    "simple-heuristics": SimpleHeuristicsPlayer,
+}
+"""poke-env's baseline players, by the name `poke-env:NAME` selects."""
+ACCOUNT_ENV = "POKE_TUNE_SHOWDOWN_USER"
+PASSWORD_ENV = "POKE_TUNE_SHOWDOWN_PASSWORD"  # read from the environment only, never logged
+
+Outcome = Literal["win", "loss", "tie", "failed"]
+
+
+@dataclass(frozen=True)
+class BattleOutcome:
+    """How one battle on the server ended, seen from the evaluated player."""
+
+    tag: str
+    outcome: Outcome
+    turns: int
+    invalid_choices: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Battles played on a server; failed battles are kept apart from the win rate."""
+
+    policy: str
+    opponent: str
+    server: str
+    requested: int
+    outcomes: tuple[BattleOutcome, ...]
+    seconds: float
+    error: str | None = None
+    """Why the match stopped early (a dropped connection), if it did."""
+
+    def _count(self, outcome: Outcome) -> int:
+        return sum(o.outcome == outcome for o in self.outcomes)
+
+    @property
+    def wins(self) -> int:
+        return self._count("win")
+
+    @property
+    def losses(self) -> int:
+        return self._count("loss")
+
+    @property
+    def ties(self) -> int:
+        return self._count("tie")
+
+    @property
+    def failed(self) -> int:
+        return self._count("failed")
+
+    @property
+    def battles(self) -> int:
+        """Finished battles (the win rate's denominator)."""
+        return self.wins + self.losses + self.ties
+
+    @property
+    def win_rate(self) -> float:
+        return self.wins / self.battles if self.battles else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.wins, self.battles)
+
+    @property
+    def invalid_choices(self) -> int:
+        return sum(o.invalid_choices for o in self.outcomes)
+
+    @property
+    def mean_turns(self) -> float:
+        finished = [o.turns for o in self.outcomes if o.outcome != "failed"]
+        return sum(finished) / len(finished) if finished else 0.0
+
+    @property
+    def battles_per_second(self) -> float:
+        return self.battles / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        low, high = self.interval
+        return {
+            "policy": self.policy,
+            "opponent": self.opponent,
+            "server": self.server,
+            "requested": self.requested,
+            "battles": self.battles,
+            "wins": self.wins,
+            "losses": self.losses,
+            "ties": self.ties,
+            "failed": self.failed,
+            "win_rate": self.win_rate,
+            "ci_low": low,
+            "ci_high": high,
+            "mean_turns": self.mean_turns,
+            "invalid_choices": self.invalid_choices,
+            "seconds": self.seconds,
+            "battles_per_second": self.battles_per_second,
+            "error": self.error,
+            "outcomes": [asdict(o) for o in self.outcomes],
+        }
+
+
+def account_from_env() -> AccountConfiguration | None:
+    """The Showdown account named by POKE_TUNE_SHOWDOWN_USER (password from
+    POKE_TUNE_SHOWDOWN_PASSWORD), or None for a generated guest name."""
+    user = os.environ.get(ACCOUNT_ENV)
+    if not user:
+        return None
+    return AccountConfiguration(user, os.environ.get(PASSWORD_ENV) or None)
+
+
+def check_player_name(name: str) -> None:
+    """Raise ValueError for a `poke-env:` name that names none of poke-env's players."""
+    if name.startswith(POKE_ENV_PREFIX) and name[len(POKE_ENV_PREFIX) :] not in POKE_ENV_OPPONENTS:
+        known = ", ".join(POKE_ENV_PREFIX + k for k in POKE_ENV_OPPONENTS)
+        raise ValueError(f"unknown poke-env player {name!r}; known: {known}")
+
+
+def make_player(
+    name: Policy | str,
+    *,
+    server_url: str,
+    battle_format: str = "gen9randombattle",
+    concurrency: int = 4,
+    tracking_uri: str | None = None,
+    seed: int | None = None,
+    account: AccountConfiguration | None = None,
+) -> Player:
+    """A poke-env player for `name`: `poke-env:random|max-base-power|simple-heuristics`,
+    or a `PolicyPlayer` for a poke-tune policy (or its name)."""
+    options: dict[str, Any] = {
+        "battle_format": battle_format,
+        "server_configuration": server_configuration(server_url),
+        "max_concurrent_battles": concurrency,
+        # The match reports connection faults itself; poke-env would log tracebacks.
+        "log_level": logging.CRITICAL,
+    }
+    if account is not None:
+        options["account_configuration"] = account
+    if isinstance(name, str) and name.startswith(POKE_ENV_PREFIX):
+        check_player_name(name)
+        return POKE_ENV_OPPONENTS[name.removeprefix(POKE_ENV_PREFIX)](**options)
+    return PolicyPlayer(name, seed=seed, tracking_uri=tracking_uri, **options)
+
+
+def _player_name(player: Player) -> str:
+    if isinstance(player, PolicyPlayer):
+        return player.policy.name
+    kinds = {cls: POKE_ENV_PREFIX + kind for kind, cls in POKE_ENV_OPPONENTS.items()}
+    return kinds.get(type(player), type(player).__name__)
+
+
+def _connection_lost(player: Player) -> bool:
+    """Whether the player's websocket listener has ended (closed or never connected)."""
+    listener = getattr(player.ps_client, "_listening_coroutine", None)
+    return listener is not None and listener.done()
+
+
+async def _in_poke_loop(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, POKE_LOOP))
+
+
+class _Watch:
+    """Follows a running match: finished battles, hung battles, the connection."""
+
+    def __init__(
+        self,
+        player: PolicyPlayer,
+        opponent: Player | None,
+        battle_timeout_s: float,
+        on_result: Callable[[BattleOutcome], None] | None,
+    ) -> None:
+        self.player = player
+        self.opponent = opponent
+        self.battle_timeout_s = battle_timeout_s
+        self.on_result = on_result
+        self.outcomes: dict[str, BattleOutcome] = {}
+        self.forfeited: set[str] = set()
+        self.error: str | None = None
+
+    def _invalid(self, tag: str) -> int:
+        count = 0
+        for player in (self.player, self.opponent):
+            if isinstance(player, PolicyPlayer) and tag in player.server_battles:
+                count += player.server_battles[tag].invalid_choices
+        return count
+
+    def _record(self, tag: str, outcome: Outcome, error: str | None = None) -> None:
+        tracked = self.player.server_battles.get(tag)
+        turns = tracked.state.turn if tracked is not None else 0
+        record = BattleOutcome(tag, outcome, turns, self._invalid(tag), error)
+        self.outcomes[tag] = record
+        if self.on_result is not None:
+            self.on_result(record)
+
+    async def step(self) -> bool:
+        """Record what finished; forfeit hung battles. False once the connection is lost."""
+        now = time.monotonic()
+        for tag, battle in list(self.player.battles.items()):
+            if tag in self.outcomes:
+                continue
+            if battle.finished:
+                if tag in self.forfeited:
+                    self._record(
+                        tag,
+                        "failed",
+                        f"no message for {self.battle_timeout_s:.0f} s: forfeited",
+                    )
+                else:
+                    self._record(tag, "win" if battle.won else "loss" if battle.lost else "tie")
+                continue
+            tracked = self.player.server_battles.get(tag)
+            idle = now - tracked.last_message if tracked is not None else 0.0
+            if tag not in self.forfeited and idle > self.battle_timeout_s:
+                _logger.warning("battle %s: nothing for %.0f s; forfeiting it", tag, idle)
+                self.forfeited.add(tag)
+                try:
+                    await _in_poke_loop(self.player.ps_client.send_message("/forfeit", tag))
+                except Exception as error:  # a dead socket: the connection check reports it
+                    _logger.warning("battle %s: could not forfeit (%s)", tag, error)
+        players = [p for p in (self.player, self.opponent) if p is not None]
+        if any(_connection_lost(p) for p in players):
+            self.error = "the connection to the server was lost"
+            return False
+        return True
+
+    def finish(self) -> None:
+        """Report every battle still unfinished as failed."""
+        for tag in list(self.player.battles):
+            if tag not in self.outcomes:
+                reason = self.error or "the match stopped before the battle ended"
+                if tag in self.forfeited:
+                    reason = f"no message for {self.battle_timeout_s:.0f} s: forfeited"
+                self._record(tag, "failed", reason)
+
+
+async def play_match(
+    player: PolicyPlayer,
+    *,
+    opponent: Player | None = None,
+    battles: int,
+    mode: Literal["against", "accept", "ladder"] = "against",
+    challenger: str | None = None,
+    battle_timeout_s: float = 120.0,
+    start_timeout_s: float | None = 60.0,
+    on_result: Callable[[BattleOutcome], None] | None = None,
+    server: str = "",
+) -> MatchResult:
+    """Play `battles` battles with poke-env and report every one of them.
+
+    Args:
+        mode: `against` (`opponent` required), `accept` (challenges from `challenger`, or
+            anyone) or `ladder`.
+        battle_timeout_s: a battle with no message for this long is forfeited (failed).
+        start_timeout_s: give up when no battle has started this long after the call
+            (None: wait for challengers forever).
+    """
+    if battles < 1:
+        raise ValueError(f"battles must be >= 1, got {battles}")
+    if mode == "against":
+        if opponent is None:
+            raise ValueError("mode 'against' needs an opponent player")
+        work = player.battle_against(opponent, n_battles=battles)
+    elif mode == "accept":
+        work = player.accept_challenges(challenger, battles)
+    else:
+        work = player.ladder(battles)
+    watch = _Watch(player, opponent, battle_timeout_s, on_result)
+    start = time.perf_counter()
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.25)
+            if not await watch.step() or len(watch.outcomes) >= battles:
+                break
+            waited = time.perf_counter() - start
+            if start_timeout_s is not None and not player.battles and waited > start_timeout_s:
+                watch.error = f"no battle started within {start_timeout_s:.0f} s"
+                break
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        watch.error = watch.error or f"poke-env stopped: {task.exception()}"
+    await watch.step()
+    watch.finish()
+    seconds = time.perf_counter() - start
+    opponent_name = (
+        _player_name(opponent) if opponent is not None else challenger or f"{mode} opponents"
+    )
+    return MatchResult(
+        policy=player.policy.name,
+        opponent=opponent_name,
+        server=server,
+        requested=battles,
+        outcomes=tuple(watch.outcomes.values()),
+        seconds=seconds,
+        error=watch.error,
+    )
