@@ -163,7 +163,7 @@ def validate(
     with user_errors():
         loaded = _load_spec(spec, overrides)
     stdout.print(
-        f"{spec}: valid ({loaded.algorithm['algo']}, {len(loaded.search_space)} "
+        f"{spec}: valid ({loaded.algorithm.algo}, {len(loaded.search_space)} "
         f"parameters, {loaded.num_samples} trials)"
     )
 

@@ -29,7 +29,6 @@ from pydantic import TypeAdapter
 from poke_tune.algos import (
     BCConfig,
     LearnedPolicy,
-    NetworkConfig,
     Trainer,
     load_policy,
     run_training,
@@ -146,7 +145,7 @@ def shortlist(rows: Sequence[TrialRow], spec: SearchSpec, top_k: int) -> list[Tr
 
 def candidates(rows: Sequence[TrialRow], spec: SearchSpec) -> list[Contender]:
     """The shortlisted trials as contenders, each playing from its best checkpoint."""
-    algo = str(spec.algorithm.get("algo"))
+    algo = spec.algorithm.algo
     return [
         Contender(
             name=f"{describe(algo, row.params)} ({row.trial_id})",
@@ -174,8 +173,7 @@ def behaviour_policies(spec: SearchSpec, dataset: OfflineDataset | None) -> list
 
 def bc_baseline(spec: SearchSpec, dataset: OfflineDataset) -> LearnedPolicy:
     """BC trained on the sweep's data with the sweep's training budget and network."""
-    network = spec.algorithm.get("network")
-    config = BCConfig(network=NetworkConfig.model_validate(network or {}))
+    config = BCConfig(network=spec.algorithm.network)
     trainer = Trainer(config, spec.training.model_copy(update={"fqe_steps": 0}), dataset)
     for _ in run_training(trainer):
         pass

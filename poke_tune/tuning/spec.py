@@ -27,7 +27,14 @@ from pydantic import (
     model_validator,
 )
 
-from poke_tune.algos import TrainConfig, parse_algo_config
+from poke_tune.algos import (
+    AlgoConfig,
+    BCConfig,
+    CQLConfig,
+    IQLConfig,
+    TrainConfig,
+    parse_algo_config,
+)
 from poke_tune.eval.winrate import CONFIRM_SEED, EVAL_SEED
 from poke_tune.sim.battles import check_battle_format
 from poke_tune.sim.encoding import ENCODER_VERSION
@@ -261,8 +268,9 @@ class SearchSpec(_Strict):
     """A whole sweep."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    algorithm: dict[str, Any]
-    """`algo` (bc / iql / cql) and fixed hyperparameters of that algorithm."""
+    algorithm: AlgoConfig
+    """`algo` (bc / iql / cql) and fixed hyperparameters of that algorithm: its typed
+    config, validated here once."""
     dataset: DatasetSpec
     training: TrainConfig = TrainConfig(steps=3000, eval_interval=500)
     objective: ObjectiveSpec = ObjectiveSpec()
@@ -320,8 +328,6 @@ class SearchSpec(_Strict):
         """Checks across fields: every corner of the space is a valid algorithm config,
         and `when` conditions name earlier parameters. Returns (key path, message) pairs."""
         found: list[tuple[tuple[str | int, ...], str]] = []
-        algorithm_problems = self._algorithm_problems()
-        found += algorithm_problems
         found += self._policy_problems()
         found += self._searcher_problems()
         reported = self.reported_metrics()
@@ -346,8 +352,6 @@ class SearchSpec(_Strict):
             )
         names = list(self.search_space)
         for name, param in self.search_space.items():
-            if algorithm_problems:  # every corner would repeat the algorithm's own error
-                break
             corners: list[tuple[str, int | None, Any]]
             if isinstance(param, CategoricalParam):
                 corners = [("choices", i, v) for i, v in enumerate(param.choices)]
@@ -361,7 +365,7 @@ class SearchSpec(_Strict):
                         found.append(
                             (
                                 ("search_space", name),
-                                f"{name!r} is not a {self.algorithm.get('algo')} hyperparameter",
+                                f"{name!r} is not a {self.algorithm.algo} hyperparameter",
                             )
                         )
                         break
@@ -373,7 +377,7 @@ class SearchSpec(_Strict):
                         (
                             loc,
                             f"{name}={value!r} is not a valid "
-                            f"{self.algorithm.get('algo')} setting: {reason}",
+                            f"{self.algorithm.algo} setting: {reason}",
                         )
                     )
             condition = param.when
@@ -386,22 +390,6 @@ class SearchSpec(_Strict):
                     )
                 )
         return found
-
-    def _algorithm_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
-        """The fixed `algorithm` block on its own, reported at its own keys."""
-        try:
-            parse_algo_config(self.algorithm)
-        except ValidationError as error:
-            found: list[tuple[tuple[str | int, ...], str]] = []
-            for issue in error.errors():
-                if not issue["loc"]:  # the discriminator: `algo` missing or unknown
-                    loc: tuple[str | int, ...] = ("algorithm", "algo")
-                    message = f"expected one of 'bc', 'iql', 'cql' ({issue['msg']})"
-                else:  # ("cql", "alpah"): the tag, then the key path
-                    loc, message = ("algorithm", *issue["loc"][1:]), issue["msg"]
-                found.append((loc, message))
-            return found
-        return []
 
     def _searcher_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Grid searches need categorical parameters; warm-start points must lie in the
@@ -432,15 +420,15 @@ class SearchSpec(_Strict):
         """Evaluation metrics every trial of this spec reports."""
         metrics = {"eval/win_rate", "eval/win_rate_ci_low", "eval/win_rate_ci_high"}
         metrics.add("offline/action_match")
-        if self.algorithm.get("algo") != "bc":
+        if self.algorithm.algo != "bc":
             metrics.add("offline/td_error")
         if self.training.fqe_steps > 0:
             metrics.add("offline/fqe_value")
         return metrics
 
-    def algorithm_config(self, sampled: dict[str, Any]) -> Any:
+    def algorithm_config(self, sampled: dict[str, Any]) -> BCConfig | IQLConfig | CQLConfig:
         """The typed algorithm config of one trial: fixed settings + sampled values."""
-        values: dict[str, Any] = json.loads(json.dumps(self.algorithm))
+        values = self.algorithm.model_dump(mode="json")
         for key, value in sampled.items():
             set_dotted(values, key, value)
         return parse_algo_config(values)
@@ -528,7 +516,7 @@ def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> SearchSpec
         found = []
         for issue in error.errors():
             loc = tuple(p for p in issue["loc"] if not str(p).startswith("function-after"))
-            found.append((tuple(p for p in loc if p not in _PARAM_TYPES), issue["msg"]))
+            found.append(_located(loc, issue))
     if found or problems:
         for loc, message in found:
             key = ".".join(str(p) for p in loc) or "(top level)"
@@ -538,6 +526,22 @@ def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> SearchSpec
             )
         raise SpecError("invalid search spec:\n  " + "\n  ".join(problems))
     return _resolve_paths(spec, path, root)
+
+
+_ALGOS = ("bc", "iql", "cql")
+
+
+def _located(loc: tuple[str | int, ...], issue: Any) -> tuple[tuple[str | int, ...], str]:
+    """A pydantic error as (key path in the file, message): the union tags pydantic adds
+    (`search_space.alpha.float...`, `algorithm.cql.alpah`) are not keys of the file."""
+    if loc == ("algorithm",) and issue["type"].startswith("union_tag"):
+        return (
+            "algorithm",
+            "algo",
+        ), f"expected one of {', '.join(map(repr, _ALGOS))} ({issue['msg']})"
+    if loc[:1] == ("algorithm",) and len(loc) > 1 and loc[1] in _ALGOS:
+        return ("algorithm", *loc[2:]), issue["msg"]
+    return tuple(p for p in loc if p not in _PARAM_TYPES), issue["msg"]
 
 
 def _duplicate_keys(

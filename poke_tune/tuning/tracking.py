@@ -209,7 +209,7 @@ class MLflowTracking(tune.Callback):
         key = trial.trial_id
         if key in self.outbox.run_ids or any(w["key"] == key for w in self.outbox.pending):
             return  # a restarted trial goes on logging into its run
-        algo = str(self.spec.algorithm.get("algo"))
+        algo = self.spec.algorithm.algo
         self.outbox.put(
             "create_run",
             key,
