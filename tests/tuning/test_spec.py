@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from poke_tune.algos import CQLConfig
 from poke_tune.tuning.spec import FloatParam, SearchSpec, SpecError, load_spec
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -235,6 +236,14 @@ def test_checked_in_spec_validates(path: Path) -> None:
     assert spec.search_space
     for point in spec.searcher.warm_start:
         spec.algorithm_config(point)
+
+
+def test_the_algorithm_block_is_its_typed_config() -> None:
+    spec = load_spec(SEARCH_SPACES / "cql_alpha.yaml")
+    assert isinstance(spec.algorithm, CQLConfig)
+    assert spec.algorithm.network.kind == "action"
+    trial = spec.algorithm_config({"alpha": 0.3})
+    assert isinstance(trial, CQLConfig) and trial.alpha == 0.3 and trial.network.kind == "action"
 
 
 def test_there_are_checked_in_specs() -> None:
