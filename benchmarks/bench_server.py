@@ -18,7 +18,7 @@ afterwards; a fresh server per policy, since the server's memory grows with batt
 Rows print as they finish (markdown) and are appended to `--out` as JSON lines.
 
 usage: python benchmarks/bench_server.py table --bc PATH --learned PATH_OR_URI
-           [--label-learned TEXT] [--battles 500] [--policies random,max-damage,...]
+           [--label-learned TEXT] [--battles 500] [--policies random max-damage ...]
        python benchmarks/bench_server.py parity --learned PATH_OR_URI [--battles 300]
 """
 
@@ -89,7 +89,7 @@ def table(args: argparse.Namespace) -> None:
         "BC": args.bc,
         args.label_learned: args.learned,
     }
-    wanted = [p for p in policies if p in args.policies.split(",")] if args.policies else policies
+    wanted = [p for p in policies if p in args.policies] if args.policies else policies
     print(
         "| policy | vs RandomPlayer | vs MaxBasePowerPlayer | vs SimpleHeuristicsPlayer "
         "| battles/s server | battles/s in-process (vs max-damage) | failed | invalid |"
@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--battles", type=int, default=500)
     parser.add_argument("--inprocess-battles", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--policies", help="comma-separated labels of the rows to run")
+    parser.add_argument("--policies", nargs="+", help="labels of the rows to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path("bench_server.jsonl"))
     args = parser.parse_args()
     torch.set_num_threads(1)
