@@ -81,8 +81,10 @@ def _register_model(tmp_path: Path) -> tuple[str, str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     name = "poke-tune-play-e2e"
     mlflow.set_tracking_uri(uri)
+    artifacts = (tmp_path / "artifacts").as_uri()  # not ./mlruns in the working directory
+    experiment = MlflowClient(uri).create_experiment("play-e2e", artifact_location=artifacts)
     try:
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=experiment):
             info = mlflow.pyfunc.log_model(
                 name="policy",
                 python_model=str(POLICY_MODEL),
