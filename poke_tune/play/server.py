@@ -20,14 +20,13 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from poke_tune.sim.runtime import ShowdownRuntime, cache_dir, find_runtime
+from poke_tune.sim.runtime import ShowdownRuntime, cache_dir, find_runtime, stop_process_group
 
 __all__ = [
     "LocalServer",
@@ -231,22 +230,7 @@ class LocalServer:
         process = self.process
         if process is None:
             return
-        group = process.pid  # start_new_session: the leader's pid is the group id
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(group, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + _STOP_TIMEOUT_S
-            while time.monotonic() < deadline:
-                if process.poll() is not None and not _group_alive(group):
-                    break
-                time.sleep(0.05)
-            else:
-                _logger.warning("Showdown server group %d did not stop on %s", group, sig.name)
-                continue
-            break
-        process.poll()
+        stop_process_group(process, name="Showdown server", timeout_s=_STOP_TIMEOUT_S)
         if self._log_path is not None:
             with contextlib.suppress(OSError):
                 self._log_path.unlink()
@@ -257,13 +241,3 @@ class LocalServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ __all__ = [
     "cache_dir",
     "find_runtime",
     "install_showdown",
+    "stop_process_group",
     "usable_cpus",
 ]
 
@@ -139,3 +142,33 @@ def install_showdown(version: str = SHOWDOWN_VERSION) -> ShowdownRuntime:
         check=True,
     )
     return find_runtime()
+
+
+def stop_process_group(
+    process: subprocess.Popen[bytes], *, name: str, timeout_s: float = 10.0
+) -> None:
+    """Stop the process group led by `process` (started with `start_new_session`): TERM,
+    then KILL after `timeout_s`, waiting until every member is gone."""
+    group = process.pid  # start_new_session: the leader's pid is the group id
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not _group_alive(group):
+                return
+            time.sleep(0.05)
+        _logger.warning("%s group %d did not stop on %s", name, group, sig.name)
+    process.poll()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

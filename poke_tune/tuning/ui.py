@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from poke_tune.sim.runtime import usable_cpus
+from poke_tune.sim.runtime import stop_process_group, usable_cpus
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -179,33 +177,7 @@ def serve(command: list[str]) -> int:
         for sig in previous:  # a second Ctrl-C must not cut the clean-up short
             signal.signal(sig, signal.SIG_IGN)
         try:
-            _stop_group(process)
+            stop_process_group(process, name="MLflow server", timeout_s=_STOP_TIMEOUT_S)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    group = process.pid  # start_new_session: the leader's pid is the group id
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(group, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + _STOP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if process.poll() is not None and not _group_alive(group):
-                return
-            time.sleep(0.05)
-        _logger.warning("MLflow server group %d did not stop on %s", group, sig.name)
-    process.poll()
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
