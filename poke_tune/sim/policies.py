@@ -181,14 +181,17 @@ class HeuristicPolicy:
         opponent = view.encoder.opponent_active_types(view.side, view.state)
         return _type_matchup(view.dex, own_types, opponent)
 
+    def _standing(self, view: PlayerView, pokemon: dict[str, Any]) -> float:
+        """Matchup against the opponent's active plus HP fraction."""
+        hp, _ = parse_condition(pokemon["condition"])
+        return self._matchup(view, view.encoder.own_types(pokemon)) + hp
+
     def _best_switch(self, view: PlayerView) -> tuple[int, float] | None:
         options = []
         for slot, pokemon in enumerate(view.request["side"]["pokemon"][:6]):
             action = _SWITCH_OFFSET + slot
             if view.mask[action]:
-                hp, _ = parse_condition(pokemon["condition"])
-                score = self._matchup(view, view.encoder.own_types(pokemon)) + hp
-                options.append((score, -slot, action))
+                options.append((self._standing(view, pokemon), -slot, action))
         if not options:
             return None
         score, _, action = max(options)
@@ -236,15 +239,10 @@ class HeuristicPolicy:
                 gain = STAB if tera_type and data is not None and data.type == tera_type else 1.0
                 scores[_TERA_OFFSET + slot] = scores[slot] * gain - 0.05
         user = next((p for p in view.request["side"]["pokemon"] if p["active"]), None)
-        current = 0.0
-        if user is not None:
-            hp, _ = parse_condition(user["condition"])
-            current = self._matchup(view, view.encoder.own_types(user)) + hp
+        current = self._standing(view, user) if user is not None else 0.0
         for slot, pokemon in enumerate(view.request["side"]["pokemon"][:6]):
             if view.mask[_SWITCH_OFFSET + slot]:
-                hp, _ = parse_condition(pokemon["condition"])
-                option = self._matchup(view, view.encoder.own_types(pokemon)) + hp
-                scores[_SWITCH_OFFSET + slot] = 0.5 * (option - current)
+                scores[_SWITCH_OFFSET + slot] = 0.5 * (self._standing(view, pokemon) - current)
         return scores
 
 
