@@ -6,6 +6,7 @@ Layer: imports `poke_tune.sim` and `poke_tune.data`, never `eval`, `tuning` or `
 from __future__ import annotations
 
 from poke_tune.algos.bc import BC, BCConfig
+from poke_tune.algos.checkpoint import CheckpointError, read_checkpoint
 from poke_tune.algos.common import Algorithm, Batch
 from poke_tune.algos.cql import CQL, CQLConfig
 from poke_tune.algos.iql import IQL, IQLConfig
@@ -13,13 +14,11 @@ from poke_tune.algos.networks import NetworkConfig
 from poke_tune.algos.policy import LearnedPolicy, load_policy
 from poke_tune.algos.trainer import (
     AlgoConfig,
-    CheckpointError,
     DivergedError,
     TrainConfig,
     Trainer,
     build_algorithm,
     parse_algo_config,
-    read_checkpoint,
     run_training,
 )
 

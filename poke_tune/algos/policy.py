@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from poke_tune.algos.trainer import build_algorithm, parse_algo_config, read_checkpoint
+from poke_tune.algos.checkpoint import read_checkpoint
+from poke_tune.algos.trainer import build_algorithm, parse_algo_config
 from poke_tune.sim.policies import PlayerView
 
 __all__ = ["LearnedPolicy", "load_policy"]

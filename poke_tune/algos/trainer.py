@@ -1,18 +1,17 @@
 """The training loop shared by `poke-tune train` and the Ray Tune trainable.
 
 The compiled dataset is moved to the device once as tensors; batches are sampled with a
-seeded torch.Generator and gathered by index (no per-transition Python). Every
+seeded torch.Generator and gathered by index (no per-transition Python; `batches.py`). Every
 `eval_interval` steps the caller asks for offline metrics on the held-out trajectories:
 TD error, action match with the data, and an FQE estimate of the policy's initial-state
 value. Checkpoints hold everything needed to continue bit for bit: weights, optimizer
-and schedule states, the step, the RNG states, the configs and the encoder version.
+and schedule states, the step, the RNG states, the configs and the encoder version (the
+format, its writer and its reader: `checkpoint.py`).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,32 +20,34 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from poke_tune.algos.batches import TransitionTensors
 from poke_tune.algos.bc import BC, BCConfig
-from poke_tune.algos.common import Algorithm, Batch, TDConfig, n_step_targets, set_seed
+from poke_tune.algos.checkpoint import (
+    check_compatible,
+    check_dataset,
+    checkpoint_state,
+    read_checkpoint,
+    write_checkpoint,
+)
+from poke_tune.algos.common import Algorithm, TDConfig, set_seed
 from poke_tune.algos.cql import CQL, CQLConfig
 from poke_tune.algos.fqe import FQE
 from poke_tune.algos.iql import IQL, IQLConfig
 from poke_tune.algos.networks import masked_argmax
 from poke_tune.data.dataset import OfflineDataset
-from poke_tune.sim.actions import ACTION_LAYOUT
-from poke_tune.sim.encoding import ENCODER_VERSION
 
 __all__ = [
     "AlgoConfig",
-    "CheckpointError",
     "DivergedError",
     "TrainConfig",
     "Trainer",
-    "TransitionTensors",
     "build_algorithm",
     "parse_algo_config",
-    "read_checkpoint",
     "run_training",
 ]
 
 _logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 2  # 2: Q ensembles store stacked [critics, in, out] weights
 AlgoConfig = Annotated[BCConfig | IQLConfig | CQLConfig, Field(discriminator="algo")]
 _ALGO_CONFIG: TypeAdapter[BCConfig | IQLConfig | CQLConfig] = TypeAdapter(AlgoConfig)
 DIVERGENCE_LIMIT = 1e6  # |mean Q| beyond this with rewards in [-1, 1] is divergence
@@ -118,85 +119,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class TransitionTensors:
-    """A subset of the dataset's transitions as device tensors, sampled by index.
-
-    With `n_step > 1` batches carry n-step targets (see `common.n_step_targets`): the
-    discounted reward sum, the state n steps on and its bootstrap weight; `one_step=True`
-    asks for the plain transitions (FQE evaluates the learned policy from s' on).
-    """
-
-    def __init__(
-        self,
-        dataset: OfflineDataset,
-        indices: np.ndarray,
-        device: torch.device,
-        *,
-        n_step: int = 1,
-        gamma: float = 0.99,
-    ):
-        def tensor(array: np.ndarray) -> torch.Tensor:
-            # np.array copies: the cache is a read-only memory map.
-            return torch.from_numpy(np.array(array)).to(device)
-
-        self.observations = tensor(dataset.observations)
-        self.masks = tensor(dataset.action_masks)
-        self.rows = tensor(dataset.rows[indices])
-        self.actions = tensor(dataset.actions[indices])
-        self.rewards = tensor(dataset.rewards[indices])
-        self.terminals = tensor(dataset.terminals[indices])
-        self.n_step = n_step
-        if n_step > 1:
-            sums, steps, weights = n_step_targets(
-                dataset.rewards,
-                dataset.terminals,
-                dataset.trajectory_ids,
-                n_step=n_step,
-                gamma=gamma,
-            )
-            self.n_rewards = tensor(sums[indices])
-            self.n_next_rows = tensor(dataset.rows[indices] + steps[indices])
-            self.n_bootstrap = tensor(weights[indices])
-        # First transition of each trajectory in this subset: the initial states.
-        _, first = np.unique(dataset.trajectory_ids[indices], return_index=True)
-        self.initial_rows = self.rows[tensor(first)]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def batch(self, index: torch.Tensor, *, one_step: bool = False) -> Batch:
-        rows = self.rows[index]
-        if self.n_step > 1 and not one_step:
-            next_rows = self.n_next_rows[index]
-            return Batch(
-                observations=self.observations[rows],
-                actions=self.actions[index],
-                rewards=self.n_rewards[index],
-                next_observations=self.observations[next_rows],
-                terminals=self.terminals[index],
-                masks=self.masks[rows],
-                next_masks=self.masks[next_rows],
-                bootstrap=self.n_bootstrap[index],
-            )
-        return Batch(
-            observations=self.observations[rows],
-            actions=self.actions[index],
-            rewards=self.rewards[index],
-            next_observations=self.observations[rows + 1],
-            terminals=self.terminals[index],
-            masks=self.masks[rows],
-            next_masks=self.masks[rows + 1],
-        )
-
-    def sample(
-        self, batch_size: int, generator: torch.Generator, *, one_step: bool = False
-    ) -> Batch:
-        index = torch.randint(
-            len(self.rows), (batch_size,), generator=generator, device=generator.device
-        )
-        return self.batch(index, one_step=one_step)
-
-
 class Trainer:
     """One offline training run: algorithm, data, sampler, FQE and the step counter."""
 
@@ -206,12 +128,7 @@ class Trainer:
         train_config: TrainConfig,
         dataset: OfflineDataset,
     ) -> None:
-        header = dataset.header
-        if (header.encoder_version, header.action_layout) != (ENCODER_VERSION, ACTION_LAYOUT):
-            raise ValueError(
-                f"dataset {dataset.source} uses {header.encoder_version}/{header.action_layout};"
-                f" this poke-tune trains on {ENCODER_VERSION}/{ACTION_LAYOUT}"
-            )
+        check_dataset(dataset)
         self.algo_config = algo_config
         self.config = train_config
         self.dataset = dataset
@@ -322,31 +239,23 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything to continue this run bit for bit (loadable with weights_only=True)."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "encoder_version": ENCODER_VERSION,
-            "action_layout": ACTION_LAYOUT,
-            "observation_size": self.dataset.observation_size,
-            "num_actions": self.dataset.num_actions,
-            "dataset_key": self.dataset.key,
-            "algo_config": self.algo_config.model_dump(mode="json"),
-            "train_config": self.config.model_dump(mode="json"),
-            "step": self.step,
-            "algorithm": self.algorithm.state_dict(),
-            "fqe": self.fqe.state_dict(),
-            "rng": {
+        return checkpoint_state(
+            dataset=self.dataset,
+            algo_config=self.algo_config,
+            train_config=self.config,
+            step=self.step,
+            algorithm=self.algorithm.state_dict(),
+            fqe=self.fqe.state_dict(),
+            rng={
                 "sampler": self.generator.get_state(),
                 "fqe_sampler": self.fqe_generator.get_state(),
                 "torch": torch.get_rng_state(),
             },
-        }
+        )
 
     def save(self, path: Path) -> None:
         """Write a checkpoint atomically (a crash never leaves a half-written file)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
+        write_checkpoint(self.state_dict(), path)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint of the same configs and dataset."""
@@ -377,7 +286,18 @@ class Trainer:
         `train_config` replaces the saved training settings (e.g. more steps; which changes
         keep it the same run: `training_run.prepare_trainer`).
         """
-        state = read_checkpoint(path)
+        return cls.from_state(read_checkpoint(path), dataset, device, train_config=train_config)
+
+    @classmethod
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        dataset: OfflineDataset,
+        device: str | None = None,
+        *,
+        train_config: TrainConfig | None = None,
+    ) -> Trainer:
+        """`resume` from a checkpoint already read with `read_checkpoint`."""
         if train_config is None:
             train_config = TrainConfig.model_validate(state["train_config"])
         if device is not None:
@@ -411,87 +331,3 @@ def run_training(
         metrics = trainer.train(boundary, on_progress)
         metrics |= trainer.evaluate()
         yield {"step": float(trainer.step), **metrics}
-
-
-class CheckpointError(ValueError):
-    """A file that is not a loadable poke-tune checkpoint; the message names the file."""
-
-
-_CHECKPOINT_KEYS = (
-    "encoder_version",
-    "action_layout",
-    "observation_size",
-    "num_actions",
-    "algo_config",
-    "train_config",
-    "step",
-    "algorithm",
-)
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely (weights_only) and check its format and encoder version.
-
-    Raises `CheckpointError` (one line, naming the file) for a missing, empty, truncated,
-    corrupt or unsafe file: weights_only refuses pickled objects that could run code.
-    """
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"checkpoint {path} {what}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty")
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        detail = _unpickling_detail(error)
-        if "GLOBAL" in detail:
-            raise CheckpointError(
-                f"checkpoint {path} refused: {detail} (checkpoints hold only tensors and plain "
-                "data; loading other objects could run code)"
-            ) from None
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a checkpoint: {detail}"
-        ) from None
-    except (EOFError, RuntimeError, OSError, ValueError, KeyError) as error:
-        # EOFError: truncated pickle; RuntimeError: a damaged zip archive.
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt: {_first_line(error)}"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a poke-tune checkpoint (format {CHECKPOINT_FORMAT})")
-    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
-    if (state["encoder_version"], state["action_layout"]) != (ENCODER_VERSION, ACTION_LAYOUT):
-        raise CheckpointError(
-            f"{path} was trained on {state['encoder_version']}/{state['action_layout']}; "
-            f"this poke-tune encodes {ENCODER_VERSION}/{ACTION_LAYOUT}"
-        )
-    if state["algo_config"].get("algo") == "iql":
-        # Saved before the setting existed: those runs weighted the raw advantage.
-        state["algo_config"].setdefault("normalize_advantage", False)
-    return state
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0].split(". ")[0]
-
-
-def _unpickling_detail(error: BaseException) -> str:
-    """The one informative line of torch's weights_only refusal (it wraps the reason in
-    advice to load with weights_only=False, which is exactly what must not be done)."""
-    lines = [line.strip() for line in str(error).splitlines()]
-    found = [line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")]
-    return (found[0] if found else _first_line(error)).rstrip(".")
-
-
-def check_compatible(state: dict[str, Any], dataset: OfflineDataset) -> None:
-    """A checkpoint and a dataset must share encoder version, sizes and action layout."""
-    header = dataset.header
-    ours = (state["encoder_version"], state["action_layout"], state["observation_size"])
-    theirs = (header.encoder_version, header.action_layout, header.observation_size)
-    if ours != theirs:
-        raise ValueError(f"checkpoint {ours} and dataset {dataset.source} {theirs} do not match")

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from poke_tune.algos.checkpoint import read_checkpoint
 from poke_tune.algos.trainer import (
     DivergedError,
     TrainConfig,
     Trainer,
     parse_algo_config,
-    read_checkpoint,
     run_training,
 )
 from poke_tune.data.dataset import OfflineDataset
@@ -130,7 +130,7 @@ def prepare_trainer(
             f"checkpoint {resume} is at step {step} of {saved_train.steps}: ask for more "
             f"(--steps above {step}) to continue it"
         )
-    return Trainer.resume(resume, dataset, train_config=train)
+    return Trainer.from_state(state, dataset, train_config=train)
 
 
 def _merged(base: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:

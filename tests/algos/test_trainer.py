@@ -1,6 +1,7 @@
 """The trainer on a small synthetic dataset (fast): the contract over algorithms (finite
 losses, action shapes, checkpoint round trip, same seed -> same losses), exact resume,
-checkpoint safety, divergence, BC initialisation. Real battles: test_battles_e2e.py."""
+divergence, BC initialisation. Real battles: test_battles_e2e.py; the checkpoint format
+(safety, old checkpoints): test_checkpoint.py."""
 
 from __future__ import annotations
 
@@ -17,11 +18,9 @@ from poke_tune.algos import (
     NetworkConfig,
     TrainConfig,
     Trainer,
-    load_policy,
-    read_checkpoint,
     run_training,
 )
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 from poke_tune.sim.actions import NUM_ACTIONS
 
 SMALL = NetworkConfig(hidden_sizes=(64, 64), dropout=0.1)
@@ -112,19 +111,6 @@ def test_resume_continues_bit_for_bit(synthetic_dataset: OfflineDataset, tmp_pat
     assert _states_equal(resumed.state_dict(), straight.state_dict())
 
 
-def test_checkpoint_with_another_encoder_is_refused(
-    synthetic_dataset: OfflineDataset, tmp_path: Path
-) -> None:
-    trainer = _trainer(BCConfig(network=SMALL), synthetic_dataset)
-    state = trainer.state_dict()
-    state["encoder_version"] = "obs-v0"
-    torch.save(state, tmp_path / "old.pt")
-    with pytest.raises(ValueError, match="obs-v0"):
-        read_checkpoint(tmp_path / "old.pt")
-    with pytest.raises(ValueError, match="obs-v0"):
-        load_policy(tmp_path / "old.pt")
-
-
 def test_nan_stops_the_run_as_diverged(synthetic_dataset: OfflineDataset) -> None:
     trainer = _trainer(CQLConfig(network=SMALL), synthetic_dataset)
     trainer.train_data.rewards[:] = float("nan")
@@ -144,23 +130,3 @@ def test_bc_initialisation_copies_the_policy(
     cql = _trainer(CQLConfig(network=SMALL), synthetic_dataset)
     with pytest.raises(ValueError, match="no policy network"):
         cql.init_policy_from(tmp_path / "bc.pt")
-
-
-def test_a_checkpoint_saved_before_network_kinds_loads_as_flat(
-    synthetic_dataset: OfflineDataset, tmp_path: Path
-) -> None:
-    trainer = _trainer(IQLConfig(network=SMALL), synthetic_dataset)
-    trainer.train(5)
-    state = trainer.state_dict()
-    network = state["algo_config"]["network"]
-    for key in ("kind", "slot_embedding", "head_sizes"):  # what older checkpoints lack
-        del network[key]
-    del state["algo_config"]["normalize_advantage"]
-    torch.save(state, tmp_path / "old.pt")
-    assert read_checkpoint(tmp_path / "old.pt")["algo_config"]["normalize_advantage"] is False
-    policy = load_policy(tmp_path / "old.pt")
-    trainer.algorithm.train(False)  # no dropout
-    observations = torch.randn(4, synthetic_dataset.observation_size)
-    torch.testing.assert_close(
-        policy.scores(observations), trainer.algorithm.action_scores(observations)
-    )
