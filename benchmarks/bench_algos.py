@@ -45,7 +45,7 @@ from poke_tune.algos.cql import CQL, CQLConfig
 from poke_tune.algos.iql import IQL, IQLConfig
 from poke_tune.algos.networks import NetworkConfig, VectorizedLinear, mlp
 from poke_tune.algos.trainer import TrainConfig, Trainer
-from poke_tune.data.dataset import OfflineDataset, load_dataset
+from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 
 BATCH = 256

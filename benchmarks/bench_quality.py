@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from poke_tune.algos import LearnedPolicy, Trainer, load_policy, parse_algo_config, run_training
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 from poke_tune.eval.paired import paired_difference
 from poke_tune.eval.winrate import BENCHMARK_SEED, WinRate, evaluate
 from poke_tune.sim.actions import action_parts

@@ -53,7 +53,7 @@ import torch
 from ray import tune
 
 from poke_tune.algos import Trainer, run_training
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 from poke_tune.tuning.search import prepare_dataset, run_sweep
 from poke_tune.tuning.spec import SearchSpec
 

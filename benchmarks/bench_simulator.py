@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from poke_tune.data.dataset import load_dataset
+from poke_tune.data.compiled import load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.actions import NUM_ACTIONS, NUM_MOVES

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from poke_tune.data.dataset import OfflineDataset, load_dataset
+from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.dex import Dex, load_dex

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from poke_tune.data.dataset import DatasetHeader, write_trajectories
+from poke_tune.data.jsonl import write_trajectories
+from poke_tune.data.records import DatasetHeader
 from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS, action_parts
 from poke_tune.sim.encoding import ENCODER_VERSION
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from poke_tune.algos.common import Batch, n_step_targets
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 
 __all__ = ["TransitionTensors"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 from poke_tune.sim.actions import ACTION_LAYOUT
 from poke_tune.sim.encoding import ENCODER_VERSION
 

@@ -34,7 +34,7 @@ from poke_tune.algos.cql import CQL, CQLConfig
 from poke_tune.algos.fqe import FQE
 from poke_tune.algos.iql import IQL, IQLConfig
 from poke_tune.algos.networks import masked_argmax
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 
 __all__ = [
     "AlgoConfig",

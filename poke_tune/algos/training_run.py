@@ -29,7 +29,7 @@ from poke_tune.algos.trainer import (
     parse_algo_config,
     run_training,
 )
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 
 __all__ = [
     "BEST_CHECKPOINT",

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from poke_tune.cli.errors import console, stdout, user_errors
 from poke_tune.cli.progress import battle_progress
-from poke_tune.data.dataset import dataset_info, load_dataset
+from poke_tune.data.compiled import dataset_info, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.sim.battles import check_battle_format
 

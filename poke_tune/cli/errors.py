@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from poke_tune.data.dataset import DatasetError
+from poke_tune.data.records import DatasetError
 from poke_tune.eval.winrate import EvaluationError
 from poke_tune.sim.battles import SimulatorError
 from poke_tune.sim.runtime import SimulatorNotFoundError

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from poke_tune.algos import TrainConfig
 from poke_tune.algos.training_run import BEST_METRIC, prepare_trainer, run_in_folder
 from poke_tune.cli.errors import console, stdout, user_errors
-from poke_tune.data.dataset import load_dataset
+from poke_tune.data.compiled import load_dataset
 from poke_tune.sim.runtime import usable_cpus
 from poke_tune.tuning.spec import parse_overrides
 

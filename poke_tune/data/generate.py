@@ -1,5 +1,5 @@
 """`poke-tune data generate`: play seeded battles between behaviour policies and record
-every player's trajectory in the trajectory-JSONL format (see `dataset.py`).
+every player's trajectory in the trajectory-JSONL format (see `jsonl.py`).
 
 Reward: +1 for a win and -1 for a loss on the last step (0 for a tie or a cut-off
 battle). With `hp_shaping = c > 0`, each step also earns c times the change in HP
@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from poke_tune.data.dataset import DatasetHeader, TrajectoryWriter
+from poke_tune.data.jsonl import TrajectoryWriter
+from poke_tune.data.records import DatasetHeader
 from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS, action_parts
 from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool, Trajectory
 from poke_tune.sim.dex import load_dex

@@ -33,7 +33,7 @@ from poke_tune.algos import (
     load_policy,
     run_training,
 )
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 from poke_tune.eval.paired import PairedDifference, paired_difference
 from poke_tune.eval.winrate import WinRate, combine, evaluate
 from poke_tune.sim.battles import BattleResult, SimulatorPool

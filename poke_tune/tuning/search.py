@@ -23,7 +23,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from poke_tune.data.dataset import OfflineDataset, load_dataset
+from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.sim.runtime import cache_dir
 from poke_tune.tuning.cluster import check_fits, check_storage

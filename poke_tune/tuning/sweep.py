@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ray import tune
 
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 from poke_tune.sim.battles import BattleResult
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.confirm import (

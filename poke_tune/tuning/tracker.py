@@ -15,7 +15,7 @@ from poke_tune.sim.policies import Policy
 if TYPE_CHECKING:
     from ray import tune
 
-    from poke_tune.data.dataset import OfflineDataset
+    from poke_tune.data.compiled import OfflineDataset
     from poke_tune.tuning.confirm import Confirmation
     from poke_tune.tuning.experiment import SweepRecord
     from poke_tune.tuning.search import SearchOutcome

@@ -35,7 +35,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import poke_tune
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 from poke_tune.sim.policies import Policy
 from poke_tune.tuning.confirm import Confirmation, shortlist
 from poke_tune.tuning.experiment import (

@@ -25,7 +25,7 @@ import ray
 from ray import tune
 
 from poke_tune.algos import DivergedError, LearnedPolicy, Trainer, read_checkpoint, run_training
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import Policy, make_policy

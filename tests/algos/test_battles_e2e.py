@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from poke_tune.algos import CQLConfig, IQLConfig, TrainConfig, Trainer, load_policy, run_training
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import make_policy

@@ -29,7 +29,7 @@ from poke_tune.algos.checkpoint import (
     check_compatible,
     read_checkpoint,
 )
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 
 SMALL = NetworkConfig(hidden_sizes=(64, 64), dropout=0.1)
 

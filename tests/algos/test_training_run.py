@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from poke_tune.algos.training_run import prepare_trainer, run_in_folder
-from poke_tune.data.dataset import OfflineDataset
+from poke_tune.data.compiled import OfflineDataset
 
 SMALL = {"network": {"hidden_sizes": [16]}}
 FAST = {"steps": 20, "eval_interval": 10, "fqe_steps": 2, "batch_size": 32}

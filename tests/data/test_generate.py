@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poke_tune.data.dataset import load_dataset, read_trajectories
+from poke_tune.data.compiled import load_dataset
 from poke_tune.data.generate import generate_dataset
+from poke_tune.data.jsonl import read_trajectories
 
 
 @pytest.mark.slow

@@ -1,0 +1,284 @@
+"""The trajectory-file record models and their checks against the file's header.
+
+A trajectory file holds a `DatasetHeader`, then one `TrajectoryRecord` per line: one
+player's view of one battle. This module defines those models, `DatasetError` (every
+defect, named `file:line: field: problem`), the conversion of pydantic's validation errors
+into it, and the cross-checks between a header, this poke-tune and each record. Reading and
+writing the files is `jsonl.py`'s job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    SerializationInfo,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+)
+from pydantic_core import CoreSchema, core_schema
+
+from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS, action_index
+
+__all__ = [
+    "ACTION_TYPES",
+    "FORMAT_VERSION",
+    "DatasetError",
+    "DatasetHeader",
+    "Step",
+    "TrajectoryRecord",
+    "check_header",
+    "error_from_validation",
+    "record_problem",
+]
+
+FORMAT_VERSION: Literal[1] = 1
+"""Version of the trajectory-JSONL format written in every header."""
+
+ACTION_TYPES = ("move", "switch", "tera")
+"""Names of `Step.action_type` 0, 1 and 2."""
+
+
+class DatasetError(ValueError):
+    """A malformed trajectory file; the message reads `file:line: field: problem`."""
+
+    def __init__(self, path: Path | str, line: int, field: str, problem: str) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{path}:{line}: {field + ': ' if field else ''}{problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.line, self.field, self.problem))
+
+
+# -- record models ------------------------------------------------------------------------
+
+
+class _Vector:
+    """Pydantic marker: a JSON list of floats/bools, or from Python also a 1-D numpy array.
+
+    JSON input goes through pydantic-core's list validator (fast, exact error locations);
+    numpy input is copied as float32/bool so `TrajectoryWriter` can hand it to orjson as is.
+    """
+
+    def __init__(self, dtype: type[np.float32] | type[np.bool_]) -> None:
+        self.dtype = dtype
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        item: CoreSchema
+        if self.dtype is np.float32:
+            item = core_schema.float_schema(strict=True, allow_inf_nan=False)
+        else:
+            item = core_schema.bool_schema()
+        items = core_schema.list_schema(item)
+        return core_schema.json_or_python_schema(
+            json_schema=items,
+            python_schema=core_schema.no_info_wrap_validator_function(self._validate, items),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _serialize_vector, info_arg=True
+            ),
+        )
+
+    def _validate(self, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if not isinstance(value, np.ndarray):
+            return handler(value)
+        if value.ndim != 1:
+            raise ValueError(f"expected a 1-D array, got shape {value.shape}")
+        if self.dtype is np.bool_:
+            if value.dtype.kind not in "biu" or not np.isin(value, (0, 1)).all():
+                raise ValueError(f"expected a 0/1 or bool array, got dtype {value.dtype}")
+            return value.astype(np.bool_)
+        if value.dtype.kind not in "iuf":
+            raise ValueError(f"expected a numeric array, got dtype {value.dtype}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = value.astype(np.float32)
+        if not np.isfinite(array).all():
+            bad = int(np.flatnonzero(~np.isfinite(array))[0])
+            raise ValueError(f"element {bad} is not a finite float32 ({value[bad]!r})")
+        return array
+
+
+def _serialize_vector(value: Any, info: SerializationInfo) -> Any:
+    if isinstance(value, np.ndarray) and info.mode_is_json():
+        return value.tolist()
+    return value
+
+
+_FloatVector = Annotated[list[float] | npt.NDArray[np.float32], _Vector(np.float32)]
+_BoolVector = Annotated[list[bool] | npt.NDArray[np.bool_], _Vector(np.bool_)]
+
+
+class DatasetHeader(BaseModel):
+    """Line 1 of a trajectory file: the versions and sizes every record must match."""
+
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
+
+    format_version: Literal[1] = FORMAT_VERSION
+    encoder_version: StrictStr
+    observation_size: StrictInt = Field(gt=0)
+    action_layout: StrictStr
+    num_actions: StrictInt = Field(gt=0)
+    battle_format: StrictStr
+    generator: dict[str, Any] = Field(default_factory=dict)
+    """Free-form provenance (policies, seeds, simulator version)."""
+
+
+class Step(BaseModel):
+    """One decision: observation, chosen action, its reward, and the legal-action mask."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    observation: _FloatVector
+    action_type: StrictInt
+    """0 move, 1 switch, 2 move + terastallize (see `poke_tune.sim.actions`)."""
+    action_target: StrictInt
+    reward: StrictFloat
+    done: StrictBool
+    """True exactly on the trajectory's last step."""
+    action_mask: _BoolVector
+
+
+class TrajectoryRecord(BaseModel):
+    """One player's view of one battle: one line of a trajectory file."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    replay_id: StrictStr
+    player: Literal["p1", "p2"]
+    policy: StrictStr
+    total_reward: StrictFloat
+    truncated: StrictBool
+    """The battle was cut off by a turn limit: the last step is not a real terminal."""
+    steps: list[Step] = Field(min_length=1)
+    final_observation: _FloatVector | None = None
+    """s' of the last step; present exactly when `truncated`."""
+    final_action_mask: _BoolVector | None = None
+    """The legal-action mask at `final_observation`; present exactly when `truncated`."""
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def error_from_validation(path: Path, line: int, error: ValidationError) -> DatasetError:
+    """The first of pydantic's errors on one line as a `DatasetError`, counting the rest."""
+    errors = error.errors(include_url=False)
+    first = errors[0]
+    problem = first["msg"]
+    value = first.get("input")
+    if first["type"] != "json_invalid" and isinstance(value, str | int | float | bool):
+        problem += f", got {value!r}"[:80]
+    if len(errors) > 1:
+        problem += f" (and {len(errors) - 1} more errors on this line)"
+    return DatasetError(path, line, _field_path(first["loc"]), problem)
+
+
+def check_header(
+    path: Path,
+    header: DatasetHeader,
+    expected_encoder_version: str | None,
+    expected_action_layout: str | None,
+) -> None:
+    """Refuse a header (line 1 of `path`) that differs from an expected version (None
+    skips that check) or whose actions this poke-tune cannot decode."""
+    if expected_encoder_version is not None and header.encoder_version != expected_encoder_version:
+        raise DatasetError(
+            path,
+            1,
+            "header.encoder_version",
+            f"the file has encoder_version {header.encoder_version!r}, expected "
+            f"{expected_encoder_version!r}; regenerate it with the current encoder",
+        )
+    if expected_action_layout is not None and header.action_layout != expected_action_layout:
+        raise DatasetError(
+            path,
+            1,
+            "header.action_layout",
+            f"the file has action_layout {header.action_layout!r}, expected "
+            f"{expected_action_layout!r}",
+        )
+    if header.action_layout != ACTION_LAYOUT:
+        raise DatasetError(
+            path,
+            1,
+            "header.action_layout",
+            f"cannot decode actions of layout {header.action_layout!r}; "
+            f"this poke-tune knows {ACTION_LAYOUT!r}",
+        )
+    if header.num_actions != NUM_ACTIONS:
+        raise DatasetError(
+            path,
+            1,
+            "header.num_actions",
+            f"{header.num_actions} does not match the {NUM_ACTIONS} actions of {ACTION_LAYOUT}",
+        )
+
+
+def record_problem(record: TrajectoryRecord, header: DatasetHeader) -> tuple[str, str] | None:
+    """The first (field path, problem) that makes `record` inconsistent with `header`."""
+    size, num_actions = header.observation_size, header.num_actions
+    last = len(record.steps) - 1
+    for i, step in enumerate(record.steps):
+        if len(step.observation) != size:
+            return (
+                f"steps[{i}].observation",
+                f"length {len(step.observation)}, expected observation_size {size}",
+            )
+        if len(step.action_mask) != num_actions:
+            return (
+                f"steps[{i}].action_mask",
+                f"length {len(step.action_mask)}, expected num_actions {num_actions}",
+            )
+        try:
+            index = action_index(step.action_type, step.action_target)
+        except ValueError as error:
+            bad = "action_type" if step.action_type not in (0, 1, 2) else "action_target"
+            return f"steps[{i}].{bad}", str(error)
+        if not step.action_mask[index]:
+            kind = ACTION_TYPES[step.action_type]
+            return (
+                f"steps[{i}].action_mask[{index}]",
+                f"the mask forbids the chosen action {index} ({kind} {step.action_target})",
+            )
+        if step.done != (i == last):
+            problem = (
+                f"done is true before the last step ({last + 1} steps)"
+                if step.done
+                else "done is false on the last step"
+            )
+            return f"steps[{i}].done", problem
+    for name, value, length in (
+        ("final_observation", record.final_observation, size),
+        ("final_action_mask", record.final_action_mask, num_actions),
+    ):
+        if record.truncated and value is None:
+            return name, "missing; required when truncated is true (s' of the last step)"
+        if not record.truncated and value is not None:
+            return name, "must be null when truncated is false (the last step is terminal)"
+        if value is not None and len(value) != length:
+            return name, f"length {len(value)}, expected {length}"
+    return None
