@@ -190,15 +190,24 @@ LOCAL_ONLY_ENV = "POKE_TUNE_RAY_LOCAL_ONLY"
 """Set to 0 to let a local Ray instance listen on all interfaces (Ray's default)."""
 
 
-def init_ray(address: str | None) -> None:
+def init_ray(address: str | None, *, storage_path: str | None = None) -> None:
     """Connect to `address` / RAY_ADDRESS, else start a local Ray on this machine that
-    listens on 127.0.0.1 only (Ray's own default is every interface)."""
+    listens on 127.0.0.1 only (Ray's own default is every interface), writes logs only
+    this user can read, and, when `storage_path` is local, does not inherit the driver's
+    credentials (its workers are the trials, which need none)."""
+    from poke_tune.tuning import ray_runtime
+
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address is None and os.environ.get(LOCAL_ONLY_ENV, "1") != "0":
+    if address is not None:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        return
+    if os.environ.get(LOCAL_ONLY_ENV, "1") != "0":
         _loopback_only()
-    ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    secrets = [] if storage_path is None else ray_runtime.inherited_secrets(storage_path)
+    with ray_runtime.withheld(secrets), ray_runtime.private_files():
+        ray.init(include_dashboard=False, log_to_driver=True)
 
 
 def _loopback_only() -> None:
@@ -229,22 +238,22 @@ def search(
     callbacks: Sequence[tune.Callback] = (),
 ) -> SearchOutcome:
     """Run the search: every trial trains and is scored on the selection battles."""
-    init_ray(address)
+    init_ray(address, storage_path=spec.storage_path)
     check_storage(spec)  # a multi-node cluster needs shared storage
     check_fits(spec)  # a trial the cluster can never place would stay PENDING forever
-    return _outcome(build_tuner(spec, dataset, callbacks).fit(), spec)
+    return _outcome(_fit(build_tuner(spec, dataset, callbacks), spec), spec)
 
 
 def resume_search(path: Path, spec: SearchSpec, *, address: str | None = None) -> SearchOutcome:
     """Continue an interrupted search where its experiment state left it (the Tuner comes
     back with its searcher and scheduler state)."""
     dataset = prepare_dataset(spec)
-    init_ray(address)
+    init_ray(address, storage_path=spec.storage_path)
     trainable = _trainable(redacted(spec), dataset)
     tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     check_storage(spec)
     check_fits(spec)
-    return _outcome(tuner.fit(), spec)
+    return _outcome(_fit(tuner, spec), spec)
 
 
 def searched(path: Path, spec: SearchSpec) -> SearchOutcome:
@@ -301,3 +310,12 @@ def _status(last: dict[str, Any], failed: bool, state: str | None) -> TrialStatu
     if state is not None and state != "TERMINATED":
         return "interrupted"  # RUNNING / PAUSED / PENDING when the sweep stopped
     return "early-stopped"
+
+
+def _fit(tuner: tune.Tuner, spec: SearchSpec) -> tune.ResultGrid:
+    """`tuner.fit()` without the credentials Tune would copy into the trials (and Ray into
+    its logs) when the storage needs none."""
+    from poke_tune.tuning import ray_runtime
+
+    with ray_runtime.withheld(ray_runtime.tune_forwarded_secrets(spec.storage_path)):
+        return tuner.fit()

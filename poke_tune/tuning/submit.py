@@ -36,6 +36,7 @@ from ray.util.state import StateApiClient
 from ray.util.state.common import ListApiOptions, StateResource
 
 from poke_tune.tuning.cluster import storage_problem
+from poke_tune.tuning.secrets import SECRET_VARIABLES, is_secret
 from poke_tune.tuning.spec import SearchSpec
 
 __all__ = [
@@ -87,28 +88,6 @@ _logger = logging.getLogger(__name__)
 for _name in ("ray.dashboard.modules.job.sdk", "ray._private.runtime_env.packaging"):
     logging.getLogger(_name).setLevel(logging.WARNING)  # per-file upload and socket chatter
 _ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
-SECRET_VARIABLES = frozenset(
-    {
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_SECURITY_TOKEN",
-        "AZURE_STORAGE_KEY",
-        "AZURE_STORAGE_CONNECTION_STRING",
-        "AZURE_CLIENT_SECRET",
-        "GOOGLE_APPLICATION_CREDENTIALS",
-        "MLFLOW_TRACKING_PASSWORD",
-        "MLFLOW_TRACKING_TOKEN",
-        "DATABRICKS_TOKEN",
-        "RAY_AUTH_TOKEN",
-        "HF_TOKEN",
-        "WANDB_API_KEY",
-        "GITHUB_TOKEN",
-        "PGPASSWORD",
-    }
-)
-"""Never sent in a job's runtime environment: Ray shows job variables in the dashboard
-and writes them to its runtime-env logs. Configure them on the nodes instead."""
-_SECRET_NAME = re.compile(r"(^|_)(SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|PRIVATE_KEY)(_|$)")
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 
@@ -244,7 +223,7 @@ def withhold_secrets(env: Mapping[str, str]) -> tuple[dict[str, str], tuple[str,
     kept: dict[str, str] = {}
     withheld: list[str] = []
     for name, value in env.items():
-        if name.upper() in SECRET_VARIABLES or _SECRET_NAME.search(name.upper()):
+        if is_secret(name):
             withheld.append(name)
             continue
         cleaned = _URL_CREDENTIALS.sub(r"\g<scheme>", value)

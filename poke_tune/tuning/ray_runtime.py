@@ -1,0 +1,85 @@
+"""What a sweep does around Ray so that it leaks no credentials.
+
+- Credentials: Ray Tune copies the driver's AWS credentials into every trial's runtime
+  environment (for s3:// storage), and Ray's `runtime_env_agent.log` then records them in
+  clear; a local Ray's processes also inherit the driver's whole environment. With local
+  storage no trial needs them, so they are withheld from `ray.init` and `Tuner.fit`.
+- Logs: Ray writes its logs with the driver's umask (644 under the usual 022) in a
+  session folder it makes world-writable, and every worker it starts chmods that folder
+  back to 777; so a local Ray the sweep starts is started under umask 077 instead, which
+  its processes inherit: their logs are readable by this user only.
+
+No Ray import at module level.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+from poke_tune.tuning.secrets import is_secret
+
+__all__ = [
+    "inherited_secrets",
+    "private_files",
+    "tune_forwarded_secrets",
+    "withheld",
+]
+
+_TUNE_FORWARDS = ("AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+"""What Ray 2.60's Tune copies into trials, if its (private) list cannot be read."""
+
+
+def _local(storage_path: str) -> bool:
+    # A plain folder or a file:// URI; anything else (s3://, gs://, ...) is reached with
+    # credentials (the rule of `experiment.is_local`; this module imports no stage).
+    return "://" not in storage_path or storage_path.startswith("file://")
+
+
+def inherited_secrets(storage_path: str, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Credentials a local Ray's processes need not inherit: every secret when the storage
+    is local (remote storage, e.g. gs://, may need GOOGLE_APPLICATION_CREDENTIALS in the
+    trials), except Ray's own (RAY_AUTH_TOKEN: the driver and the GCS must agree on it)."""
+    if not _local(storage_path):
+        return []
+    return [name for name in environ if is_secret(name) and not name.upper().startswith("RAY_")]
+
+
+def tune_forwarded_secrets(
+    storage_path: str, environ: Mapping[str, str] = os.environ
+) -> list[str]:
+    """The credentials Tune would copy into the trials' runtime environment (and so into
+    Ray's logs), when the storage is local. Only those: the driver's own callbacks (MLflow,
+    an Optuna database) still need theirs during `fit()`."""
+    if not _local(storage_path):
+        return []
+    try:  # Tune's list, so that a credential Ray adds to it is withheld too
+        from ray.tune.execution.class_cache import ENV_VARS_TO_PROPAGATE
+
+        forwarded: Iterable[str] = ENV_VARS_TO_PROPAGATE
+    except ImportError:
+        forwarded = _TUNE_FORWARDS
+    return sorted(name for name in forwarded if name in environ and is_secret(name))
+
+
+@contextmanager
+def withheld(names: Iterable[str]) -> Iterator[None]:
+    """`os.environ` without `names` inside the block (they are back after it). Processes
+    started, and Tune's trials created, inside the block do not get them."""
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """umask 077 inside the block: Ray's processes started in it (GCS, raylet, agents, and
+    the workers they start) inherit it, so the logs they write are theirs alone."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
