@@ -1,9 +1,10 @@
 """The CLI's one mapping from failures to exit codes, and its two consoles.
 
 Exit status: 0 on success; 1 when the work ran and failed (a diverged training, a followed
-Ray Job that ended FAILED or STOPPED); 2 on anything the user can fix: bad input (a spec,
-a dataset, a checkpoint, an option), a missing install, an unreachable tracking server or
-cluster. Expected failures print `error: MESSAGE` on stderr, never a traceback.
+Ray Job that ended FAILED or STOPPED, a search that ran out of memory); 2 on anything the
+user can fix: bad input (a spec, a dataset, a checkpoint, an option), a missing install, an
+unreachable tracking server or cluster. Expected failures print `error: MESSAGE` on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -49,8 +50,18 @@ def _job_errors() -> tuple[type[BaseException], type[BaseException]] | None:
     return None if submit is None else (submit.JobFailedError, submit.ClusterError)
 
 
+def _memory_error() -> type[BaseException] | None:
+    """`MemoryExhaustedError` once `tuning.ray_runtime` is loaded (a search ran), for the
+    same reason as `_job_errors`."""
+    runtime = sys.modules.get("poke_tune.tuning.ray_runtime")
+    return None if runtime is None else runtime.MemoryExhaustedError
+
+
 def exit_code(error: BaseException) -> int | None:
     """The exit status for an expected failure; None for a bug (let it raise)."""
+    memory = _memory_error()
+    if memory is not None and isinstance(error, memory):
+        return 1  # the trials ran; the message says what to lower and how to resume
     job_errors = _job_errors()
     if job_errors is not None:
         failed, cluster = job_errors

@@ -1,4 +1,4 @@
-"""What a sweep does around Ray so that it leaks no credentials.
+"""What a sweep does around Ray so that it leaks no credentials and ends without a traceback.
 
 - Credentials: Ray Tune copies the driver's AWS credentials into every trial's runtime
   environment (for s3:// storage), and Ray's `runtime_env_agent.log` then records them in
@@ -8,8 +8,11 @@
   session folder it makes world-writable, and every worker it starts chmods that folder
   back to 777; so a local Ray the sweep starts is started under umask 077 instead, which
   its processes inherit: their logs are readable by this user only.
+- Memory: Ray's memory monitor killing a trial's worker while Tune starts it surfaces as
+  `RuntimeError: Caught unexpected exception: ...` out of `Tuner.fit()`; it becomes a
+  `MemoryExhaustedError` whose message says what to lower.
 
-No Ray import at module level.
+No Ray import at module level: the CLI's error mapping looks this module up.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from contextlib import contextmanager
 from poke_tune.tuning.secrets import is_secret
 
 __all__ = [
+    "MemoryExhaustedError",
     "inherited_secrets",
+    "memory_exhausted",
+    "out_of_memory",
     "private_files",
     "tune_forwarded_secrets",
     "withheld",
@@ -29,12 +35,18 @@ __all__ = [
 
 _TUNE_FORWARDS = ("AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
 """What Ray 2.60's Tune copies into trials, if its (private) list cannot be read."""
+_OOM_TEXT = "running low on memory"
+"""In the message of a worker killed by Ray's memory monitor, however it is wrapped."""
 
 
 def _local(storage_path: str) -> bool:
     # A plain folder or a file:// URI; anything else (s3://, gs://, ...) is reached with
     # credentials (the rule of `experiment.is_local`; this module imports no stage).
     return "://" not in storage_path or storage_path.startswith("file://")
+
+
+class MemoryExhaustedError(RuntimeError):
+    """The machine ran out of memory during the search; the message says what to lower."""
 
 
 def inherited_secrets(storage_path: str, environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -83,3 +95,29 @@ def private_files() -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is, or was caused by, a worker killed for lack of memory
+    (`ray.exceptions.OutOfMemoryError`, or Tune's RuntimeError that wraps it)."""
+    from ray.exceptions import OutOfMemoryError
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OutOfMemoryError) or _OOM_TEXT in str(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def memory_exhausted(location: str) -> MemoryExhaustedError:
+    """The one-line error for a search that ran out of memory in `location`."""
+    return MemoryExhaustedError(
+        "the machine ran out of memory during the search (Ray's memory monitor killed trial "
+        "workers); the trials so far are saved. Run fewer trials at once (lower "
+        "max_concurrent_trials, or give each trial more resources.cpu) or lower "
+        f"training.batch_size in a new sweep, or free memory and continue this one: "
+        f"poke-tune resume {location}"
+    )

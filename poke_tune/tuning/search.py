@@ -314,8 +314,15 @@ def _status(last: dict[str, Any], failed: bool, state: str | None) -> TrialStatu
 
 def _fit(tuner: tune.Tuner, spec: SearchSpec) -> tune.ResultGrid:
     """`tuner.fit()` without the credentials Tune would copy into the trials (and Ray into
-    its logs) when the storage needs none."""
+    its logs) when the storage needs none; memory running out ends in a one-line
+    `MemoryExhaustedError`, not Tune's traceback."""
     from poke_tune.tuning import ray_runtime
 
-    with ray_runtime.withheld(ray_runtime.tune_forwarded_secrets(spec.storage_path)):
-        return tuner.fit()
+    try:
+        with ray_runtime.withheld(ray_runtime.tune_forwarded_secrets(spec.storage_path)):
+            return tuner.fit()
+    except Exception as error:
+        if not ray_runtime.out_of_memory(error):
+            raise
+        location = f"{spec.storage_path.rstrip('/')}/{spec.name}"
+        raise ray_runtime.memory_exhausted(location) from error
