@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from poke_tune.tuning.confirm import Confirmation, Contender, candidates, confirm, shortlist
-from poke_tune.tuning.experiment import spec_of
+from poke_tune.tuning.experiment import Experiment
 from poke_tune.tuning.search import searched
 
 
@@ -38,8 +38,10 @@ def main() -> None:
     parser.add_argument("--battles", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    spec = spec_of(args.experiment.resolve())
-    settings = spec.confirm.model_copy(update={"rounds": args.rounds, "top_k": args.top_k})
+    spec = Experiment.open(args.experiment.resolve()).spec
+    settings = spec.confirm.model_copy(
+        update={"rounds": args.rounds, "top_k": args.top_k, "battles": args.battles}
+    )
     spec = spec.model_copy(update={"confirm": settings})
     rows = shortlist(searched(args.experiment.resolve(), spec).rows, spec, args.top_k)
     contenders: list[Contender] = candidates(rows, spec)
@@ -52,7 +54,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for label, race in (("fixed", False), ("racing", True)):
         started = time.perf_counter()
-        result = confirm(spec, contenders, battles=args.battles, race=race)
+        raced = spec.model_copy(update={"confirm": settings.model_copy(update={"race": race})})
+        result = confirm(raced, contenders)
         print(_row(label, result, time.perf_counter() - started), flush=True)
 
 

@@ -142,11 +142,11 @@ def _champion(source: str) -> Policy:
         return load_registered_policy(source)
     path = Path(source)
     if path.is_dir():
-        from poke_tune.tuning.experiment import spec_of
+        from poke_tune.tuning.experiment import Experiment
         from poke_tune.tuning.registry import load_registered_policy, registered_name
         from poke_tune.tuning.spec import resolve_tracking_uri
 
-        spec = spec_of(path)
+        spec = Experiment.open(path).spec
         uri = resolve_tracking_uri(spec.mlflow.tracking_uri, spec.storage_path)
         policy = load_registered_policy(f"models:/{registered_name(spec)}@champion", uri)
         policy.name = f"champion {spec.name}"

@@ -57,14 +57,8 @@ def _print_trials(outcome: SweepOutcome) -> None:
 
 
 def _print_confirmation(outcome: SweepOutcome) -> None:
-    from poke_tune.tuning.report import (
-        ReportRow,
-        budget_curve,
-        budget_summary,
-        confirmation_rows,
-        race_savings,
-        verdict,
-    )
+    from poke_tune.tuning.budget import budget_curve, budget_summary
+    from poke_tune.tuning.report import ReportRow, confirmation_rows, race_savings, verdict
 
     confirmation = outcome.confirmation
     if confirmation is None:
@@ -98,11 +92,10 @@ def _print_confirmation(outcome: SweepOutcome) -> None:
 
 
 def _print_tracking(outcome: SweepOutcome) -> None:
+    if outcome.report is not None:
+        stdout.print(f"  report:     {outcome.report}")
     tracking = outcome.tracking
     if tracking is None:
-        return
-    if tracking.error:
-        console.print(f"[bold red]MLflow:[/] {tracking.error}")
         return
     stdout.print(f"  MLflow:     {tracking.tracking_uri}, parent run {tracking.parent_run_id}")
     promotion = tracking.promotion
@@ -117,7 +110,7 @@ def _print_tracking(outcome: SweepOutcome) -> None:
                 f"              poke-tune eval {promotion.model_uri} --tracking-uri "
                 f"{tracking.tracking_uri}"
             )
-    stdout.print(f"  compare:    poke-tune ui {outcome.experiment}")
+    stdout.print(f"  compare:    poke-tune ui {outcome.experiment.location}")
 
 
 def _finish(outcome: SweepOutcome) -> None:
@@ -126,7 +119,7 @@ def _finish(outcome: SweepOutcome) -> None:
     if outcome.interrupted:
         console.print(
             f"[bold yellow]interrupted:[/] the sweep stopped before all trials ended; "
-            f"nothing was registered. Continue it: poke-tune resume {outcome.experiment}"
+            f"nothing was registered. Continue it: poke-tune resume {outcome.experiment.location}"
         )
         _print_tracking(outcome)
         raise typer.Exit(INTERRUPTED_EXIT)
@@ -135,7 +128,7 @@ def _finish(outcome: SweepOutcome) -> None:
     if outcome.found_nothing:
         console.print(
             "[bold red]no trial produced an objective[/] (every trial failed or diverged): "
-            f"see the trials' errors in {outcome.experiment}"
+            f"see the trials' errors in {outcome.experiment.location}"
         )
         raise typer.Exit(1)
 
@@ -184,7 +177,7 @@ def run(
 ) -> None:
     """Run a tuning sweep: search (Optuna + Ray Tune), confirm the shortlist on fresh
     battles beside the baselines, register and promote the champion, report."""
-    from poke_tune.tuning.experiment import SweepRecord
+    from poke_tune.tuning.records import SweepRecord
     from poke_tune.tuning.sweep import run_sweep
 
     _one_torch_thread()
@@ -233,12 +226,12 @@ def resume(
 ) -> None:
     """Continue an interrupted sweep (searcher and scheduler state included), then
     confirm, promote and report."""
-    from poke_tune.tuning.experiment import spec_of
+    from poke_tune.tuning.experiment import Experiment
     from poke_tune.tuning.sweep import resume_sweep
 
     _one_torch_thread()
     with user_errors():
-        spec = spec_of(experiment.resolve())
+        spec = Experiment.open(experiment.resolve()).spec
         with _confirmation_progress(spec) as advance:
             outcome = resume_sweep(experiment.resolve(), address=address, on_battle=advance)
     _finish(outcome)
@@ -251,19 +244,14 @@ def confirm(
 ) -> None:
     """Re-run the confirmation of a finished sweep (e.g. with more battles), then the
     promotion and the report."""
-    from poke_tune.tuning.experiment import spec_of
+    from poke_tune.tuning.experiment import Experiment
     from poke_tune.tuning.sweep import confirm_sweep
 
     _one_torch_thread()
     with user_errors():
-        spec = spec_of(experiment.resolve())
-        settings = spec.confirm.model_copy(
-            update={k: v for k, v in (("top_k", top_k), ("battles", battles)) if v is not None}
-        )
-        with _confirmation_progress(spec.model_copy(update={"confirm": settings})) as advance:
-            outcome = confirm_sweep(
-                experiment.resolve(), top_k=top_k, battles=battles, on_battle=advance
-            )
+        again = Experiment.open(experiment.resolve()).reconfirmed(top_k=top_k, battles=battles)
+        with _confirmation_progress(again.spec) as advance:
+            outcome = confirm_sweep(again, on_battle=advance)
     _finish(outcome)
 
 

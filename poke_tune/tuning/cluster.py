@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import ray
 
+from poke_tune.tuning.experiment import is_local
+
 if TYPE_CHECKING:
     from poke_tune.tuning.spec import SearchSpec
 
@@ -38,11 +40,6 @@ class StorageNotSharedError(ValueError):
 
 class TrialDoesNotFitError(ValueError):
     """No node of the cluster can ever hold one trial's resources."""
-
-
-def is_local(storage_path: str) -> bool:
-    """A plain folder or a file:// URI (anything else is a pyarrow/fsspec filesystem)."""
-    return "://" not in storage_path or storage_path.startswith("file://")
 
 
 def storage_problem(storage_path: str, *, shared: bool, nodes: int) -> str | None:

@@ -20,8 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from pydantic import TypeAdapter
@@ -38,18 +37,21 @@ from poke_tune.eval.paired import PairedDifference, paired_difference
 from poke_tune.eval.winrate import WinRate, combine, evaluate
 from poke_tune.sim.battles import BattleResult, SimulatorPool
 from poke_tune.sim.policies import Policy, make_policy
-from poke_tune.tuning.experiment import SCORED, TrialRow, describe
+from poke_tune.tuning.records import SCORED, TrialRow, describe
 from poke_tune.tuning.spec import SearchSpec
 
 __all__ = [
     "Confirmation",
     "Contender",
+    "Entrant",
     "Standing",
     "bc_baseline",
     "behaviour_policies",
     "candidates",
     "confirm",
+    "contenders",
     "shortlist",
+    "winner",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -61,28 +63,29 @@ below zero: it looks after every round, and 95% at each look would stop too ofte
 Role = Literal["candidate", "baseline", "champion"]
 
 
-@dataclass(frozen=True)
-class Contender:
-    """A policy that plays the confirmation battles."""
-
-    name: str
-    policy: Policy
-    role: Role
-    trial_id: str | None = None
-    selection_score: float | None = None
-    checkpoint: Path | None = None
-
-
-@dataclass(frozen=True)
-class Standing:
-    """One contender's confirmation result."""
+@dataclass(frozen=True, kw_only=True)
+class Entrant:
+    """Who plays the confirmation battles: what a contender brings and its standing keeps."""
 
     name: str
     role: Role
-    result: WinRate
     trial_id: str | None = None
     selection_score: float | None = None
     checkpoint: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Contender(Entrant):
+    """An entrant with the policy that plays for it."""
+
+    policy: Policy
+
+
+@dataclass(frozen=True, kw_only=True)
+class Standing(Entrant):
+    """One entrant's confirmation result."""
+
+    result: WinRate
     stopped_early: bool = False
     vs_best_baseline: PairedDifference | None = None
     """This contender minus the best baseline, over the battles this contender played."""
@@ -153,7 +156,7 @@ def candidates(rows: Sequence[TrialRow], spec: SearchSpec) -> list[Contender]:
             role="candidate",
             trial_id=row.trial_id,
             selection_score=row.score,
-            checkpoint=row.checkpoint,
+            checkpoint=str(row.checkpoint),
         )
         for row in rows
         if row.checkpoint is not None
@@ -169,6 +172,36 @@ def behaviour_policies(spec: SearchSpec, dataset: OfflineDataset | None) -> list
     if dataset is not None:
         return list(dict.fromkeys(dataset.header.generator.get("policies", [])))
     return []
+
+
+def contenders(
+    rows: Sequence[TrialRow],
+    spec: SearchSpec,
+    dataset: OfflineDataset,
+    champion: Policy | None,
+) -> list[Contender]:
+    """Everyone who plays the confirmation: the shortlist, the behaviour policies, BC
+    (`confirm.bc`) and the registered champion."""
+    entrants = candidates(shortlist(rows, spec, spec.confirm.top_k), spec)
+    for name in behaviour_policies(spec, dataset):
+        entrants.append(Contender(name=name, policy=make_policy(name), role="baseline"))
+    if spec.confirm.bc:
+        _logger.info("training the BC baseline (%d steps)", spec.training.steps)
+        entrants.append(Contender(name="bc", policy=bc_baseline(spec, dataset), role="baseline"))
+    if champion is not None:
+        entrants.append(Contender(name=champion.name, policy=champion, role="champion"))
+    return entrants
+
+
+def winner(
+    rows: Sequence[TrialRow], confirmation: Confirmation | None, spec: SearchSpec
+) -> TrialRow | None:
+    """The sweep's answer: the confirmation's champion, else (no confirmation, e.g. an
+    offline objective) the best selection score."""
+    if confirmation is not None:
+        champion = confirmation.winner
+        return next((r for r in rows if champion and r.trial_id == champion.trial_id), None)
+    return next(iter(shortlist(rows, spec, 1)), None)
 
 
 def bc_baseline(spec: SearchSpec, dataset: OfflineDataset) -> LearnedPolicy:
@@ -192,22 +225,18 @@ def confirm(
     spec: SearchSpec,
     contenders: Sequence[Contender],
     *,
-    battles: int | None = None,
-    race: bool | None = None,
-    num_workers: int | None = None,
     on_result: Callable[[BattleResult], None] | None = None,
 ) -> Confirmation:
     """Play the contenders on the confirmation battles and rank the candidates there."""
     settings, objective = spec.confirm, spec.objective
-    battles = battles or settings.battles
-    racing = settings.race if race is None else race
+    battles = settings.battles
     opponent = make_policy(objective.opponent)
-    chunks = _chunks(battles, settings.rounds if racing else 1)
+    chunks = _chunks(battles, settings.rounds if settings.race else 1)
     active = [c for c in contenders if c.role == "candidate"]
     always = [c for c in contenders if c.role != "candidate"]
     parts: dict[str, list[WinRate]] = {c.name: [] for c in contenders}
     stopped: set[str] = set()
-    with SimulatorPool(num_workers=num_workers) as pool:
+    with SimulatorPool() as pool:
         for number, (first, count) in enumerate(chunks, 1):
             _logger.info(
                 "confirmation round %d/%d: battles %d-%d, %d candidates, %d baselines",
@@ -261,14 +290,11 @@ def _rank(
         if best_baseline is not None and contender.role != "baseline":
             reference = results[best_baseline.name].won[: result.battles]
             versus = paired_difference(result.won, reference)
+        entrant = {field.name: getattr(contender, field.name) for field in fields(Entrant)}
         standings.append(
             Standing(
-                name=contender.name,
-                role=contender.role,
+                **entrant,
                 result=result,
-                trial_id=contender.trial_id,
-                selection_score=contender.selection_score,
-                checkpoint=None if contender.checkpoint is None else str(contender.checkpoint),
                 stopped_early=contender.name in stopped,
                 vs_best_baseline=versus,
             )

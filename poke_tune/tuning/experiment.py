@@ -1,220 +1,198 @@
-"""The experiment folder (`storage_path/name`) and the records poke-tune keeps in it.
+"""The experiment folder (`storage_path/name`) and what poke-tune keeps in it.
 
-Ray Tune owns the folder's trial directories and experiment state; poke-tune adds:
+Ray Tune owns the folder's trial directories and experiment state; `Experiment` owns the
+rest, and is the one place that knows the folder's path, whether it is on this machine,
+and the names of poke-tune's files in it:
 - `poke_tune_spec.json`: the spec as run (overrides applied), so `resume`, `best`,
   `confirm` and `track` need only the folder;
 - `poke_tune_run.json`: how the sweep was started and where its life cycle stands
   (`SweepRecord`: searching, interrupted, searched, confirmed);
 - `poke_tune_confirmation.json`: the confirmation stage's result;
+- `report/`: stage 4's files (trials table, Optuna plots, confirmation table and charts),
+  written whether or not MLflow is on;
 - `mlflow_unsent.json`: tracking writes an outage kept back;
 - `.poke_tune.lock`: held while a process works on the sweep (one at a time).
 
-Everything that crosses a module seam is typed: `TrialRow` (one trial of the search) and
-`SweepRecord`. URIs and command lines are stored with credentials redacted.
+Shared object storage (`s3://...`) has no folder here: Tune keeps its state there, and
+poke-tune's own files are not written (one driver per sweep is then the user's rule).
+URIs and command lines are stored with credentials redacted.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from filelock import FileLock, Timeout
 
+from poke_tune.tuning.records import SweepRecord, SweepStage
+from poke_tune.tuning.redaction import is_redacted, redact, redacted
 from poke_tune.tuning.spec import SearchSpec
 
-__all__ = [
-    "CONFIRMATION_FILE",
-    "RUN_FILE",
-    "SPEC_FILE",
-    "UNSENT_FILE",
-    "SweepLockedError",
-    "SweepRecord",
-    "SweepStage",
-    "TrialRow",
-    "TrialStatus",
-    "describe",
-    "experiment_path",
-    "lock_experiment",
-    "read_record",
-    "redact",
-    "redacted",
-    "spec_of",
-    "write_record",
-    "write_spec",
-]
+__all__ = ["Experiment", "SweepLockedError", "is_local"]
 
 SPEC_FILE = "poke_tune_spec.json"
 RUN_FILE = "poke_tune_run.json"
 CONFIRMATION_FILE = "poke_tune_confirmation.json"
 UNSENT_FILE = "mlflow_unsent.json"
+REPORT_FOLDER = "report"
 LOCK_FILE = ".poke_tune.lock"
-
-TrialStatus = Literal["running", "completed", "early-stopped", "interrupted", "diverged", "failed"]
-"""running (still training), completed (all steps), early-stopped (by the scheduler),
-interrupted (the sweep was stopped before the trial ended), diverged, failed (an error
-after its retries)."""
-SCORED: tuple[TrialStatus, ...] = ("completed", "early-stopped")
-"""Trials whose selection score counts."""
-
-SweepStage = Literal["searching", "interrupted", "searched", "confirmed"]
 
 
 class SweepLockedError(ValueError):
     """Another process works on this experiment folder."""
 
 
+def is_local(storage_path: str) -> bool:
+    """A plain folder or a file:// URI (anything else is a pyarrow/fsspec filesystem)."""
+    return "://" not in storage_path or storage_path.startswith("file://")
+
+
 @dataclass(frozen=True)
-class TrialRow:
-    """One trial of the search: what it tried, how it scored on the selection battles."""
+class Experiment:
+    """A sweep's experiment folder, named by its spec (`storage_path/name`)."""
 
-    trial_id: str
-    params: dict[str, Any]
-    score: float | None
-    """Selection score: the objective's best evaluation (`objective/best`)."""
-    status: TrialStatus
-    evaluations: int
-    checkpoint: Path | None
-    """The trainer file of the checkpoint saved at the trial's best evaluation."""
-    run_name: str = ""
+    spec: SearchSpec
 
+    @classmethod
+    def open(cls, path: Path | str, *, tracking_uri: str | None = None) -> Experiment:
+        """The experiment a folder holds, with the spec it was started with.
 
-def describe(algo: str, params: dict[str, Any], sep: str = " ") -> str:
-    """A trial's configuration in a few characters, e.g. `cql alpha=2.31`."""
-    parts = [algo]
-    for name, value in params.items():
-        parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
-    return sep.join(parts)
-
-
-class SweepRecord(BaseModel):
-    """How a sweep was started and where its life cycle stands (`poke_tune_run.json`)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    spec_file: str = ""
-    overrides: list[str] = []
-    argv: list[str] = []
-    stage: SweepStage = "searching"
-
-
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@\s/]*@")
-_SECRET_QUERY = re.compile(r"(?i)((?:password|secret|token|access_key|key)=)[^&\s]+")
-
-
-def redact(text: str) -> str:
-    """Hide passwords in URIs (`http://alice:pw@host` -> `http://alice:***@host`) and
-    secret-looking query values, wherever a URI or a command line is kept or printed."""
-    text = _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
-    return _SECRET_QUERY.sub(r"\1***", text)
-
-
-def redacted(spec: SearchSpec) -> SearchSpec:
-    """The spec with its tracking URI's credentials hidden: what Tune pickles and what
-    MLflow records (trials never need the tracking URI)."""
-    uri = spec.mlflow.tracking_uri
-    if uri is None or redact(uri) == uri:
-        return spec
-    return spec.model_copy(
-        update={"mlflow": spec.mlflow.model_copy(update={"tracking_uri": redact(uri)})}
-    )
-
-
-def experiment_path(spec: SearchSpec) -> str:
-    """The experiment's location (a folder, or a URI for s3:// storage)."""
-    return f"{spec.storage_path.rstrip('/')}/{spec.name}"
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
-def write_spec(spec: SearchSpec) -> None:
-    folder = Path(experiment_path(spec))
-    folder.mkdir(parents=True, exist_ok=True)
-    # The spec keeps its tracking URI (trials and resumed sweeps need it), redacted on
-    # disk; the live URI with its password stays in this process only.
-    (folder / SPEC_FILE).write_text(redact(spec.model_dump_json(indent=2)))
-
-
-def spec_of(path: Path | str, *, tracking_uri: str | None = None) -> SearchSpec:
-    """The spec an experiment folder was started with.
-
-    A tracking URI with credentials is stored redacted: pass the real one (e.g. from
-    `MLFLOW_TRACKING_URI`) as `tracking_uri`.
-    """
-    spec_file = Path(path) / SPEC_FILE
-    if not spec_file.is_file():
-        raise FileNotFoundError(
-            f"{path} is not a poke-tune experiment folder (no {SPEC_FILE}); "
-            "expected STORAGE_PATH/NAME of a sweep, e.g. runs/ray/cql-alpha"
-        )
-    raw = json.loads(spec_file.read_text())
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    stored = raw.get("mlflow", {}).get("tracking_uri") or ""
-    if "***" in stored:
-        if not uri or redact(uri) != stored:
-            raise ValueError(
-                f"{path}: the sweep's tracking URI {stored} had credentials, which are not "
-                "stored: set MLFLOW_TRACKING_URI (or --tracking-uri) to the full URI"
+        A tracking URI with credentials is stored redacted: the real one comes from
+        `tracking_uri` or MLFLOW_TRACKING_URI.
+        """
+        spec_file = Path(path) / SPEC_FILE
+        if not spec_file.is_file():
+            raise FileNotFoundError(
+                f"{path} is not a poke-tune experiment folder (no {SPEC_FILE}); "
+                "expected STORAGE_PATH/NAME of a sweep, e.g. runs/ray/cql-alpha"
             )
-        raw["mlflow"]["tracking_uri"] = uri
-    return SearchSpec.model_validate(raw)
+        raw = json.loads(spec_file.read_text())
+        stored = raw.get("mlflow", {}).get("tracking_uri")
+        if is_redacted(stored):
+            uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+            if not uri or redact(uri) != stored:
+                raise ValueError(
+                    f"{path}: the sweep's tracking URI {stored} had credentials, which are "
+                    "not stored: set MLFLOW_TRACKING_URI (or --tracking-uri) to the full URI"
+                )
+            raw["mlflow"]["tracking_uri"] = uri
+        return cls(SearchSpec.model_validate(raw))
 
+    def reconfirmed(self, *, top_k: int | None = None, battles: int | None = None) -> Experiment:
+        """The same experiment with its confirmation on and, where given, more candidates
+        or battles (`poke-tune confirm`)."""
+        update = {k: v for k, v in (("top_k", top_k), ("battles", battles)) if v is not None}
+        settings = self.spec.confirm.model_copy(update={"enabled": True, **update})
+        return Experiment(self.spec.model_copy(update={"confirm": settings}))
 
-def read_record(spec: SearchSpec) -> SweepRecord:
-    path = Path(experiment_path(spec)) / RUN_FILE
-    if not path.is_file():
-        return SweepRecord()
-    return SweepRecord.model_validate_json(path.read_text())
+    @property
+    def location(self) -> str:
+        """The folder, or a URI for shared object storage: Tune's and MLflow's name of it."""
+        return f"{self.spec.storage_path.rstrip('/')}/{self.spec.name}"
 
+    @property
+    def is_local(self) -> bool:
+        return is_local(self.spec.storage_path)
 
-def write_record(spec: SearchSpec, record: SweepRecord) -> None:
-    if not _is_local(spec.storage_path):
-        return
-    folder = Path(experiment_path(spec))
-    folder.mkdir(parents=True, exist_ok=True)
-    redacted = record.model_copy(
-        update={
+    @property
+    def folder(self) -> Path | None:
+        """The folder on this machine, None for shared object storage."""
+        return Path(self.location.removeprefix("file://")) if self.is_local else None
+
+    def _file(self, name: str) -> Path | None:
+        return None if self.folder is None else self.folder / name
+
+    @property
+    def started(self) -> bool:
+        """A sweep of this name was started here before."""
+        spec_file = self._file(SPEC_FILE)
+        return spec_file is not None and spec_file.is_file()
+
+    @property
+    def report_folder(self) -> Path | None:
+        """Where stage 4 writes its report; None for shared object storage."""
+        return self._file(REPORT_FOLDER)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for this process: a second `run`, `resume` or `confirm` of the
+        same sweep is refused while the first works (an OS lock: freed on any exit)."""
+        if self.folder is None:
+            yield  # object storage has no locks; one driver per sweep is the user's rule
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(self.folder / LOCK_FILE, timeout=0):
+                yield
+        except Timeout:
+            raise SweepLockedError(
+                f"sweep {self.spec.name!r} in {self.folder} is in use by another process: "
+                "wait for it to finish, or give this sweep another name (--set name=...)"
+            ) from None
+
+    def start(self, record: SweepRecord) -> None:
+        """Keep the spec as run and how the sweep was started."""
+        spec_file = self._file(SPEC_FILE)
+        if spec_file is None:
+            return
+        spec_file.parent.mkdir(parents=True, exist_ok=True)
+        # The spec keeps its tracking URI (trials and resumed sweeps need it), redacted on
+        # disk; the live URI with its password stays in this process only.
+        spec_file.write_text(redacted(self.spec).model_dump_json(indent=2))
+        self.write_record(record)
+
+    def read_record(self) -> SweepRecord:
+        path = self._file(RUN_FILE)
+        if path is None or not path.is_file():
+            return SweepRecord()
+        return SweepRecord.model_validate_json(path.read_text())
+
+    def write_record(self, record: SweepRecord) -> None:
+        path = self._file(RUN_FILE)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        update = {
             "argv": [redact(a) for a in record.argv],
             "overrides": [redact(o) for o in record.overrides],
         }
-    )
-    (folder / RUN_FILE).write_text(redacted.model_dump_json(indent=2))
+        path.write_text(record.model_copy(update=update).model_dump_json(indent=2))
 
+    def set_stage(self, stage: SweepStage) -> None:
+        self.write_record(self.read_record().model_copy(update={"stage": stage}))
 
-@contextmanager
-def lock_experiment(spec: SearchSpec) -> Iterator[None]:
-    """Hold the experiment folder for this process: a second `run`, `resume` or `confirm`
-    of the same sweep is refused while the first works (an OS lock: freed on any exit)."""
-    if not _is_local(spec.storage_path):
-        yield  # shared object storage has no locks; one driver per sweep is the user's rule
-        return
-    folder = Path(experiment_path(spec))
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise SweepLockedError(
-                f"sweep {spec.name!r} in {folder} is in use by {holder}: wait for it to "
-                "finish, or give this sweep another name (--set name=...)"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    def read_confirmation(self) -> str | None:
+        """The saved confirmation (JSON), if stage 2 ran."""
+        path = self._file(CONFIRMATION_FILE)
+        return path.read_text() if path is not None and path.is_file() else None
+
+    def save_confirmation(self, confirmation_json: str) -> None:
+        path = self._file(CONFIRMATION_FILE)
+        if path is not None:
+            path.write_text(confirmation_json)
+
+    def read_unsent(self) -> dict[str, Any] | None:
+        """Tracking writes an outage kept back, if any."""
+        path = self._file(UNSENT_FILE)
+        if path is None or not path.is_file():
+            return None
+        saved: dict[str, Any] = json.loads(path.read_text())
+        return saved
+
+    def save_unsent(self, unsent: dict[str, Any] | None) -> Path | None:
+        """Keep (or, given None, clear) the unsent writes; the file, None when it could
+        not be kept (object storage)."""
+        path = self._file(UNSENT_FILE)
+        if path is None:
+            return None
+        if unsent is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(json.dumps(unsent))
+        return path

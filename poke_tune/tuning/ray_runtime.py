@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
+from poke_tune.tuning.experiment import is_local
 from poke_tune.tuning.secrets import is_secret
 
 __all__ = [
@@ -34,15 +35,10 @@ __all__ = [
 ]
 
 _TUNE_FORWARDS = ("AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
-"""What Ray 2.60's Tune copies into trials, if its (private) list cannot be read."""
+"""The credentials Ray 2.60's Tune copies into its trials' runtime environment (its
+`ENV_VARS_TO_PROPAGATE`, a private constant: the version pin keeps this list current)."""
 _OOM_TEXT = "running low on memory"
 """In the message of a worker killed by Ray's memory monitor, however it is wrapped."""
-
-
-def _local(storage_path: str) -> bool:
-    # A plain folder or a file:// URI; anything else (s3://, gs://, ...) is reached with
-    # credentials (the rule of `experiment.is_local`; this module imports no stage).
-    return "://" not in storage_path or storage_path.startswith("file://")
 
 
 class MemoryExhaustedError(RuntimeError):
@@ -53,7 +49,7 @@ def inherited_secrets(storage_path: str, environ: Mapping[str, str] = os.environ
     """Credentials a local Ray's processes need not inherit: every secret when the storage
     is local (remote storage, e.g. gs://, may need GOOGLE_APPLICATION_CREDENTIALS in the
     trials), except Ray's own (RAY_AUTH_TOKEN: the driver and the GCS must agree on it)."""
-    if not _local(storage_path):
+    if not is_local(storage_path):
         return []
     return [name for name in environ if is_secret(name) and not name.upper().startswith("RAY_")]
 
@@ -64,15 +60,9 @@ def tune_forwarded_secrets(
     """The credentials Tune would copy into the trials' runtime environment (and so into
     Ray's logs), when the storage is local. Only those: the driver's own callbacks (MLflow,
     an Optuna database) still need theirs during `fit()`."""
-    if not _local(storage_path):
+    if not is_local(storage_path):
         return []
-    try:  # Tune's list, so that a credential Ray adds to it is withheld too
-        from ray.tune.execution.class_cache import ENV_VARS_TO_PROPAGATE
-
-        forwarded: Iterable[str] = ENV_VARS_TO_PROPAGATE
-    except ImportError:
-        forwarded = _TUNE_FORWARDS
-    return sorted(name for name in forwarded if name in environ and is_secret(name))
+    return sorted(name for name in _TUNE_FORWARDS if name in environ and is_secret(name))
 
 
 @contextmanager

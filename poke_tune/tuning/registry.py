@@ -23,12 +23,12 @@ import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from poke_tune.algos import LearnedPolicy, read_checkpoint
 from poke_tune.eval.paired import PairedDifference
 from poke_tune.tuning.confirm import Confirmation
-from poke_tune.tuning.experiment import TrialRow, redact
+from poke_tune.tuning.records import TrialRow
+from poke_tune.tuning.redaction import redact
 from poke_tune.tuning.report import verdict
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.store import EXPERIMENT_TAG, TRIAL_TAG
@@ -57,20 +57,18 @@ class ModelNotFoundError(ValueError):
 def fluent_tracking_uri(uri: str | None) -> Iterator[None]:
     """MLflow's fluent API (`log_model`, `load_model`) reads one process-wide URI, and
     `set_tracking_uri` also exports MLFLOW_TRACKING_URI to every later child process: set
-    it for this call only, then put back exactly what was there (unset stays unset, so a
-    later MLFLOW_TRACKING_URI still counts)."""
+    it for this call only, then unset it again, so that MLFLOW_TRACKING_URI (restored as
+    it was, unset stays unset) is what counts afterwards."""
     if not uri:
         yield
         return
     exported = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
     try:
-        # MLflow's own helper: public set_tracking_uri cannot restore an unset URI.
-        with _use_tracking_uri(uri):
-            yield
+        yield
     finally:
-        if exported is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None unsets (and unexports)
+        if exported is not None:
             os.environ["MLFLOW_TRACKING_URI"] = exported
 
 

@@ -1,44 +1,67 @@
-"""Stage 4, report: what a user reads (tables, one verdict line) and looks at (plots).
+"""Stage 4, report: what a user reads (tables, one verdict line) and looks at (charts),
+written into the experiment folder's `report/` whether or not MLflow is on (the tracker
+then uploads the same files).
 
 Every win rate shown here was measured on the confirmation battles, with its 95% Wilson
 interval; differences to the best baseline are paired (same battles) with their 95%
 interval; optimism is the selection score minus the confirmation win rate. The CLI
-renders `confirmation_rows` with rich; MLflow gets the same rows as Markdown and CSV, the
-win-rate chart, the expected-best-vs-budget chart and Optuna's plots.
+renders `confirmation_rows` with rich; the folder gets the same rows as Markdown and CSV,
+the trials table, the win-rate chart, the expected-best-vs-budget chart and Optuna's plots.
 """
 
 from __future__ import annotations
 
 import csv
-import logging
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import matplotlib
-import optuna
-
-from poke_tune.tuning.confirm import Confirmation, shortlist
-from poke_tune.tuning.experiment import SCORED, TrialRow
-from poke_tune.tuning.spec import CategoricalParam, FloatParam, SearchSpec
+from poke_tune.tuning.budget import BudgetPoint, budget_curve
+from poke_tune.tuning.charts import plot_budget_curve, plot_confirmation, write_optuna_plots
+from poke_tune.tuning.confirm import Confirmation
+from poke_tune.tuning.records import TrialRow
+from poke_tune.tuning.spec import SearchSpec
 
 __all__ = [
-    "BudgetPoint",
+    "Report",
     "ReportRow",
-    "budget_curve",
-    "budget_summary",
     "confirmation_rows",
-    "plot_budget_curve",
-    "plot_confirmation",
+    "race_savings",
     "verdict",
-    "write_confirmation_table",
-    "write_optuna_plots",
-    "write_trials_csv",
+    "write_report",
 ]
 
-_logger = logging.getLogger(__name__)
+TRIALS_FILE = "trials.csv"
+PLOTS_FOLDER = "plots"
+CONFIRMATION_FOLDER = "confirmation"
+
+
+@dataclass(frozen=True)
+class Report:
+    """Stage 4's files: `trials.csv`, `plots/` (Optuna's) and, after a confirmation,
+    `confirmation/` (table as Markdown and CSV, win-rate and budget charts)."""
+
+    folder: Path
+    plots: tuple[str, ...]
+    """The Optuna plots written (those a study cannot support are skipped)."""
+
+
+def write_report(
+    folder: Path, rows: Sequence[TrialRow], confirmation: Confirmation | None, spec: SearchSpec
+) -> Report:
+    """Write the sweep's report into `folder` (replacing an earlier one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_trials_csv(rows, folder / TRIALS_FILE)
+    (folder / PLOTS_FOLDER).mkdir(exist_ok=True)
+    plots = write_optuna_plots(rows, spec, folder / PLOTS_FOLDER)
+    if confirmation is not None:
+        tables = folder / CONFIRMATION_FOLDER
+        tables.mkdir(exist_ok=True)
+        budget = budget_curve(confirmation, rows, spec)
+        write_confirmation_table(confirmation, budget, tables)
+        plot_confirmation(confirmation, tables / "win_rates.png")
+        plot_budget_curve(budget, confirmation, tables / "expected_best_vs_trials.png")
+    return Report(folder, tuple(plots))
 
 
 @dataclass(frozen=True)
@@ -188,132 +211,6 @@ def write_confirmation_table(
     return [markdown, table]
 
 
-def plot_confirmation(confirmation: Confirmation, path: Path) -> None:
-    """Win rates with their 95% intervals; baselines in grey, the champion in bold."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    standings = confirmation.standings
-    figure, axis = plt.subplots(figsize=(8, 0.5 * len(standings) + 1.5))
-    for y, standing in enumerate(standings):
-        result = standing.result
-        colour = {"candidate": "tab:blue", "baseline": "grey", "champion": "tab:orange"}[
-            standing.role
-        ]
-        axis.errorbar(
-            result.win_rate,
-            y,
-            xerr=[[result.win_rate - result.ci_low], [result.ci_high - result.win_rate]],
-            fmt="o",
-            color=colour,
-            capsize=4,
-        )
-    axis.set_yticks(range(len(standings)))
-    axis.set_yticklabels(
-        [
-            f"{'* ' if s.name == confirmation.champion else ''}{s.name} [{s.role}]"
-            for s in standings
-        ]
-    )
-    best = confirmation.standing(confirmation.best_baseline)
-    if best is not None:
-        axis.axvline(best.result.win_rate, color="grey", linestyle="--", linewidth=1)
-    axis.set_xlabel(
-        f"win rate vs {confirmation.opponent}, {confirmation.battles} fresh battles (95% CI)"
-    )
-    axis.set_xlim(0, 1)
-    axis.invert_yaxis()
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-
-
-@dataclass(frozen=True)
-class BudgetPoint:
-    """What a sweep of `trials` trials, drawn from this one's, is expected to hand back."""
-
-    trials: int
-    selection: float
-    """Expected best selection score (optimistic: it is the score selection maximised)."""
-    confirmation_low: float
-    confirmation_high: float
-    """Bounds on the expected confirmation win rate of the trial selection picks: the
-    unconfirmed trials' unknown win rates count as 0 and as 1."""
-
-
-def budget_curve(
-    confirmation: Confirmation, rows: Sequence[TrialRow], spec: SearchSpec
-) -> list[BudgetPoint]:
-    """Expected performance against the number of trials (Dodge et al. 2019, "Show your
-    work"; for offline RL, Kurenkov & Kolesnikov 2022): `n` trials are drawn with
-    replacement from this sweep's, selection picks the best of them, and the pick is worth
-    its confirmation win rate. A curve still rising at the sweep's size says more trials
-    would pay; a flat one says they would not."""
-    ranked = shortlist(rows, spec, len(rows))  # best selection score first
-    confirmed = {
-        s.trial_id: s.result.win_rate for s in confirmation.standings if s.role == "candidate"
-    }
-    size = len(ranked)
-    points = []
-    for n in range(1, size + 1):
-        selection = low = high = 0.0
-        for rank, row in enumerate(ranked):
-            # P(the best of n draws has this rank) = P(all below rank-1) - P(all below rank).
-            chance = ((size - rank) / size) ** n - ((size - rank - 1) / size) ** n
-            selection += chance * (row.score or 0.0)
-            if row.trial_id in confirmed:
-                low += chance * confirmed[row.trial_id]
-                high += chance * confirmed[row.trial_id]
-            else:
-                high += chance
-        points.append(BudgetPoint(n, selection, low, high))
-    return points
-
-
-def budget_summary(points: Sequence[BudgetPoint]) -> str:
-    """One line: the expected confirmation of the pick at a quarter, half and all trials."""
-    n = len(points)
-    sizes = sorted({max(1, n // 4), max(1, n // 2), n}) if points else []
-    parts = [
-        f"of {size} trials [{points[size - 1].confirmation_low:.3f}, "
-        f"{points[size - 1].confirmation_high:.3f}]"
-        for size in sizes
-    ]
-    return (
-        "budget: expected confirmation win rate of the trial selection picks "
-        "(unconfirmed trials counted as 0 and as 1): " + ", ".join(parts or ["no trials"])
-    )
-
-
-def plot_budget_curve(
-    points: Sequence[BudgetPoint], confirmation: Confirmation, path: Path
-) -> None:
-    """Expected best selection score and the pick's confirmation win rate vs trials."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    trials = [p.trials for p in points]
-    figure, axis = plt.subplots(figsize=(7, 4))
-    axis.plot(trials, [p.selection for p in points], "o-", color="tab:grey", label="selection")
-    axis.fill_between(
-        trials,
-        [p.confirmation_low for p in points],
-        [p.confirmation_high for p in points],
-        color="tab:blue",
-        alpha=0.3,
-        label="confirmation (bounds: unconfirmed trials as 0 and 1)",
-    )
-    best = confirmation.standing(confirmation.best_baseline)
-    if best is not None:
-        axis.axhline(best.result.win_rate, color="grey", linestyle="--", linewidth=1)
-        axis.annotate(f"best baseline {best.name}", (trials[0], best.result.win_rate))
-    axis.set_xlabel("trials in the sweep")
-    axis.set_ylabel(f"expected win rate vs {confirmation.opponent}")
-    axis.set_ylim(0, 1)
-    axis.legend(loc="lower right")
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-
-
 def write_trials_csv(rows: Sequence[TrialRow], path: Path) -> None:
     names = sorted({name for row in rows for name in row.params})
     with path.open("w", newline="") as file:
@@ -329,63 +226,3 @@ def write_trials_csv(rows: Sequence[TrialRow], path: Path) -> None:
                     row.evaluations,
                 ]
             )
-
-
-def _study(rows: Sequence[TrialRow], spec: SearchSpec) -> optuna.Study:
-    """The sweep's Optuna study: loaded from its storage when it has one, else rebuilt
-    in memory from the trials (Tune's searcher keeps it inside its own pickle)."""
-    if spec.searcher.storage is not None:
-        return optuna.load_study(study_name=spec.name, storage=spec.searcher.storage)
-    study = optuna.create_study(
-        direction="maximize" if spec.objective.mode == "max" else "minimize"
-    )
-    for row in rows:
-        if row.status not in SCORED or row.score is None:
-            continue
-        distributions: dict[str, optuna.distributions.BaseDistribution] = {}
-        for name, param in spec.search_space.items():
-            if name not in row.params:
-                continue
-            if isinstance(param, CategoricalParam):
-                distributions[name] = optuna.distributions.CategoricalDistribution(param.choices)
-            elif isinstance(param, FloatParam):
-                distributions[name] = optuna.distributions.FloatDistribution(
-                    param.low, param.high, log=param.log
-                )
-            else:
-                distributions[name] = optuna.distributions.IntDistribution(
-                    int(param.low), int(param.high), log=param.log
-                )
-        params = {name: row.params[name] for name in distributions}
-        study.add_trial(
-            optuna.trial.create_trial(params=params, distributions=distributions, value=row.score)
-        )
-    return study
-
-
-def write_optuna_plots(rows: Sequence[TrialRow], spec: SearchSpec, folder: Path) -> list[str]:
-    """Optuna's own plots as PNG; returns the names written (a plot that does not apply,
-    e.g. parameter importance of a one-trial study, is skipped with a log line)."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as plots
-
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    study = _study(rows, spec)
-    makers: dict[str, Callable[[optuna.Study], Any]] = {
-        "optimization_history": plots.plot_optimization_history,
-        "objective_vs_params": plots.plot_slice,
-        "parallel_coordinates": plots.plot_parallel_coordinate,
-        "param_importances": plots.plot_param_importances,
-    }
-    written = []
-    for name, make in makers.items():
-        try:
-            make(study)
-            plt.gcf().savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
-            written.append(name)
-        except Exception as error:  # Optuna raises for plots a study cannot support
-            _logger.info("plot %s skipped: %s", name, str(error).splitlines()[:1])
-        finally:
-            plt.close("all")
-    return written

@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 import ray
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -27,12 +28,12 @@ from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.sim.runtime import cache_dir
 from poke_tune.tuning.cluster import check_fits, check_storage
-from poke_tune.tuning.experiment import TrialRow, TrialStatus, redacted
+from poke_tune.tuning.records import TrialRow, trial_status
+from poke_tune.tuning.redaction import redacted
 from poke_tune.tuning.spec import (
     OBJECTIVE_KEY,
     SCORE_KEY,
     CategoricalParam,
-    FloatParam,
     SearchSpec,
     SpecError,
 )
@@ -67,12 +68,13 @@ class DefineByRun:
                 param.when.values
             ):
                 continue
-            if isinstance(param, CategoricalParam):
-                trial.suggest_categorical(name, param.choices)
-            elif isinstance(param, FloatParam):
-                trial.suggest_float(name, param.low, param.high, log=param.log)
-            else:
-                trial.suggest_int(name, param.low, param.high, log=param.log)
+            match param.distribution():
+                case CategoricalDistribution(choices=choices):
+                    trial.suggest_categorical(name, choices)
+                case FloatDistribution(low=low, high=high, log=log):
+                    trial.suggest_float(name, low, high, log=log)
+                case IntDistribution(low=low, high=high, log=log):
+                    trial.suggest_int(name, low, high, log=log)
 
 
 def _sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
@@ -244,10 +246,11 @@ def search(
     return _outcome(_fit(build_tuner(spec, dataset, callbacks), spec), spec)
 
 
-def resume_search(path: Path, spec: SearchSpec, *, address: str | None = None) -> SearchOutcome:
+def resume_search(
+    path: Path, spec: SearchSpec, dataset: OfflineDataset, *, address: str | None = None
+) -> SearchOutcome:
     """Continue an interrupted search where its experiment state left it (the Tuner comes
     back with its searcher and scheduler state)."""
-    dataset = prepare_dataset(spec)
     init_ray(address, storage_path=spec.storage_path)
     trainable = _trainable(redacted(spec), dataset)
     tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
@@ -283,7 +286,9 @@ def trial_rows(
         result = results[index]
         metrics = result.metrics or {}
         trial_id = str(metrics.get("trial_id", Path(result.path).name))
-        status = _status(metrics, result.error is not None, (states or {}).get(trial_id))
+        status = trial_status(
+            metrics, failed=result.error is not None, state=(states or {}).get(trial_id)
+        )
         best = None
         if result.best_checkpoints:  # a trial that failed at once has none
             best = result.get_best_checkpoint(SCORE_KEY, spec.objective.mode)
@@ -299,17 +304,6 @@ def trial_rows(
             )
         )
     return rows
-
-
-def _status(last: dict[str, Any], failed: bool, state: str | None) -> TrialStatus:
-    if failed or state == "ERROR":
-        return "failed"
-    reported = last.get("status")
-    if reported in ("completed", "diverged"):
-        return "completed" if reported == "completed" else "diverged"
-    if state is not None and state != "TERMINATED":
-        return "interrupted"  # RUNNING / PAUSED / PENDING when the sweep stopped
-    return "early-stopped"
 
 
 def _fit(tuner: tune.Tuner, spec: SearchSpec) -> tune.ResultGrid:

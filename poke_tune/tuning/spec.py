@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -114,17 +120,27 @@ class _RangeParam(_Strict):
 class FloatParam(_RangeParam):
     type: Literal["float"]
 
+    def distribution(self) -> BaseDistribution:
+        """The parameter as Optuna samples it (the one place its range is translated)."""
+        return FloatDistribution(self.low, self.high, log=self.log)
+
 
 class IntParam(_RangeParam):
     type: Literal["int"]
     low: int
     high: int
 
+    def distribution(self) -> BaseDistribution:
+        return IntDistribution(self.low, self.high, log=self.log)
+
 
 class CategoricalParam(_Strict):
     type: Literal["categorical"]
     choices: list[Any] = Field(min_length=1)
     when: Condition | None = None
+
+    def distribution(self) -> BaseDistribution:
+        return CategoricalDistribution(self.choices)
 
 
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]

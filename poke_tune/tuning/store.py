@@ -8,19 +8,18 @@ Runs are found again by tags, not by remembered ids: a sweep's parent run has
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from poke_tune.tuning.experiment import redact
+from poke_tune.tuning.redaction import redact
 from poke_tune.tuning.spec import SearchSpec
 
 __all__ = [
@@ -54,28 +53,21 @@ def quick_http_failures() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
-@contextmanager
-def _store_setup_lock(tracking_uri: str) -> Iterator[None]:
-    """Serialise the first use of a SQLite store: MLflow creates its schema on first
+def _store_setup_lock(tracking_uri: str) -> FileLock | None:
+    """Serialises the first use of a SQLite store: MLflow creates its schema on first
     contact, and two processes doing it at once fail ("duplicate column name")."""
     if not tracking_uri.startswith("sqlite:///"):
-        yield
-        return
+        return None
     database = Path(tracking_uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
-    with database.with_name(database.name + ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(database.with_name(database.name + ".lock"))
 
 
 def check_reachable(tracking_uri: str) -> None:
     """Fail fast, before Ray starts, when the tracking store cannot be reached."""
     quick_http_failures()
     try:
-        with _store_setup_lock(tracking_uri):
+        with _store_setup_lock(tracking_uri) or nullcontext():
             MlflowClient(tracking_uri).search_experiments(max_results=1)
     except Exception as error:
         raise TrackingUnavailableError(

@@ -4,22 +4,23 @@
    objective's selection battles;
 2. confirm (`confirm.py`): the shortlist and the baselines replay fresh battles; the
    champion is chosen there;
-3. promote (`registry.py`, through the tracker): the champion is registered, and the alias
+3. promote (the tracker, `registry.py`): the champion is registered, and the alias
    `champion` moves only if it beats the baselines and the current champion;
-4. report (`report.py`): the numbers a user reads, all from the confirmation battles.
+4. report (`report.py`): the numbers a user reads, all from the confirmation battles,
+   written into the experiment folder; the tracker uploads them.
 
 `run_sweep` starts a sweep, `resume_sweep` continues an interrupted one, `confirm_sweep`
 re-runs stages 2-4 (e.g. with more battles), `track_sweep` re-sends what an outage kept
-back, `load_sweep` reads a sweep back. A sweep interrupted by Ctrl-C stops after stage 1:
-nothing is registered or promoted until `resume` finishes it. One process works on an
-experiment folder at a time.
+back, `load_sweep` reads a sweep back. A sweep interrupted by Ctrl-C stops after stage 1
+(its report has the trials, nothing is registered or promoted) until `resume` finishes
+it. One process works on an experiment folder at a time.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,29 +28,10 @@ from ray import tune
 
 from poke_tune.data.compiled import OfflineDataset
 from poke_tune.sim.battles import BattleResult
-from poke_tune.sim.policies import make_policy
-from poke_tune.tuning.confirm import (
-    Confirmation,
-    Contender,
-    bc_baseline,
-    behaviour_policies,
-    candidates,
-    confirm,
-    shortlist,
-)
-from poke_tune.tuning.experiment import (
-    CONFIRMATION_FILE,
-    SPEC_FILE,
-    SweepRecord,
-    TrialRow,
-    experiment_path,
-    lock_experiment,
-    read_record,
-    redact,
-    spec_of,
-    write_record,
-    write_spec,
-)
+from poke_tune.tuning.confirm import Confirmation, confirm, contenders, shortlist, winner
+from poke_tune.tuning.experiment import Experiment
+from poke_tune.tuning.records import SweepRecord, TrialRow
+from poke_tune.tuning.report import write_report
 from poke_tune.tuning.search import SearchOutcome, prepare_dataset, resume_search, search, searched
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.tracker import NullTracker, Tracker, TrackingSummary
@@ -64,8 +46,6 @@ __all__ = [
     "track_sweep",
 ]
 
-_logger = logging.getLogger(__name__)
-
 
 class SweepExistsError(ValueError):
     """`run` of a name whose experiment folder already holds a sweep."""
@@ -77,14 +57,20 @@ class SweepInterruptedError(ValueError):
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    """Where a sweep stands: its trials, its confirmation, what tracking did."""
+    """Where a sweep stands: its trials, its confirmation, its report, what tracking did."""
 
-    spec: SearchSpec
+    experiment: Experiment
     rows: list[TrialRow]
     interrupted: bool
     confirmation: Confirmation | None
     tracking: TrackingSummary | None
+    report: Path | None = None
+    """The report's folder (None when it was not written here, e.g. `best`)."""
     results: tune.ResultGrid | None = None
+
+    @property
+    def spec(self) -> SearchSpec:
+        return self.experiment.spec
 
     @property
     def selected(self) -> TrialRow | None:
@@ -97,20 +83,16 @@ class SweepOutcome:
         """No trial produced an objective (every trial failed or diverged)."""
         return not self.interrupted and self.selected is None
 
-    @property
-    def experiment(self) -> str:
-        return experiment_path(self.spec)
-
 
 OnBattle = Callable[[BattleResult], None]
 
 
-def _tracker(spec: SearchSpec) -> Tracker:
-    if not spec.mlflow.enabled:
+def _tracker(experiment: Experiment) -> Tracker:
+    if not experiment.spec.mlflow.enabled:
         return NullTracker()
     from poke_tune.tuning.tracking import MLflowTracker  # MLflow loads only when used
 
-    return MLflowTracker(spec)
+    return MLflowTracker(experiment)
 
 
 def run_sweep(
@@ -128,140 +110,148 @@ def run_sweep(
     callbacks. An unreachable tracking store fails here, before any data or Ray start.
     """
     record = record or SweepRecord()
-    tracker = _tracker(spec)  # an unreachable store fails before anything is written
-    with lock_experiment(spec):
-        folder = Path(experiment_path(spec))
-        if (folder / SPEC_FILE).is_file():
-            stage = read_record(spec).stage
+    experiment = Experiment(spec)
+    tracker = _tracker(experiment)  # an unreachable store fails before anything is written
+    with experiment.lock():
+        if experiment.started:
             raise SweepExistsError(
-                f"a sweep named {spec.name!r} already exists in {folder} ({stage}). "
-                f"Continue it with `poke-tune resume {folder}`, see it with `poke-tune best "
-                f"{folder}`, or start a new sweep under another name: --set name=NEW_NAME"
+                f"a sweep named {spec.name!r} already exists in {experiment.folder} "
+                f"({experiment.read_record().stage}). Continue it with `poke-tune resume "
+                f"{experiment.folder}`, see it with `poke-tune best {experiment.folder}`, or "
+                "start a new sweep under another name: --set name=NEW_NAME"
             )
         dataset = prepare_dataset(spec)
-        write_spec(spec)
-        write_record(spec, record)
-        all_callbacks = [*callbacks, *tracker.callbacks(dataset, record)]
-        outcome = search(spec, dataset, address=address, callbacks=all_callbacks)
-        return _after_search(spec, outcome, tracker, dataset, on_battle=on_battle)
+        experiment.start(record)
+        live = [*callbacks, *tracker.callbacks(dataset, record)]
+        outcome = search(spec, dataset, address=address, callbacks=live)  # 1
+        return _after_search(experiment, outcome, tracker, dataset, on_battle)
 
 
 def resume_sweep(
     path: Path, *, address: str | None = None, on_battle: OnBattle | None = None
 ) -> SweepOutcome:
     """Continue an interrupted sweep; MLflow logging continues in the same runs."""
-    spec = spec_of(path)
-    with lock_experiment(spec):
-        tracker = _tracker(spec)
-        _share_tracking_uri(spec)
-        outcome = resume_search(path, spec, address=address)
-        return _after_search(spec, outcome, tracker, prepare_dataset(spec), on_battle=on_battle)
+    experiment = Experiment.open(path)
+    with experiment.lock():
+        tracker = _tracker(experiment)
+        dataset = prepare_dataset(experiment.spec)
+        outcome = resume_search(path, experiment.spec, dataset, address=address)  # 1
+        return _after_search(experiment, outcome, tracker, dataset, on_battle)
 
 
-def confirm_sweep(
-    path: Path,
-    *,
-    top_k: int | None = None,
-    battles: int | None = None,
-    on_battle: OnBattle | None = None,
-) -> SweepOutcome:
-    """Re-run the confirmation (e.g. with more battles), then promotion and report."""
-    spec = spec_of(path)
-    update = {k: v for k, v in (("top_k", top_k), ("battles", battles)) if v is not None}
-    spec = spec.model_copy(
-        update={"confirm": spec.confirm.model_copy(update={"enabled": True, **update})}
-    )
-    with lock_experiment(spec):
-        outcome = searched(path, spec)
+def confirm_sweep(experiment: Experiment, *, on_battle: OnBattle | None = None) -> SweepOutcome:
+    """Re-run the confirmation of a finished sweep (see `Experiment.reconfirmed`), then
+    promotion and report."""
+    with experiment.lock():
+        outcome = searched(_folder(experiment), experiment.spec)
         if outcome.interrupted:
             raise SweepInterruptedError(
-                f"the search of {path} did not finish: `poke-tune resume {path}` first"
+                f"the search of {experiment.location} did not finish: "
+                f"`poke-tune resume {experiment.location}` first"
             )
-        tracker = _tracker(spec)
-        return _after_search(
-            spec, outcome, tracker, prepare_dataset(spec), on_battle=on_battle, force=True
-        )
+        tracker = _tracker(experiment)
+        dataset = prepare_dataset(experiment.spec)
+        return _after_search(experiment, outcome, tracker, dataset, on_battle, reconfirm=True)
 
 
 def track_sweep(path: Path) -> SweepOutcome:
     """Send a finished sweep's unsent MLflow writes, then log its end-of-sweep records
     (reusing the saved confirmation: no battles are replayed, nothing registered twice)."""
-    spec = spec_of(path)
-    with lock_experiment(spec):
-        tracker = _tracker(spec)
-        from poke_tune.tuning.tracking import send_unsent
+    experiment = Experiment.open(path)
+    with experiment.lock():
+        tracker = _tracker(experiment)
+        if experiment.spec.mlflow.enabled:
+            from poke_tune.tuning.tracking import send_unsent
 
-        send_unsent(spec)
-        outcome = searched(path, spec)
-        confirmation = saved_confirmation(spec)
-        tracking = tracker.finish(outcome, confirmation)
-        return SweepOutcome(spec, outcome.rows, outcome.interrupted, confirmation, tracking)
+            send_unsent(experiment)
+        outcome = searched(path, experiment.spec)
+        confirmation = saved_confirmation(experiment)
+        return _stages_3_4(experiment, outcome, tracker, confirmation)
 
 
 def load_sweep(path: Path) -> SweepOutcome:
     """A sweep read back from its folder, with its saved confirmation (`poke-tune best`)."""
-    spec = spec_of(path)
-    outcome = searched(path, spec)
+    experiment = Experiment.open(path)
+    outcome = searched(path, experiment.spec)
     return SweepOutcome(
-        spec, outcome.rows, outcome.interrupted, saved_confirmation(spec), None, outcome.results
+        experiment,
+        outcome.rows,
+        outcome.interrupted,
+        saved_confirmation(experiment),
+        None,
+        experiment.report_folder,
+        outcome.results,
     )
 
 
-def saved_confirmation(spec: SearchSpec) -> Confirmation | None:
-    path = Path(experiment_path(spec)) / CONFIRMATION_FILE
-    return Confirmation.from_json(path.read_text()) if path.is_file() else None
+def saved_confirmation(experiment: Experiment) -> Confirmation | None:
+    saved = experiment.read_confirmation()
+    return None if saved is None else Confirmation.from_json(saved)
 
 
-def _share_tracking_uri(spec: SearchSpec) -> None:
-    # Tune restores the live-logging callback from its pickle, where the URI is redacted:
-    # it reads the real one from the environment.
-    uri = spec.mlflow.tracking_uri
-    if spec.mlflow.enabled and uri is not None and redact(uri) != uri:
-        os.environ["MLFLOW_TRACKING_URI"] = uri
+def _folder(experiment: Experiment) -> Path:
+    if experiment.folder is None:
+        raise ValueError(f"{experiment.location} is not a folder on this machine")
+    return experiment.folder
 
 
 def _after_search(
-    spec: SearchSpec,
+    experiment: Experiment,
     outcome: SearchOutcome,
     tracker: Tracker,
     dataset: OfflineDataset,
-    *,
     on_battle: OnBattle | None,
-    force: bool = False,
+    *,
+    reconfirm: bool = False,
 ) -> SweepOutcome:
-    """Stages 2-4 after a search; an interrupted search only records where it stopped."""
-    record = read_record(spec)
+    """Stages 2-4 after a search; an interrupted search only reports where it stopped."""
     if outcome.interrupted:
-        write_record(spec, record.model_copy(update={"stage": "interrupted"}))
-        tracking = tracker.finish(outcome, None)
-        return SweepOutcome(spec, outcome.rows, True, None, tracking, outcome.results)
-    confirmation = None if force else saved_confirmation(spec)
+        experiment.set_stage("interrupted")
+        return _stages_3_4(experiment, outcome, tracker, None)
+    spec = experiment.spec
+    confirmation = None if reconfirm else saved_confirmation(experiment)
     wanted = spec.confirm.enabled and spec.objective.uses_battles
     if confirmation is None and wanted and shortlist(outcome.rows, spec, 1):
-        confirmation = _confirm(spec, outcome.rows, tracker, dataset, on_battle)
-        path = Path(experiment_path(spec)) / CONFIRMATION_FILE
-        if "://" not in spec.storage_path:
-            path.write_text(confirmation.to_json())
-    tracking = tracker.finish(outcome, confirmation)
-    stage = "confirmed" if confirmation is not None else "searched"
-    write_record(spec, record.model_copy(update={"stage": stage}))
-    return SweepOutcome(spec, outcome.rows, False, confirmation, tracking, outcome.results)
+        entrants = contenders(outcome.rows, spec, dataset, tracker.champion_policy())
+        confirmation = confirm(spec, entrants, on_result=on_battle)  # 2
+        experiment.save_confirmation(confirmation.to_json())
+    experiment.set_stage("confirmed" if confirmation is not None else "searched")
+    return _stages_3_4(experiment, outcome, tracker, confirmation)
 
 
-def _confirm(
-    spec: SearchSpec,
-    rows: list[TrialRow],
+def _stages_3_4(
+    experiment: Experiment,
+    outcome: SearchOutcome,
     tracker: Tracker,
-    dataset: OfflineDataset,
-    on_battle: OnBattle | None,
-) -> Confirmation:
-    contenders = candidates(shortlist(rows, spec, spec.confirm.top_k), spec)
-    for name in behaviour_policies(spec, dataset):
-        contenders.append(Contender(name=name, policy=make_policy(name), role="baseline"))
-    if spec.confirm.bc:
-        _logger.info("training the BC baseline (%d steps)", spec.training.steps)
-        contenders.append(Contender("bc", bc_baseline(spec, dataset), "baseline"))
-    champion = tracker.champion_policy()
-    if champion is not None:
-        contenders.append(Contender(champion.name, champion, "champion"))
-    return confirm(spec, contenders, on_result=on_battle)
+    confirmation: Confirmation | None,
+) -> SweepOutcome:
+    """Promote (never an interrupted sweep), then write the report and hand it to the
+    tracker."""
+    promotion = None
+    if not outcome.interrupted:
+        promotion = tracker.promote(
+            winner(outcome.rows, confirmation, experiment.spec), confirmation
+        )  # 3
+    with _report_folder(experiment) as folder:
+        report = write_report(folder, outcome.rows, confirmation, experiment.spec)  # 4
+        tracking = tracker.finish(outcome, report, promotion)
+    return SweepOutcome(
+        experiment,
+        outcome.rows,
+        outcome.interrupted,
+        confirmation,
+        tracking,
+        experiment.report_folder,
+        outcome.results,
+    )
+
+
+@contextmanager
+def _report_folder(experiment: Experiment) -> Iterator[Path]:
+    """The experiment's `report/`; object storage has no folder here, so its report is
+    written to a temporary one that lives as long as the tracker needs it."""
+    if experiment.report_folder is not None:
+        yield experiment.report_folder
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)

@@ -6,8 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from poke_tune.sim.policies import Policy
@@ -17,7 +16,8 @@ if TYPE_CHECKING:
 
     from poke_tune.data.compiled import OfflineDataset
     from poke_tune.tuning.confirm import Confirmation
-    from poke_tune.tuning.experiment import SweepRecord
+    from poke_tune.tuning.records import SweepRecord, TrialRow
+    from poke_tune.tuning.report import Report
     from poke_tune.tuning.search import SearchOutcome
 
 __all__ = ["NullTracker", "Promotion", "Tracker", "TrackingSummary"]
@@ -41,14 +41,12 @@ class Promotion:
 
 @dataclass(frozen=True)
 class TrackingSummary:
-    """Where the sweep was tracked and what the end of the sweep logged."""
+    """Where the sweep was tracked and what its registry decided."""
 
     tracking_uri: str
     """Redacted: printable."""
-    parent_run_id: str | None = None
-    plots: Sequence[str] = field(default_factory=tuple)
+    parent_run_id: str
     promotion: Promotion | None = None
-    error: str | None = None
 
 
 class Tracker(Protocol):
@@ -60,10 +58,17 @@ class Tracker(Protocol):
         """The registered champion, to replay on the confirmation battles."""
         ...
 
+    def promote(
+        self, winner: TrialRow | None, confirmation: Confirmation | None
+    ) -> Promotion | None:
+        """Stage 3: log the confirmation's numbers, register the winner's checkpoint and
+        move `champion` to it if it earned that (None: no winner, nothing registered)."""
+        ...
+
     def finish(
-        self, outcome: SearchOutcome, confirmation: Confirmation | None
+        self, outcome: SearchOutcome, report: Report, promotion: Promotion | None
     ) -> TrackingSummary | None:
-        """Log the end of the sweep (or of its interruption); register and promote."""
+        """Upload stage 4's report and close the sweep's runs (also of an interrupted one)."""
         ...
 
 
@@ -76,7 +81,12 @@ class NullTracker:
     def champion_policy(self) -> Policy | None:
         return None
 
+    def promote(
+        self, winner: TrialRow | None, confirmation: Confirmation | None
+    ) -> Promotion | None:
+        return None
+
     def finish(
-        self, outcome: SearchOutcome, confirmation: Confirmation | None
+        self, outcome: SearchOutcome, report: Report, promotion: Promotion | None
     ) -> TrackingSummary | None:
         return None

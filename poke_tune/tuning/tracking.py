@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,10 @@ from ray import tune
 import poke_tune
 from poke_tune.data.compiled import OfflineDataset
 from poke_tune.sim.policies import Policy
-from poke_tune.tuning.confirm import Confirmation, shortlist
-from poke_tune.tuning.experiment import (
-    UNSENT_FILE,
-    SweepRecord,
-    TrialRow,
-    describe,
-    experiment_path,
-    redact,
-    redacted,
-)
+from poke_tune.tuning.confirm import Confirmation
+from poke_tune.tuning.experiment import Experiment
+from poke_tune.tuning.records import SweepRecord, TrialRow, describe, trial_status
+from poke_tune.tuning.redaction import is_redacted, redact, redacted
 from poke_tune.tuning.registry import (
     current_champion,
     load_registered_policy,
@@ -54,14 +47,7 @@ from poke_tune.tuning.registry import (
     register,
     registered_name,
 )
-from poke_tune.tuning.report import (
-    budget_curve,
-    plot_budget_curve,
-    plot_confirmation,
-    write_confirmation_table,
-    write_optuna_plots,
-    write_trials_csv,
-)
+from poke_tune.tuning.report import Report
 from poke_tune.tuning.search import SearchOutcome
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
 from poke_tune.tuning.store import (
@@ -74,9 +60,9 @@ from poke_tune.tuning.store import (
     experiment_id,
     quick_http_failures,
 )
-from poke_tune.tuning.tracker import TrackingSummary
+from poke_tune.tuning.tracker import Promotion, TrackingSummary
 
-__all__ = ["MLflowTracker", "MLflowTracking", "send_unsent"]
+__all__ = ["LiveLogging", "MLflowTracker", "send_unsent"]
 
 _logger = logging.getLogger(__name__)
 
@@ -152,20 +138,20 @@ def _live_uri(spec: SearchSpec) -> str:
     credentials), MLFLOW_TRACKING_URI, which `poke-tune resume` sets to the real one."""
     uri = spec.mlflow.tracking_uri
     assert uri is not None
-    if "***" in uri:
+    if is_redacted(uri):
         uri = os.environ.get("MLFLOW_TRACKING_URI", uri)
     return uri
 
 
-class MLflowTracking(tune.Callback):
+class LiveLogging(tune.Callback):
     """Logs a sweep live: parent run at start, a child run per trial, batched metrics,
     status tags and final objectives. Its state (run ids, unsent writes) is saved with
     Tune's experiment state, so `poke-tune resume` continues the same runs. It pickles
     with the spec's tracking URI redacted."""
 
-    def __init__(self, spec: SearchSpec, experiment_path: str, tags: dict[str, str]) -> None:
+    def __init__(self, spec: SearchSpec, tags: dict[str, str]) -> None:
         self.spec = redacted(spec)
-        self.experiment_path = experiment_path
+        self.experiment = Experiment(self.spec)
         self.tags = tags
         self._state: dict[str, Any] = {"run_ids": {}, "pending": []}
         self._outbox: Outbox | None = None
@@ -174,6 +160,11 @@ class MLflowTracking(tune.Callback):
 
     def __getstate__(self) -> dict[str, Any]:  # no client, no credentials in Tune's pickles
         return {**self.__dict__, "_outbox": None, "_uri": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "experiment" not in state:  # pickled by an older poke-tune (a folder path)
+            state["experiment"] = Experiment(state["spec"])
+        self.__dict__.update(state)
 
     def get_state(self) -> dict[str, Any]:
         if self._outbox is not None:
@@ -200,7 +191,7 @@ class MLflowTracking(tune.Callback):
             "create_run",
             PARENT,
             name=self.spec.name,
-            tags={EXPERIMENT_TAG: self.experiment_path, **self.tags},
+            tags={EXPERIMENT_TAG: self.experiment.location, **self.tags},
         )
         self.outbox.put("log_batch", PARENT, metrics=[], params=params)
         self.outbox.flush(force=True)
@@ -216,7 +207,7 @@ class MLflowTracking(tune.Callback):
             parent=PARENT,
             # Tune's experiment tag starts with the trial's number: "7_alpha=2.3100".
             name=child_run_name(algo, trial.config, int(trial.experiment_tag.split("_")[0])),
-            tags={EXPERIMENT_TAG: self.experiment_path, TRIAL_TAG: key, STATUS_TAG: "running"},
+            tags={EXPERIMENT_TAG: self.experiment.location, TRIAL_TAG: key, STATUS_TAG: "running"},
         )
         params = {name: str(value) for name, value in trial.config.items()}
         self.outbox.put("log_batch", key, metrics=[], params=params)
@@ -237,12 +228,7 @@ class MLflowTracking(tune.Callback):
         if isinstance(final, int | float) and np.isfinite(final):
             step = int(result.get("step", result.get("training_iteration", 0)))
             metrics.append(("objective/final", float(final), int(time.time() * 1000), step))
-        reported = result.get("status")
-        status = (
-            "failed"
-            if failed
-            else (reported if reported in ("completed", "diverged") else "early-stopped")
-        )
+        status = trial_status(result, failed=failed, state=None)
         self.outbox.put("log_batch", trial.trial_id, metrics=metrics, tags={STATUS_TAG: status})
         self.outbox.put(
             "set_terminated", trial.trial_id, status="FAILED" if failed else "FINISHED"
@@ -271,51 +257,56 @@ class MLflowTracking(tune.Callback):
     def save_unsent(self) -> None:
         """Keep writes the server never took in the experiment folder (never drop them)."""
         unsent = self.outbox.unsent()
-        path = Path(self.experiment_path) / UNSENT_FILE
+        saved = self.experiment.save_unsent(
+            {"run_ids": self.outbox.run_ids, "pending": unsent} if unsent else None
+        )
         if not unsent:
-            path.unlink(missing_ok=True)
             return
-        if "://" in self.experiment_path:
+        if saved is None:
             _logger.error("%d MLflow writes could not be sent: %s", len(unsent), unsent)
             return
-        path.write_text(json.dumps({"run_ids": self.outbox.run_ids, "pending": unsent}))
         _logger.error(
             "%d MLflow writes could not be sent; saved to %s. When the server is back: "
             "poke-tune track %s",
             len(unsent),
-            path,
-            self.experiment_path,
+            saved,
+            self.experiment.location,
         )
 
 
-def send_unsent(spec: SearchSpec) -> None:
-    """Send the writes an outage kept back (`mlflow_unsent.json`), then delete the file."""
-    unsent = Path(experiment_path(spec)) / UNSENT_FILE
-    if not unsent.is_file():
+MLflowTracking = LiveLogging
+"""The name under which sweeps started before the rename pickled this callback: their
+experiment state still unpickles, so they resume."""
+
+
+def send_unsent(experiment: Experiment) -> None:
+    """Send the writes an outage kept back (`mlflow_unsent.json`), then forget them."""
+    saved = experiment.read_unsent()
+    if saved is None:
         return
-    uri = _live_uri(spec)
-    saved = json.loads(unsent.read_text())
-    outbox = Outbox(uri, experiment_id(MlflowClient(uri), spec))
+    uri = _live_uri(experiment.spec)
+    outbox = Outbox(uri, experiment_id(MlflowClient(uri), experiment.spec))
     outbox.run_ids, outbox.pending = saved["run_ids"], saved["pending"]
     if not outbox.flush(force=True) or outbox.refused:
         raise TrackingUnavailableError(
-            f"{len(outbox.unsent())} writes of {unsent} were not accepted by {redact(uri)}"
+            f"{len(outbox.unsent())} unsent writes of {experiment.location} were not "
+            f"accepted by {redact(uri)}"
         )
-    unsent.unlink()
+    experiment.save_unsent(None)
 
 
 class MLflowTracker:
     """The `Tracker` of a sweep with `mlflow.enabled`; checks the store when built."""
 
-    def __init__(self, spec: SearchSpec) -> None:
-        self.spec = spec
-        self.uri = _live_uri(spec)
+    def __init__(self, experiment: Experiment) -> None:
+        self.spec = experiment.spec
+        self.experiment = experiment.location
+        self.uri = _live_uri(self.spec)
         check_reachable(self.uri)
         self.client = MlflowClient(self.uri)
-        self.experiment = experiment_path(spec)
 
     def callbacks(self, dataset: OfflineDataset, record: SweepRecord) -> list[tune.Callback]:
-        return [MLflowTracking(self.spec, self.experiment, sweep_tags(self.spec, dataset, record))]
+        return [LiveLogging(self.spec, sweep_tags(self.spec, dataset, record))]
 
     def champion_policy(self) -> Policy | None:
         champion = current_champion(self.client, registered_name(self.spec))
@@ -333,49 +324,24 @@ class MLflowTracker:
             filter_string=f"tags.`{EXPERIMENT_TAG}` = '{self.experiment}'",
             max_results=10_000,
         )
-        return {run.data.tags.get(TRIAL_TAG, PARENT): run.info.run_id for run in runs}
-
-    def finish(self, outcome: SearchOutcome, confirmation: Confirmation | None) -> TrackingSummary:
-        """Parent: trials table, Optuna plots, the confirmation report and the winner's
-        checkpoint; children: their confirmation numbers; then register and promote.
-        An interrupted sweep gets its tables and statuses, no registration."""
-        runs = self._runs()
-        if PARENT not in runs:
+        found = {run.data.tags.get(TRIAL_TAG, PARENT): run.info.run_id for run in runs}
+        if PARENT not in found:
             raise TrackingUnavailableError(
                 f"no parent run of {self.experiment} in {redact(self.uri)}"
             )
+        return found
+
+    def promote(
+        self, winner: TrialRow | None, confirmation: Confirmation | None
+    ) -> Promotion | None:
+        """Children get their confirmation numbers, the parent the winner's objective and
+        checkpoint; the winner is registered, and promoted if it earned it."""
+        runs = self._runs()
         parent = runs[PARENT]
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            write_trials_csv(outcome.rows, folder / "trials.csv")
-            self.client.log_artifact(parent, str(folder / "trials.csv"))
-            (folder / "plots").mkdir()
-            plots = write_optuna_plots(outcome.rows, self.spec, folder / "plots")
-            self.client.log_artifacts(parent, str(folder / "plots"), "plots")
-            if confirmation is not None:
-                report = folder / "confirmation"
-                report.mkdir()
-                budget = budget_curve(confirmation, outcome.rows, self.spec)
-                write_confirmation_table(confirmation, budget, report)
-                plot_confirmation(confirmation, report / "win_rates.png")
-                plot_budget_curve(budget, confirmation, report / "expected_best_vs_trials.png")
-                self.client.log_artifacts(parent, str(report), "confirmation")
-        summary = TrackingSummary(redact(self.uri), parent, tuple(plots))
-        for row in outcome.rows:
-            if row.status == "interrupted" and row.trial_id in runs:
-                self.client.set_tag(runs[row.trial_id], STATUS_TAG, "interrupted")
-                self.client.set_terminated(runs[row.trial_id], "KILLED")
-        if outcome.interrupted:
-            self.client.set_tag(parent, "sweep_status", "interrupted")
-            self.client.set_terminated(parent, "KILLED")
-            return summary
         if confirmation is not None:
             self._log_confirmation(confirmation, runs)
-        winner = _winner(outcome.rows, confirmation, self.spec)
         if winner is None or winner.checkpoint is None:
-            self.client.set_tag(parent, "sweep_status", "no result")
-            self.client.set_terminated(parent, "FAILED")
-            return summary
+            return None
         child = runs.get(winner.trial_id)
         if winner.score is not None:
             self.client.log_metric(parent, OBJECTIVE_KEY, winner.score)
@@ -383,10 +349,29 @@ class MLflowTracker:
         for run_id in filter(None, (parent, child)):
             self.client.log_artifacts(run_id, str(winner.checkpoint.parent), "best_checkpoint")
         version = register(self.client, self.spec, self.experiment, winner, child or parent)
-        promotion = promote(self.client, self.spec, version, winner, confirmation)
-        self.client.set_tag(parent, "sweep_status", "finished")
-        self.client.set_terminated(parent, "FINISHED")
-        return TrackingSummary(redact(self.uri), parent, tuple(plots), promotion)
+        return promote(self.client, self.spec, version, winner, confirmation)
+
+    def finish(
+        self, outcome: SearchOutcome, report: Report, promotion: Promotion | None
+    ) -> TrackingSummary:
+        """The report goes to the parent run; trials cut off by an interruption and the
+        parent are closed with their status."""
+        runs = self._runs()
+        parent = runs[PARENT]
+        self.client.log_artifacts(parent, str(report.folder))
+        for row in outcome.rows:
+            if row.status == "interrupted" and row.trial_id in runs:
+                self.client.set_tag(runs[row.trial_id], STATUS_TAG, "interrupted")
+                self.client.set_terminated(runs[row.trial_id], "KILLED")
+        if outcome.interrupted:
+            status, state = "interrupted", "KILLED"
+        elif promotion is None:
+            status, state = "no result", "FAILED"
+        else:
+            status, state = "finished", "FINISHED"
+        self.client.set_tag(parent, "sweep_status", status)
+        self.client.set_terminated(parent, state)
+        return TrackingSummary(redact(self.uri), parent, promotion)
 
     def _log_confirmation(self, confirmation: Confirmation, runs: dict[str, str]) -> None:
         stamp = int(time.time() * 1000)
@@ -430,13 +415,3 @@ class MLflowTracker:
                 ],
                 tags=[RunTag("confirm.beats_baselines", str(confirmation.beats_baselines))],
             )
-
-
-def _winner(
-    rows: list[TrialRow], confirmation: Confirmation | None, spec: SearchSpec
-) -> TrialRow | None:
-    """The confirmation's champion, else (no confirmation) the best selection score."""
-    if confirmation is not None:
-        winner = confirmation.winner
-        return next((r for r in rows if winner and r.trial_id == winner.trial_id), None)
-    return next(iter(shortlist(rows, spec, 1)), None)

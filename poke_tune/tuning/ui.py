@@ -75,14 +75,14 @@ def ui_target(target: str | None, tracking_uri: str | None) -> UiTarget:
     default."""
     from mlflow.tracking import MlflowClient  # MLflow (and below, Ray) only when needed
 
-    from poke_tune.tuning.experiment import experiment_path, spec_of
+    from poke_tune.tuning.experiment import Experiment
     from poke_tune.tuning.spec import load_spec, resolve_tracking_uri
 
     if target is None:
         return UiTarget(resolve_tracking_uri(tracking_uri, str(Path("runs/ray").resolve())))
     path = Path(target)
     if path.is_dir():
-        spec = spec_of(path.resolve())
+        spec = Experiment.open(path.resolve()).spec
     elif path.is_file():
         spec = load_spec(path)
     else:
@@ -94,7 +94,9 @@ def ui_target(target: str | None, tracking_uri: str | None) -> UiTarget:
     if found is None:
         return UiTarget(uri)
     experiment_id = str(found.experiment_id)
-    return UiTarget(uri, experiment_id, _child_runs(client, experiment_id, experiment_path(spec)))
+    return UiTarget(
+        uri, experiment_id, _child_runs(client, experiment_id, Experiment(spec).location)
+    )
 
 
 def _child_runs(client: MlflowClient, experiment_id: str, sweep: str) -> list[str]:

@@ -24,6 +24,12 @@ def _spec(**confirm: Any) -> SearchSpec:
     return load_spec(TINY, {"confirm": {"battles": 40, "rounds": 2, **confirm}})
 
 
+def _candidate(name: str, policy: Policy, trial_id: str, score: float) -> Contender:
+    return Contender(
+        name=name, policy=policy, role="candidate", trial_id=trial_id, selection_score=score
+    )
+
+
 class Reseeded:
     """A copy of a stochastic policy with its own random stream: K copies are K equally
     good policies whose battle outcomes differ (a sweep of equally good trials)."""
@@ -43,9 +49,9 @@ def test_confirmation_battles_are_fresh_and_the_same_for_every_contender() -> No
     assert not selection & confirmation
     # Two copies of one deterministic policy meet the same battles: identical outcomes.
     contenders = [
-        Contender("max-damage A", make_policy("max-damage"), "candidate", "a", 0.9),
-        Contender("max-damage B", make_policy("max-damage"), "candidate", "b", 0.8),
-        Contender("random", make_policy("random"), "baseline"),
+        _candidate("max-damage A", make_policy("max-damage"), "a", 0.9),
+        _candidate("max-damage B", make_policy("max-damage"), "b", 0.8),
+        Contender(name="random", policy=make_policy("random"), role="baseline"),
     ]
     result = confirm(spec, contenders)
     a, b, baseline = (s.result for s in result.standings)
@@ -58,9 +64,9 @@ def test_champion_is_chosen_on_confirmation_and_racing_stops_the_clearly_worse()
     spec = _spec(battles=60, rounds=3)
     contenders = [
         # The selection scores say random is best: confirmation must overrule them.
-        Contender("lucky random", make_policy("random"), "candidate", "t1", 0.95),
-        Contender("max-damage", make_policy("max-damage"), "candidate", "t2", 0.60),
-        Contender("random", make_policy("random"), "baseline"),
+        _candidate("lucky random", make_policy("random"), "t1", 0.95),
+        _candidate("max-damage", make_policy("max-damage"), "t2", 0.60),
+        Contender(name="random", policy=make_policy("random"), role="baseline"),
     ]
     result = confirm(spec, contenders)
     assert result.champion == "max-damage"
@@ -90,10 +96,8 @@ def test_selection_optimism_is_positive_and_confirmation_spread_is_noise() -> No
         for c in copies
     ]
     order = np.argsort(scores)[::-1][:3]
-    contenders = [
-        Contender(copies[i].name, copies[i], "candidate", str(i), scores[i]) for i in order
-    ]
-    contenders.append(Contender("random", make_policy("random"), "baseline"))
+    contenders = [_candidate(copies[i].name, copies[i], str(i), scores[i]) for i in order]
+    contenders.append(Contender(name="random", policy=make_policy("random"), role="baseline"))
     result = confirm(spec, contenders)
     optimism = [s.optimism for s in result.standings if s.optimism is not None]
     assert np.mean(optimism) > 0

@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 
 from poke_tune.tuning.cluster import fit_problem
-from poke_tune.tuning.experiment import (
-    SweepLockedError,
-    SweepRecord,
-    lock_experiment,
-    redact,
-    spec_of,
-    write_record,
-    write_spec,
-)
+from poke_tune.tuning.experiment import Experiment, SweepLockedError
+from poke_tune.tuning.records import SweepRecord
+from poke_tune.tuning.redaction import redact
 from poke_tune.tuning.spec import load_spec
 from poke_tune.tuning.sweep import SweepExistsError, run_sweep
 
@@ -40,33 +34,31 @@ def test_the_experiment_folder_keeps_no_password(
 ) -> None:
     secret = "http://alice:hunter2@127.0.0.1:5999"
     spec = load_spec(TINY, {"storage_path": str(tmp_path), "mlflow": {"tracking_uri": secret}})
-    write_spec(spec)
-    write_record(spec, SweepRecord(argv=["poke-tune", "run", "--tracking-uri", secret]))
+    Experiment(spec).start(SweepRecord(argv=["poke-tune", "run", "--tracking-uri", secret]))
     for path in (tmp_path / "tiny").iterdir():
         assert "hunter2" not in path.read_text()
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(ValueError, match="set MLFLOW_TRACKING_URI"):
-        spec_of(tmp_path / "tiny")
+        Experiment.open(tmp_path / "tiny")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", secret)
-    assert spec_of(tmp_path / "tiny").mlflow.tracking_uri == secret
+    assert Experiment.open(tmp_path / "tiny").spec.mlflow.tracking_uri == secret
 
 
 def test_one_process_at_a_time_works_on_a_sweep(tmp_path: Path) -> None:
-    spec = load_spec(TINY, {"storage_path": str(tmp_path)})
+    experiment = Experiment(load_spec(TINY, {"storage_path": str(tmp_path)}))
     with (
-        lock_experiment(spec),
-        pytest.raises(SweepLockedError, match="is in use by pid"),
-        lock_experiment(spec),
+        experiment.lock(),
+        pytest.raises(SweepLockedError, match="is in use by another process"),
+        experiment.lock(),
     ):
         pass
-    with lock_experiment(spec):  # released on exit
+    with experiment.lock():  # released on exit
         pass
 
 
 def test_a_second_run_of_a_name_points_at_resume(tmp_path: Path) -> None:
     spec = load_spec(TINY, {"storage_path": str(tmp_path), "mlflow": {"enabled": False}})
-    write_spec(spec)
-    write_record(spec, SweepRecord(stage="interrupted"))
+    Experiment(spec).start(SweepRecord(stage="interrupted"))
     with pytest.raises(SweepExistsError, match=r"poke-tune resume .*tiny.*--set name="):
         run_sweep(spec)
     assert json.loads((tmp_path / "tiny" / "poke_tune_run.json").read_text())["stage"] == (

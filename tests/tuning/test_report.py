@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from poke_tune.eval.winrate import WinRate
+from poke_tune.tuning.budget import budget_curve, budget_summary
 from poke_tune.tuning.confirm import Confirmation, Standing
-from poke_tune.tuning.experiment import TrialRow
-from poke_tune.tuning.report import budget_curve, budget_summary
+from poke_tune.tuning.records import TrialRow
 from poke_tune.tuning.spec import load_spec
 
 TINY = Path(__file__).with_name("tiny.yaml")
@@ -23,7 +23,7 @@ def _row(trial_id: str, score: float) -> TrialRow:
 
 def _standing(trial_id: str, win_rate: float) -> Standing:
     result = WinRate("p", "max-damage", 100, int(win_rate * 100), 0, 0, win_rate, 0, 1, 0, 0, 0)
-    return Standing(trial_id, "candidate", result, trial_id=trial_id)
+    return Standing(name=trial_id, role="candidate", result=result, trial_id=trial_id)
 
 
 def _confirmation(standings: list[Standing]) -> Confirmation:

@@ -66,6 +66,7 @@ def test_sweep_with_optuna_and_asha_finds_a_loadable_winner(
             "warm_start": [{"expectile": 0.7, "temperature": 3.0}],
             "storage": optuna_db,
         },
+        confirm={"enabled": True, "battles": 12, "rounds": 1, "top_k": 2},
     )
 
     class CountResults(tune.Callback):
@@ -90,7 +91,20 @@ def test_sweep_with_optuna_and_asha_finds_a_loadable_winner(
     assert (0.7, 3.0) in points and len(points) == 4
     best = outcome.selected
     assert best is not None and best.checkpoint is not None and best.checkpoint.is_file()
-    assert outcome.confirmation is None  # turned off here; test_confirm.py covers it
+    # MLflow is off, yet stage 4 left the whole report in the experiment folder.
+    assert outcome.confirmation is not None and outcome.tracking is None
+    report = tmp_path / "ray" / "tiny" / "report"
+    assert outcome.report == report
+    assert (report / "trials.csv").read_text().count("\n") == 1 + len(rows)
+    assert {"optimization_history.png", "objective_vs_params.png"} <= {
+        p.name for p in (report / "plots").iterdir()
+    }
+    tables = report / "confirmation"
+    assert {"confirmation.md", "confirmation.csv", "win_rates.png"} <= {
+        p.name for p in tables.iterdir()
+    }
+    assert (tables / "expected_best_vs_trials.png").stat().st_size > 0
+    assert "fresh battles" in (tables / "confirmation.md").read_text()
     result = evaluate(load_policy(best.checkpoint), make_policy("random"), battles=4)
     assert result.battles == 4 and result.invalid_choices == 0
 

@@ -30,7 +30,7 @@ from poke_tune.eval.paired import PairedDifference
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.policies import make_policy
-from poke_tune.tuning.experiment import UNSENT_FILE, experiment_path
+from poke_tune.tuning.experiment import UNSENT_FILE, Experiment
 from poke_tune.tuning.registry import (
     fluent_tracking_uri,
     load_registered_policy,
@@ -191,10 +191,10 @@ def test_champion_moves_only_to_a_model_that_beats_it_on_the_same_battles(
         [client.get_experiment_by_name(spec.name).experiment_id],
         filter_string=f"tags.`poke_tune.trial_id` = '{other.trial_id}'",
     )[0].info.run_id
-    version = register(client, spec, experiment_path(spec), other, run_id)
+    version = register(client, spec, Experiment(spec).location, other, run_id)
     assert version != before
     # Registering the same checkpoint again finds the version instead of adding one.
-    assert register(client, spec, experiment_path(spec), other, run_id) == version
+    assert register(client, spec, Experiment(spec).location, other, run_id) == version
 
     def against_champion(difference: float) -> Any:
         gap = PairedDifference(difference, difference - 0.05, difference + 0.05, 24, 3, 1)
@@ -252,7 +252,7 @@ def test_a_server_outage_mid_sweep_loses_nothing(
         server.start()
         outage["restarted"] = time.monotonic()
 
-    caplog.set_level(logging.WARNING, logger="poke_tune.tuning.tracking")
+    caplog.set_level(logging.WARNING, logger="poke_tune.tuning.store")
     controller = threading.Thread(target=stop_then_restart)
     controller.start()
     try:
@@ -269,7 +269,7 @@ def test_a_server_outage_mid_sweep_loses_nothing(
 
 def _check_no_password(spec: SearchSpec, url: str, caplog: pytest.LogCaptureFixture) -> None:
     """Not in the experiment folder (Tune's pickles included), MLflow or the log."""
-    for path in Path(experiment_path(spec)).rglob("*"):
+    for path in Path(Experiment(spec).location).rglob("*"):
         if path.is_file():
             assert b"s3cret-pw" not in path.read_bytes(), path
     client = MlflowClient(url)

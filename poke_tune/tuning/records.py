@@ -1,0 +1,75 @@
+"""The typed records that cross the tuning stages: one row per trial of the search and
+the sweep's own record (how it was started, where its life cycle stands)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "SCORED",
+    "SweepRecord",
+    "SweepStage",
+    "TrialRow",
+    "TrialStatus",
+    "describe",
+    "trial_status",
+]
+
+TrialStatus = Literal["running", "completed", "early-stopped", "interrupted", "diverged", "failed"]
+"""running (still training), completed (all steps), early-stopped (by the scheduler),
+interrupted (the sweep was stopped before the trial ended), diverged, failed (an error
+after its retries)."""
+SCORED: tuple[TrialStatus, ...] = ("completed", "early-stopped")
+"""Trials whose selection score counts."""
+
+SweepStage = Literal["searching", "interrupted", "searched", "confirmed"]
+
+
+def trial_status(last_result: dict[str, Any], *, failed: bool, state: str | None) -> TrialStatus:
+    """An ended (or cut-off) trial's status from its last reported result, whether it
+    errored, and Tune's trial state (None when unknown, e.g. while the sweep runs)."""
+    if failed or state == "ERROR":
+        return "failed"
+    reported = last_result.get("status")
+    if reported in ("completed", "diverged"):
+        return "completed" if reported == "completed" else "diverged"
+    if state is not None and state != "TERMINATED":
+        return "interrupted"  # RUNNING / PAUSED / PENDING when the sweep stopped
+    return "early-stopped"
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial of the search: what it tried, how it scored on the selection battles."""
+
+    trial_id: str
+    params: dict[str, Any]
+    score: float | None
+    """Selection score: the objective's best evaluation (`objective/best`)."""
+    status: TrialStatus
+    evaluations: int
+    checkpoint: Path | None
+    """The trainer file of the checkpoint saved at the trial's best evaluation."""
+
+
+def describe(algo: str, params: dict[str, Any], sep: str = " ") -> str:
+    """A trial's configuration in a few characters, e.g. `cql alpha=2.31`."""
+    parts = [algo]
+    for name, value in params.items():
+        parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
+    return sep.join(parts)
+
+
+class SweepRecord(BaseModel):
+    """How a sweep was started and where its life cycle stands (`poke_tune_run.json`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    spec_file: str = ""
+    overrides: list[str] = []
+    argv: list[str] = []
+    stage: SweepStage = "searching"
