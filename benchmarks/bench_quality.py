@@ -45,7 +45,8 @@ from poke_tune.sim.actions import action_parts
 from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import PlayerView, Policy, make_policy
 from poke_tune.tuning.search import prepare_dataset
-from poke_tune.tuning.spec import SearchSpec, load_spec
+from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.spec_file import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BC_REFERENCE = "BC default, flat"
@@ -143,8 +144,8 @@ def _champion(source: str) -> Policy:
     path = Path(source)
     if path.is_dir():
         from poke_tune.tuning.experiment import Experiment
+        from poke_tune.tuning.locations import resolve_tracking_uri
         from poke_tune.tuning.registry import load_registered_policy, registered_name
-        from poke_tune.tuning.spec import resolve_tracking_uri
 
         spec = Experiment.open(path).spec
         uri = resolve_tracking_uri(spec.mlflow.tracking_uri, spec.storage_path)

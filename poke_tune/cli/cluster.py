@@ -100,7 +100,7 @@ def submit(
     ] = True,
 ) -> None:
     """Submit a sweep to a Ray cluster as a Ray Job running `poke-tune run SPEC`."""
-    from poke_tune.tuning.spec import load_spec, parse_overrides
+    from poke_tune.tuning.spec_file import load_spec, parse_overrides
     from poke_tune.tuning.submit import (
         alive_nodes,
         check_submission,

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from poke_tune.cli.errors import console, stdout, user_errors
 from poke_tune.cli.progress import battle_progress
-from poke_tune.tuning.spec import parse_overrides
+from poke_tune.tuning.spec_file import parse_overrides
 
 if TYPE_CHECKING:
     from poke_tune.sim.battles import BattleResult
@@ -143,7 +143,7 @@ def _one_torch_thread() -> None:
 
 
 def _load_spec(spec: Path, overrides: list[str] | None, **options: Any) -> SearchSpec:
-    from poke_tune.tuning.spec import load_spec
+    from poke_tune.tuning.spec_file import load_spec
 
     return load_spec(spec, parse_overrides(overrides or [], **options))
 

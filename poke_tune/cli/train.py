@@ -20,7 +20,7 @@ from poke_tune.algos.training_run import BEST_METRIC, prepare_trainer, run_in_fo
 from poke_tune.cli.errors import console, stdout, user_errors
 from poke_tune.data.compiled import load_dataset
 from poke_tune.sim.runtime import usable_cpus
-from poke_tune.tuning.spec import parse_overrides
+from poke_tune.tuning.spec_file import parse_overrides
 
 __all__ = ["default_threads", "train"]
 

@@ -76,7 +76,8 @@ def ui_target(target: str | None, tracking_uri: str | None) -> UiTarget:
     from mlflow.tracking import MlflowClient  # MLflow (and below, Ray) only when needed
 
     from poke_tune.tuning.experiment import Experiment
-    from poke_tune.tuning.spec import load_spec, resolve_tracking_uri
+    from poke_tune.tuning.locations import resolve_tracking_uri
+    from poke_tune.tuning.spec_file import load_spec
 
     if target is None:
         return UiTarget(resolve_tracking_uri(tracking_uri, str(Path("runs/ray").resolve())))

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from poke_tune.cli.main import app
 from poke_tune.tuning import search
 from poke_tune.tuning.ray_runtime import MemoryExhaustedError
-from poke_tune.tuning.spec import SearchSpec, load_spec
+from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.spec_file import load_spec
 
 TINY = Path(__file__).parents[1] / "tuning" / "tiny.yaml"
 POKE_TUNE = str(Path(sys.executable).with_name("poke-tune"))

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from poke_tune.cli.main import app
 from poke_tune.tuning.cluster import storage_problem
-from poke_tune.tuning.spec import load_spec
+from poke_tune.tuning.spec_file import load_spec
 from poke_tune.tuning.submit import (
     EXCLUDES,
     ClusterError,

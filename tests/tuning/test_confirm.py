@@ -14,7 +14,8 @@ from poke_tune.sim.battles import battle_seeds
 from poke_tune.sim.policies import Policy, make_policy
 from poke_tune.tuning.confirm import Confirmation, Contender, confirm
 from poke_tune.tuning.report import confirmation_rows, verdict
-from poke_tune.tuning.spec import SearchSpec, load_spec
+from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.spec_file import load_spec
 
 TINY = Path(__file__).with_name("tiny.yaml")
 pytestmark = pytest.mark.slow

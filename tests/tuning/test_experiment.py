@@ -12,7 +12,7 @@ from poke_tune.tuning.cluster import fit_problem
 from poke_tune.tuning.experiment import Experiment, SweepLockedError
 from poke_tune.tuning.records import SweepRecord
 from poke_tune.tuning.redaction import redact
-from poke_tune.tuning.spec import load_spec
+from poke_tune.tuning.spec_file import load_spec
 from poke_tune.tuning.sweep import SweepExistsError, run_sweep
 
 TINY = Path(__file__).with_name("tiny.yaml")

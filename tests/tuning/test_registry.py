@@ -25,7 +25,8 @@ from poke_tune.tuning.registry import (
     registered_name,
 )
 from poke_tune.tuning.report import verdict
-from poke_tune.tuning.spec import SearchSpec, load_spec
+from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.spec_file import load_spec
 
 TINY = Path(__file__).with_name("tiny.yaml")
 _names = itertools.count()

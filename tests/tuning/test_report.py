@@ -12,7 +12,7 @@ from poke_tune.eval.winrate import WinRate
 from poke_tune.tuning.budget import budget_curve, budget_summary
 from poke_tune.tuning.confirm import Confirmation, Standing
 from poke_tune.tuning.records import TrialRow
-from poke_tune.tuning.spec import load_spec
+from poke_tune.tuning.spec_file import load_spec
 
 TINY = Path(__file__).with_name("tiny.yaml")
 

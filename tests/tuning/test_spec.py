@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from poke_tune.algos import CQLConfig
-from poke_tune.tuning.spec import FloatParam, SearchSpec, SpecError, load_spec
+from poke_tune.tuning.spec import FloatParam, SearchSpec, SpecError
+from poke_tune.tuning.spec_file import load_spec
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -435,7 +436,7 @@ def test_exponent_notation_reads_as_a_number(write_spec: WriteSpec) -> None:
 
 
 def test_overrides_read_exponents_as_numbers() -> None:
-    from poke_tune.tuning.spec import parse_overrides
+    from poke_tune.tuning.spec_file import parse_overrides
 
     assert parse_overrides(["learning_rate=1e-4", "network.hidden_sizes=[64]"]) == {
         "learning_rate": 1e-4,

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from poke_tune.tuning.spec import SearchSpec, load_spec
+from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.spec_file import load_spec
 from poke_tune.tuning.store import (
     EXPERIMENT_TAG,
     TRIAL_TAG,

@@ -27,7 +27,8 @@ from poke_tune.algos import load_policy
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.search import checkpoint_config, trial_rows
-from poke_tune.tuning.spec import OBJECTIVE_KEY, SCORE_KEY, SearchSpec, load_spec
+from poke_tune.tuning.spec import OBJECTIVE_KEY, SCORE_KEY, SearchSpec
+from poke_tune.tuning.spec_file import load_spec
 from poke_tune.tuning.sweep import run_sweep
 from poke_tune.tuning.trainable import CHECKPOINT_FILE
 

@@ -38,7 +38,8 @@ from poke_tune.tuning.registry import (
     register,
 )
 from poke_tune.tuning.report import verdict
-from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec, load_spec
+from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
+from poke_tune.tuning.spec_file import load_spec
 from poke_tune.tuning.store import TrackingUnavailableError
 from poke_tune.tuning.sweep import SweepOutcome, run_sweep
 from tests.conftest import MLflowServer, free_port, wait_http

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from poke_tune.cli.main import app
-from poke_tune.tuning.spec import load_spec
+from poke_tune.tuning.spec_file import load_spec
 from poke_tune.tuning.store import EXPERIMENT_TAG, TRIAL_TAG
 from poke_tune.tuning.ui import (
     check_port_free,
