@@ -27,7 +27,9 @@ from ray.tune.search.optuna import OptunaSearch
 from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.sim.runtime import cache_dir
+from poke_tune.tuning import ray_runtime
 from poke_tune.tuning.cluster import check_fits, check_storage
+from poke_tune.tuning.experiment import Experiment
 from poke_tune.tuning.records import TrialRow, trial_status
 from poke_tune.tuning.redaction import redacted
 from poke_tune.tuning.spec import (
@@ -197,8 +199,6 @@ def init_ray(address: str | None, *, storage_path: str | None = None) -> None:
     listens on 127.0.0.1 only (Ray's own default is every interface), writes logs only
     this user can read, and, when `storage_path` is local, does not inherit the driver's
     credentials (its workers are the trials, which need none)."""
-    from poke_tune.tuning import ray_runtime
-
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -310,13 +310,10 @@ def _fit(tuner: tune.Tuner, spec: SearchSpec) -> tune.ResultGrid:
     """`tuner.fit()` without the credentials Tune would copy into the trials (and Ray into
     its logs) when the storage needs none; memory running out ends in a one-line
     `MemoryExhaustedError`, not Tune's traceback."""
-    from poke_tune.tuning import ray_runtime
-
     try:
         with ray_runtime.withheld(ray_runtime.tune_forwarded_secrets(spec.storage_path)):
             return tuner.fit()
     except Exception as error:
         if not ray_runtime.out_of_memory(error):
             raise
-        location = f"{spec.storage_path.rstrip('/')}/{spec.name}"
-        raise ray_runtime.memory_exhausted(location) from error
+        raise ray_runtime.memory_exhausted(Experiment(spec).location) from error
