@@ -173,13 +173,14 @@ def load_sweep(path: Path) -> SweepOutcome:
     """A sweep read back from its folder, with its saved confirmation (`poke-tune best`)."""
     experiment = Experiment.open(path)
     outcome = searched(path, experiment.spec)
+    report = experiment.report_folder  # absent in folders of sweeps before the report
     return SweepOutcome(
         experiment,
         outcome.rows,
         outcome.interrupted,
         saved_confirmation(experiment),
         None,
-        experiment.report_folder,
+        report if report is not None and report.is_dir() else None,
         outcome.results,
     )
 
