@@ -194,5 +194,6 @@ class Experiment:
         if unsent is None:
             path.unlink(missing_ok=True)
         else:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(unsent))
         return path

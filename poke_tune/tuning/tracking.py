@@ -280,19 +280,30 @@ experiment state still unpickles, so they resume."""
 
 
 def send_unsent(experiment: Experiment) -> None:
-    """Send the writes an outage kept back (`mlflow_unsent.json`), then forget them."""
+    """Send the writes an outage kept back (`mlflow_unsent.json`), then forget them. Writes
+    the server refuses (it is up and says no) stay in the file and are reported; they do
+    not hold back the rest of `track`."""
     saved = experiment.read_unsent()
     if saved is None:
         return
     uri = _live_uri(experiment.spec)
     outbox = Outbox(uri, experiment_id(MlflowClient(uri), experiment.spec))
     outbox.run_ids, outbox.pending = saved["run_ids"], saved["pending"]
-    if not outbox.flush(force=True) or outbox.refused:
+    if not outbox.flush(force=True):
         raise TrackingUnavailableError(
-            f"{len(outbox.unsent())} unsent writes of {experiment.location} were not "
-            f"accepted by {redact(uri)}"
+            f"{len(outbox.unsent())} unsent writes of {experiment.location} could not be "
+            f"sent to {redact(uri)}: it is still unreachable"
         )
-    experiment.save_unsent(None)
+    kept = experiment.save_unsent(
+        {"run_ids": outbox.run_ids, "pending": outbox.refused} if outbox.refused else None
+    )
+    if outbox.refused:
+        _logger.error(
+            "%d writes were refused by %s; they stay in %s, the rest was sent",
+            len(outbox.refused),
+            redact(uri),
+            kept,
+        )
 
 
 class MLflowTracker:

@@ -240,3 +240,27 @@ def test_an_unreachable_server_is_reported_without_its_password(quick: None) -> 
     assert "9f3k" not in message
     # Nor in a traceback: the original error (which names the URI) is not chained.
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_track_sends_what_an_outage_kept_and_keeps_only_what_the_server_refuses(
+    store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from poke_tune.tuning.experiment import Experiment
+    from poke_tune.tuning.tracking import send_unsent
+
+    spec = _spec(store).model_copy(update={"storage_path": str(tmp_path)})
+    experiment = Experiment(spec)
+    outbox = Outbox(store, experiment_id(MlflowClient(store), spec))
+    queued = _sweep(outbox)
+    refused = {"op": "log_batch", "key": "t1", "metrics": [["bad*name", 1.0, 1000, 0]]}
+    experiment.save_unsent({"run_ids": {}, "pending": [*queued, refused]})
+    with caplog.at_level("ERROR", logger="poke_tune.tuning.tracking"):
+        send_unsent(experiment)
+    saved = experiment.read_unsent()
+    assert saved is not None and saved["pending"] == [refused]
+    _check_sent(MlflowClient(store), saved["run_ids"])
+    assert any("1 writes were refused" in r.getMessage() for r in caplog.records)
+    # Nothing is left once the refused write is dropped from the file by hand.
+    experiment.save_unsent({"run_ids": saved["run_ids"], "pending": []})
+    send_unsent(experiment)
+    assert experiment.read_unsent() is None
