@@ -205,22 +205,19 @@ def check_header(
 ) -> None:
     """Refuse a header (line 1 of `path`) that differs from an expected version (None
     skips that check) or whose actions this poke-tune cannot decode."""
-    if expected_encoder_version is not None and header.encoder_version != expected_encoder_version:
-        raise DatasetError(
-            path,
-            1,
-            "header.encoder_version",
-            f"the file has encoder_version {header.encoder_version!r}, expected "
-            f"{expected_encoder_version!r}; regenerate it with the current encoder",
-        )
-    if expected_action_layout is not None and header.action_layout != expected_action_layout:
-        raise DatasetError(
-            path,
-            1,
-            "header.action_layout",
-            f"the file has action_layout {header.action_layout!r}, expected "
-            f"{expected_action_layout!r}",
-        )
+    expected_versions = (
+        ("encoder_version", header.encoder_version, expected_encoder_version),
+        ("action_layout", header.action_layout, expected_action_layout),
+    )
+    for field, found, expected in expected_versions:
+        if expected is not None and found != expected:
+            hint = "; regenerate it with the current encoder" if field == "encoder_version" else ""
+            raise DatasetError(
+                path,
+                1,
+                f"header.{field}",
+                f"the file has {field} {found!r}, expected {expected!r}{hint}",
+            )
     if header.action_layout != ACTION_LAYOUT:
         raise DatasetError(
             path,

@@ -42,8 +42,6 @@ class Report:
     `confirmation/` (table as Markdown and CSV, win-rate and budget charts)."""
 
     folder: Path
-    plots: tuple[str, ...]
-    """The Optuna plots written (those a study cannot support are skipped)."""
 
 
 def write_report(
@@ -53,7 +51,7 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     write_trials_csv(rows, folder / TRIALS_FILE)
     (folder / PLOTS_FOLDER).mkdir(exist_ok=True)
-    plots = write_optuna_plots(rows, spec, folder / PLOTS_FOLDER)
+    write_optuna_plots(rows, spec, folder / PLOTS_FOLDER)  # those a study supports
     if confirmation is not None:
         tables = folder / CONFIRMATION_FOLDER
         tables.mkdir(exist_ok=True)
@@ -61,7 +59,7 @@ def write_report(
         write_confirmation_table(confirmation, budget, tables)
         plot_confirmation(confirmation, tables / "win_rates.png")
         plot_budget_curve(budget, confirmation, tables / "expected_best_vs_trials.png")
-    return Report(folder, tuple(plots))
+    return Report(folder)
 
 
 @dataclass(frozen=True)
