@@ -54,7 +54,8 @@ from ray import tune
 
 from poke_tune.algos import Trainer, run_training
 from poke_tune.data.compiled import OfflineDataset
-from poke_tune.tuning.search import prepare_dataset, run_sweep
+from poke_tune.tuning.dataset import prepare_dataset
+from poke_tune.tuning.search import search
 from poke_tune.tuning.spec import SearchSpec
 
 CONCURRENCY = 2
@@ -102,9 +103,9 @@ def run_ray(spec: SearchSpec, log: Path) -> dict[str, Any]:
     first = FirstResult()
     start = time.time()
     with log.open("w") as sink, contextlib.redirect_stdout(sink):
-        ray.init(include_dashboard=False, log_to_driver=True)  # as run_sweep would
+        ray.init(include_dashboard=False, log_to_driver=True)  # as the search would
         ready = time.time()
-        grid = run_sweep(spec, callbacks=[first]).results
+        grid = search(spec, prepare_dataset(spec), callbacks=[first]).results  # cached
         end = time.time()
         ray.shutdown()
     results = [grid[i] for i in range(len(grid))]  # a ResultGrid is not typed iterable

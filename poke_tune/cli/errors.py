@@ -51,9 +51,9 @@ def _job_errors() -> tuple[type[BaseException], type[BaseException]] | None:
 
 
 def _memory_error() -> type[BaseException] | None:
-    """`MemoryExhaustedError` once `tuning.ray_runtime` is loaded (a search ran), for the
+    """`MemoryExhaustedError` once `tuning.cluster` is loaded (a search ran), for the
     same reason as `_job_errors`."""
-    runtime = sys.modules.get("poke_tune.tuning.ray_runtime")
+    runtime = sys.modules.get("poke_tune.tuning.cluster")
     return None if runtime is None else runtime.MemoryExhaustedError
 
 

@@ -20,7 +20,6 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,7 @@ from poke_tune.data.records import (
     ACTION_TYPES,
     DatasetError,
     DatasetHeader,
-    TrajectoryRecord,
-    check_header,
+    header_problem,
 )
 from poke_tune.sim.actions import ACTION_LAYOUT, action_index, action_parts
 from poke_tune.sim.encoding import ENCODER_VERSION
@@ -180,54 +178,59 @@ def _first_nonfinite(block: npt.NDArray[np.float32], steps: int) -> str:
 
 def _compile(
     path: Path,
-    header: DatasetHeader,
-    records: Iterator[tuple[int, TrajectoryRecord]],
     out: Path,
     key: str,
+    expected_encoder_version: str | None,
+    expected_action_layout: str | None,
 ) -> None:
-    """Validate the records of `path` and write its arrays and meta.json into the empty
-    folder `out`."""
+    """Validate the trajectory file `path` in one pass (its header before any record) and
+    write its arrays and meta.json into the empty folder `out`."""
     started = time.perf_counter()
-    size, num_actions = header.observation_size, header.num_actions
-    observations: list[npt.NDArray[np.float32]] = []
-    masks: list[npt.NDArray[np.bool_]] = []
-    actions: list[int] = []
-    rewards: list[npt.NDArray[np.float32]] = []
-    lengths: list[int] = []
-    truncated: list[bool] = []
-    returns: list[float] = []
-    replay_ids: list[str] = []
-    players: list[str] = []
-    policies: list[str] = []
-    for line_no, record in records:
-        steps = record.steps
-        n = len(steps)
-        block = np.zeros((n + 1, size), dtype=np.float32)
-        mask = np.zeros((n + 1, num_actions), dtype=bool)
-        with np.errstate(over="ignore", invalid="ignore"):
-            block[:n] = [step.observation for step in steps]
-            if record.final_observation is not None:
-                block[n] = record.final_observation
-            step_rewards = np.array([step.reward for step in steps], dtype=np.float32)
-            total = np.float32(record.total_reward)
-        if not np.isfinite(block).all():
-            field = _first_nonfinite(block, n)
-            raise DatasetError(path, line_no, field, "value overflows float32")
-        if not (np.isfinite(step_rewards).all() and np.isfinite(total)):
-            raise DatasetError(path, line_no, "reward", "a reward overflows float32")
-        mask[:n] = [step.action_mask for step in steps]
-        if record.final_action_mask is not None:
-            mask[n] = record.final_action_mask
-        observations.append(block)
-        masks.append(mask)
-        rewards.append(step_rewards)
-        actions.extend(action_index(step.action_type, step.action_target) for step in steps)
-        lengths.append(n)
-        truncated.append(record.truncated)
-        returns.append(float(total))
-        replay_ids.append(record.replay_id)
-        players.append(record.player)
-        policies.append(record.policy)
+    with open_trajectories(
+        path,
+        expected_encoder_version=expected_encoder_version,
+        expected_action_layout=expected_action_layout,
+    ) as (header, records):
+        size, num_actions = header.observation_size, header.num_actions
+        observations: list[npt.NDArray[np.float32]] = []
+        masks: list[npt.NDArray[np.bool_]] = []
+        actions: list[int] = []
+        rewards: list[npt.NDArray[np.float32]] = []
+        lengths: list[int] = []
+        truncated: list[bool] = []
+        returns: list[float] = []
+        replay_ids: list[str] = []
+        players: list[str] = []
+        policies: list[str] = []
+        for line_no, record in records:
+            steps = record.steps
+            n = len(steps)
+            block = np.zeros((n + 1, size), dtype=np.float32)
+            mask = np.zeros((n + 1, num_actions), dtype=bool)
+            with np.errstate(over="ignore", invalid="ignore"):
+                block[:n] = [step.observation for step in steps]
+                if record.final_observation is not None:
+                    block[n] = record.final_observation
+                step_rewards = np.array([step.reward for step in steps], dtype=np.float32)
+                total = np.float32(record.total_reward)
+            if not np.isfinite(block).all():
+                field = _first_nonfinite(block, n)
+                raise DatasetError(path, line_no, field, "value overflows float32")
+            if not (np.isfinite(step_rewards).all() and np.isfinite(total)):
+                raise DatasetError(path, line_no, "reward", "a reward overflows float32")
+            mask[:n] = [step.action_mask for step in steps]
+            if record.final_action_mask is not None:
+                mask[n] = record.final_action_mask
+            observations.append(block)
+            masks.append(mask)
+            rewards.append(step_rewards)
+            actions.extend(action_index(step.action_type, step.action_target) for step in steps)
+            lengths.append(n)
+            truncated.append(record.truncated)
+            returns.append(float(total))
+            replay_ids.append(record.replay_id)
+            players.append(record.player)
+            policies.append(record.policy)
     if not lengths:
         raise DatasetError(path, 2, "", "no trajectories after the header")
 
@@ -290,16 +293,16 @@ def _compile(
 
 def _compile_into(
     path: Path,
-    header: DatasetHeader,
-    records: Iterator[tuple[int, TrajectoryRecord]],
     folder: Path,
     key: str,
+    expected_encoder_version: str | None,
+    expected_action_layout: str | None,
 ) -> None:
     """Compile into a private temp folder, then move it into place atomically."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=folder.parent))
     try:
-        _compile(path, header, records, staging, key)
+        _compile(path, staging, key, expected_encoder_version, expected_action_layout)
         if folder.exists() and _read_meta(folder) is None:  # stale layout or a broken folder
             stale = folder.with_name(f".{key}.stale-{uuid.uuid4().hex}")
             with suppress(FileNotFoundError):  # another process moved it first
@@ -313,6 +316,33 @@ def _compile_into(
             _logger.debug("another process compiled %s first", folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _compiled_folder(
+    path: Path,
+    cache_root: Path | None,
+    expected_encoder_version: str | None,
+    expected_action_layout: str | None,
+) -> Path:
+    """The cache folder of `path`'s arrays, compiled first if it holds none."""
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a directory, expected a dataset file (.jsonl or .jsonl.gz)"
+        )
+    key = _file_key(path)
+    folder = (cache_root if cache_root is not None else cache_dir() / "datasets") / key
+    meta = _read_meta(folder)
+    if meta is None:
+        _compile_into(path, folder, key, expected_encoder_version, expected_action_layout)
+        return folder
+    refused = header_problem(
+        DatasetHeader.model_validate(meta["header"]),
+        expected_encoder_version,
+        expected_action_layout,
+    )
+    if refused is not None:
+        raise DatasetError(path, 1, *refused)
+    return folder
 
 
 def load_dataset(
@@ -330,25 +360,10 @@ def load_dataset(
         expected_action_layout: header value required (None accepts any this code decodes).
     """
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"{path} is a directory, expected a dataset file (.jsonl or .jsonl.gz)"
-        )
-    key = _file_key(path)
-    folder = (cache_root if cache_root is not None else cache_dir() / "datasets") / key
-    meta = _read_meta(folder)
-    if meta is None:
-        # One pass: the header is checked as it is read, before any cache folder exists.
-        with open_trajectories(
-            path,
-            expected_encoder_version=expected_encoder_version,
-            expected_action_layout=expected_action_layout,
-        ) as (header, records):
-            _compile_into(path, header, records, folder, key)
-    else:
-        header = DatasetHeader.model_validate(meta["header"])
-        check_header(path, header, expected_encoder_version, expected_action_layout)
-    return _open_compiled(folder, path)
+    return _open_compiled(
+        _compiled_folder(path, cache_root, expected_encoder_version, expected_action_layout),
+        source=path,
+    )
 
 
 def dataset_info(dataset: OfflineDataset) -> dict[str, Any]:

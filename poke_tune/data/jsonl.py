@@ -28,9 +28,9 @@ from poke_tune.data.records import (
     DatasetError,
     DatasetHeader,
     TrajectoryRecord,
-    check_header,
-    error_from_validation,
+    header_problem,
     record_problem,
+    validation_problem,
 )
 from poke_tune.sim.actions import ACTION_LAYOUT
 from poke_tune.sim.encoding import ENCODER_VERSION
@@ -81,11 +81,12 @@ def _parse_header(
     try:
         header = _HeaderLine.model_validate_json(first[1]).header
     except ValidationError as error:
-        problem = error_from_validation(path, 1, error)
-        raise DatasetError(
-            path, 1, problem.field, problem.problem + '; line 1 must be {"header": {...}}'
-        ) from None
-    check_header(path, header, expected_encoder_version, expected_action_layout)
+        field, problem = validation_problem(error)
+        problem += '; line 1 must be {"header": {...}}'
+        raise DatasetError(path, 1, field, problem) from None
+    refused = header_problem(header, expected_encoder_version, expected_action_layout)
+    if refused is not None:
+        raise DatasetError(path, 1, *refused)
     return header
 
 
@@ -100,7 +101,7 @@ def _records(
         try:
             record = TrajectoryRecord.model_validate_json(line)
         except ValidationError as error:
-            raise error_from_validation(path, line_no, error) from None
+            raise DatasetError(path, line_no, *validation_problem(error)) from None
         problem = record_problem(record, header)
         if problem is not None:
             raise DatasetError(path, line_no, *problem)

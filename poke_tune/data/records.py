@@ -2,9 +2,9 @@
 
 A trajectory file holds a `DatasetHeader`, then one `TrajectoryRecord` per line: one
 player's view of one battle. This module defines those models, `DatasetError` (every
-defect, named `file:line: field: problem`), the conversion of pydantic's validation errors
-into it, and the cross-checks between a header, this poke-tune and each record. Reading and
-writing the files is `jsonl.py`'s job.
+defect, named `file:line: field: problem`) and the checks of a header against this poke-tune
+and of each record against its header. The checks know nothing of files: each names a
+(field, problem), and `jsonl.py`, which reads and writes the files, adds where.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ __all__ = [
     "DatasetHeader",
     "Step",
     "TrajectoryRecord",
-    "check_header",
-    "error_from_validation",
+    "header_problem",
     "record_problem",
+    "validation_problem",
 ]
 
 FORMAT_VERSION: Literal[1] = 1
@@ -184,8 +184,9 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def error_from_validation(path: Path, line: int, error: ValidationError) -> DatasetError:
-    """The first of pydantic's errors on one line as a `DatasetError`, counting the rest."""
+def validation_problem(error: ValidationError) -> tuple[str, str]:
+    """The (field path, problem) of the first of pydantic's errors on one line, counting
+    the rest."""
     errors = error.errors(include_url=False)
     first = errors[0]
     problem = first["msg"]
@@ -194,17 +195,16 @@ def error_from_validation(path: Path, line: int, error: ValidationError) -> Data
         problem += f", got {value!r}"[:80]
     if len(errors) > 1:
         problem += f" (and {len(errors) - 1} more errors on this line)"
-    return DatasetError(path, line, _field_path(first["loc"]), problem)
+    return _field_path(first["loc"]), problem
 
 
-def check_header(
-    path: Path,
+def header_problem(
     header: DatasetHeader,
     expected_encoder_version: str | None,
     expected_action_layout: str | None,
-) -> None:
-    """Refuse a header (line 1 of `path`) that differs from an expected version (None
-    skips that check) or whose actions this poke-tune cannot decode."""
+) -> tuple[str, str] | None:
+    """The first (field path, problem) that refuses a header: a version other than the one
+    expected (None skips that check), or actions this poke-tune cannot decode."""
     expected_versions = (
         ("encoder_version", header.encoder_version, expected_encoder_version),
         ("action_layout", header.action_layout, expected_action_layout),
@@ -212,27 +212,20 @@ def check_header(
     for field, found, expected in expected_versions:
         if expected is not None and found != expected:
             hint = "; regenerate it with the current encoder" if field == "encoder_version" else ""
-            raise DatasetError(
-                path,
-                1,
-                f"header.{field}",
-                f"the file has {field} {found!r}, expected {expected!r}{hint}",
-            )
+            problem = f"the file has {field} {found!r}, expected {expected!r}{hint}"
+            return f"header.{field}", problem
     if header.action_layout != ACTION_LAYOUT:
-        raise DatasetError(
-            path,
-            1,
+        return (
             "header.action_layout",
             f"cannot decode actions of layout {header.action_layout!r}; "
             f"this poke-tune knows {ACTION_LAYOUT!r}",
         )
     if header.num_actions != NUM_ACTIONS:
-        raise DatasetError(
-            path,
-            1,
+        return (
             "header.num_actions",
             f"{header.num_actions} does not match the {NUM_ACTIONS} actions of {ACTION_LAYOUT}",
         )
+    return None
 
 
 def record_problem(record: TrajectoryRecord, header: DatasetHeader) -> tuple[str, str] | None:

@@ -1,5 +1,5 @@
 """Which environment variables hold credentials: the one list that a job submitted to a
-cluster (`submit.withhold_secrets`) and a local Ray's trials (`ray_runtime`) keep them out
+cluster (`submit.withhold_secrets`) and a local Ray's trials (`cluster`) keep them out
 of. No Ray here, so that anything may import it."""
 
 from __future__ import annotations

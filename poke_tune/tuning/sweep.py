@@ -29,10 +29,11 @@ from ray import tune
 from poke_tune.data.compiled import OfflineDataset
 from poke_tune.sim.battles import BattleResult
 from poke_tune.tuning.confirm import Confirmation, confirm, contenders, shortlist, winner
+from poke_tune.tuning.dataset import prepare_dataset
 from poke_tune.tuning.experiment import Experiment
 from poke_tune.tuning.records import SweepRecord, TrialRow
 from poke_tune.tuning.report import write_report
-from poke_tune.tuning.search import SearchOutcome, prepare_dataset, resume_search, search, searched
+from poke_tune.tuning.search import SearchOutcome, resume_search, search, searched
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.tracker import NullTracker, Tracker, TrackingSummary
 

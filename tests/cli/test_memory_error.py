@@ -17,8 +17,8 @@ from ray.exceptions import OutOfMemoryError
 from typer.testing import CliRunner
 
 from poke_tune.cli.main import app
-from poke_tune.tuning import search
-from poke_tune.tuning.ray_runtime import MemoryExhaustedError
+from poke_tune.tuning import cluster
+from poke_tune.tuning.cluster import MemoryExhaustedError
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.spec_file import load_spec
 
@@ -54,7 +54,7 @@ class _Tuner:
 
 
 def _fit(tuner: _Tuner, spec: SearchSpec) -> tune.ResultGrid:
-    return search._fit(cast(tune.Tuner, tuner), spec)
+    return cluster.fit(cast(tune.Tuner, tuner), spec)
 
 
 def _spec(tmp_path: Path) -> SearchSpec:
