@@ -31,6 +31,7 @@ __all__ = [
     "check_reachable",
     "experiment_id",
     "quick_http_failures",
+    "sweep_runs_filter",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -39,6 +40,19 @@ EXPERIMENT_TAG = "poke_tune.experiment"
 TRIAL_TAG = "poke_tune.trial_id"
 RETRY_INTERVAL_S = 5.0
 """While the server is down, how often the driver tries again (it never blocks on it)."""
+
+
+def sweep_runs_filter(location: str) -> str:
+    """The MLflow filter string for the runs of the sweep at `location` (their experiment
+    tag). MLflow's filter strings have no escapes inside a quoted value, so the value is
+    quoted with a quote it does not contain (a folder may be named o'brien)."""
+    quote = "'" if "'" not in location else '"'
+    if quote in location:
+        raise ValueError(
+            f"MLflow cannot search for an experiment location with both kinds of quote in "
+            f"it: {location}; rename the storage folder"
+        )
+    return f"tags.`{EXPERIMENT_TAG}` = {quote}{location}{quote}"
 
 
 class TrackingUnavailableError(ConnectionError):
@@ -192,7 +206,7 @@ class Outbox:
     def _existing_run(self, tags: dict[str, str]) -> str | None:
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{EXPERIMENT_TAG}` = '{tags[EXPERIMENT_TAG]}'",
+            filter_string=sweep_runs_filter(tags[EXPERIMENT_TAG]),
             max_results=10_000,
         )
         for run in runs:

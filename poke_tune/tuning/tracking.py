@@ -59,6 +59,7 @@ from poke_tune.tuning.store import (
     check_reachable,
     experiment_id,
     quick_http_failures,
+    sweep_runs_filter,
 )
 from poke_tune.tuning.tracker import Promotion, TrackingSummary
 
@@ -332,7 +333,7 @@ class MLflowTracker:
         """Run ids of the sweep by key (`parent`, trial ids), found by their tags."""
         runs = self.client.search_runs(
             [experiment_id(self.client, self.spec)],
-            filter_string=f"tags.`{EXPERIMENT_TAG}` = '{self.experiment}'",
+            filter_string=sweep_runs_filter(self.experiment),
             max_results=10_000,
         )
         found = {run.data.tags.get(TRIAL_TAG, PARENT): run.info.run_id for run in runs}

@@ -101,11 +101,11 @@ def ui_target(target: str | None, tracking_uri: str | None) -> UiTarget:
 
 
 def _child_runs(client: MlflowClient, experiment_id: str, sweep: str) -> list[str]:
-    from poke_tune.tuning.store import EXPERIMENT_TAG, TRIAL_TAG
+    from poke_tune.tuning.store import TRIAL_TAG, sweep_runs_filter
 
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{EXPERIMENT_TAG}` = '{sweep}'",
+        filter_string=sweep_runs_filter(sweep),
         max_results=5000,
         order_by=["attributes.start_time ASC"],
     )

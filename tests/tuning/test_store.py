@@ -22,6 +22,7 @@ from poke_tune.tuning.store import (
     check_reachable,
     experiment_id,
     quick_http_failures,
+    sweep_runs_filter,
 )
 from tests.conftest import free_port
 
@@ -147,6 +148,21 @@ def test_a_run_that_exists_on_the_server_is_reused_not_duplicated(store: str) ->
     # Metrics logged twice with the same step and timestamp: MLflow keeps one history.
     history = first.client.get_metric_history(first.run_ids["t1"], "eval/win_rate")
     assert {(m.step, m.value) for m in history} == {(20, 0.25), (40, 0.5)}
+
+
+def test_a_sweep_s_runs_are_found_again_whatever_quote_its_folder_has(store: str) -> None:
+    client = MlflowClient(store)
+    experiment = _experiment(store)
+    locations = ["/runs/plain/tiny", "/home/o'brien/ray/tiny", '/runs/say "hi"/tiny']
+    created = {
+        location: client.create_run(experiment, tags={EXPERIMENT_TAG: location}).info.run_id
+        for location in locations
+    }
+    for location, run_id in created.items():
+        found = client.search_runs([experiment], filter_string=sweep_runs_filter(location))
+        assert [run.info.run_id for run in found] == [run_id]
+    with pytest.raises(ValueError, match="both kinds of quote"):
+        sweep_runs_filter("""/runs/o'brien "x"/tiny""")
 
 
 def test_a_write_the_server_refuses_is_kept_and_the_queue_goes_on(
