@@ -17,7 +17,8 @@ import platform
 import time
 from pathlib import Path
 
-from poke_tune.tuning.confirm import Confirmation, Contender, candidates, confirm, shortlist
+from poke_tune.tuning.confirm import Confirmation, confirm
+from poke_tune.tuning.contenders import Contender, candidates
 from poke_tune.tuning.experiment import Experiment
 from poke_tune.tuning.search import searched
 
@@ -43,7 +44,7 @@ def main() -> None:
         update={"rounds": args.rounds, "top_k": args.top_k, "battles": args.battles}
     )
     spec = spec.model_copy(update={"confirm": settings})
-    rows = shortlist(searched(args.experiment.resolve(), spec).rows, spec, args.top_k)
+    rows = searched(args.experiment.resolve(), spec).ranked[: args.top_k]
     contenders: list[Contender] = candidates(rows, spec)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "

@@ -82,7 +82,7 @@ def _print_confirmation(outcome: SweepOutcome) -> None:
     _print_table(table)
     stdout.print(verdict(confirmation))
     stdout.print(race_savings(confirmation))
-    stdout.print(budget_summary(budget_curve(confirmation, outcome.rows, outcome.spec)))
+    stdout.print(budget_summary(budget_curve(confirmation, outcome.ranked)))
     winner = confirmation.winner
     if winner is not None and winner.checkpoint:
         stdout.print(
@@ -199,7 +199,7 @@ def run(
 
 def _most_battles(spec: SearchSpec) -> int:
     """The confirmation's battles without racing (the bar's end; racing ends it early)."""
-    from poke_tune.tuning.confirm import behaviour_policies
+    from poke_tune.tuning.contenders import behaviour_policies
 
     baselines = len(behaviour_policies(spec, None)) + int(spec.confirm.bc)
     return spec.confirm.battles * (spec.confirm.top_k + baselines + 1)

@@ -7,9 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from poke_tune.tuning.confirm import Confirmation, shortlist
+from poke_tune.tuning.confirm import Confirmation
 from poke_tune.tuning.records import TrialRow
-from poke_tune.tuning.spec import SearchSpec
 
 __all__ = ["BudgetPoint", "budget_curve", "budget_summary"]
 
@@ -27,15 +26,13 @@ class BudgetPoint:
     unconfirmed trials' unknown win rates count as 0 and as 1."""
 
 
-def budget_curve(
-    confirmation: Confirmation, rows: Sequence[TrialRow], spec: SearchSpec
-) -> list[BudgetPoint]:
+def budget_curve(confirmation: Confirmation, ranked: Sequence[TrialRow]) -> list[BudgetPoint]:
     """Expected performance against the number of trials (Dodge et al. 2019, "Show your
     work"; for offline RL, Kurenkov & Kolesnikov 2022): `n` trials are drawn with
     replacement from this sweep's, selection picks the best of them, and the pick is worth
     its confirmation win rate. A curve still rising at the sweep's size says more trials
-    would pay; a flat one says they would not."""
-    ranked = shortlist(rows, spec, len(rows))  # best selection score first
+    would pay; a flat one says they would not. `ranked`: the scored trials, best
+    selection score first (`records.ranked`)."""
     confirmed = {
         s.trial_id: s.result.win_rate for s in confirmation.standings if s.role == "candidate"
     }

@@ -30,18 +30,22 @@ search ran), so importing the CLI loads no Ray.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ray
 
 from poke_tune.tuning.experiment import Experiment, is_local
+from poke_tune.tuning.redaction import redacted
 from poke_tune.tuning.secrets import is_secret
+from poke_tune.tuning.tuner import build_tuner
 
 if TYPE_CHECKING:
     from ray import tune
 
+    from poke_tune.data.compiled import OfflineDataset
     from poke_tune.tuning.spec import SearchSpec
 
 __all__ = [
@@ -139,14 +143,21 @@ LOCAL_ONLY_ENV = "POKE_TUNE_RAY_LOCAL_ONLY"
 """Set to 0 to let a local Ray instance listen on all interfaces (Ray's default)."""
 
 
-def fit_on_cluster(tuner: tune.Tuner, spec: SearchSpec, address: str | None) -> tune.ResultGrid:
+def fit_on_cluster(
+    spec: SearchSpec,
+    dataset: OfflineDataset,
+    address: str | None,
+    *,
+    callbacks: Sequence[tune.Callback] = (),
+    restore: Path | None = None,
+) -> tune.ResultGrid:
     """Connect to `address` / RAY_ADDRESS (or start a local Ray), check that the cluster
-    can run the spec's trials, then fit the Tuner there. The Tuner may be built before:
-    Tune hands the dataset to Ray's object store once Ray is up."""
+    can run the spec's trials, then build the Tuner (`restore`: of an interrupted search)
+    and fit it there."""
     init_ray(address, storage_path=spec.storage_path)
     check_storage(spec)  # a multi-node cluster needs shared storage
     check_fits(spec)  # a trial the cluster can never place would stay PENDING forever
-    return fit(tuner, spec)
+    return fit(build_tuner(redacted(spec), dataset, callbacks, restore=restore), spec)
 
 
 def init_ray(address: str | None, *, storage_path: str | None = None) -> None:

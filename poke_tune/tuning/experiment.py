@@ -8,7 +8,7 @@ and the names of poke-tune's files in it:
 - `poke_tune_run.json`: how the sweep was started and where its life cycle stands
   (`SweepRecord`: searching, interrupted, searched, confirmed);
 - `poke_tune_confirmation.json`: the confirmation stage's result;
-- `report/`: stage 4's files (trials table, Optuna plots, confirmation table and charts),
+- `report/`: stage 3's files (trials table, Optuna plots, confirmation table and charts),
   written whether or not MLflow is on;
 - `mlflow_unsent.json`: tracking writes an outage kept back;
 - `.poke_tune.lock`: held while a process works on the sweep (one at a time).
@@ -116,7 +116,7 @@ class Experiment:
 
     @property
     def report_folder(self) -> Path | None:
-        """Where stage 4 writes its report; None for shared object storage."""
+        """Where stage 3 writes its report; None for shared object storage."""
         return self._file(REPORT_FOLDER)
 
     @contextmanager

@@ -3,11 +3,14 @@ the sweep's own record (how it was started, where its life cycle stands)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from poke_tune.tuning.spec import SearchSpec
 
 __all__ = [
     "SCORED",
@@ -16,6 +19,7 @@ __all__ = [
     "TrialRow",
     "TrialStatus",
     "describe",
+    "ranked",
     "trial_status",
 ]
 
@@ -54,6 +58,14 @@ class TrialRow:
     evaluations: int
     checkpoint: Path | None
     """The trainer file of the checkpoint saved at the trial's best evaluation."""
+
+
+def ranked(rows: Sequence[TrialRow], spec: SearchSpec) -> list[TrialRow]:
+    """The scored trials with a checkpoint, best selection score first: the order every
+    stage after the search picks from (confirmation's shortlist, the answer without a
+    confirmation, the budget curve)."""
+    scored = [r for r in rows if r.status in SCORED and r.score is not None and r.checkpoint]
+    return sorted(scored, key=lambda r: -spec.objective.sign * (r.score or 0.0))
 
 
 def describe(algo: str, params: dict[str, Any], sep: str = " ") -> str:

@@ -1,4 +1,4 @@
-"""Stage 3, promote: the winner as a registered MLflow model, and the `champion` alias.
+"""Stage 4, promote: the winner as a registered MLflow model, and the `champion` alias.
 
 The winner's checkpoint is logged as a pyfunc model ("models from code", so it loads with
 `torch.load(weights_only=True)`) and registered. A sweep registers its winner once: a

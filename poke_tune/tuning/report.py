@@ -1,4 +1,4 @@
-"""Stage 4, report: what a user reads (tables, one verdict line) and looks at (charts),
+"""Stage 3, report: what a user reads (tables, one verdict line) and looks at (charts),
 written into the experiment folder's `report/` whether or not MLflow is on (the tracker
 then uploads the same files).
 
@@ -38,16 +38,21 @@ CONFIRMATION_FOLDER = "confirmation"
 
 @dataclass(frozen=True)
 class Report:
-    """Stage 4's files: `trials.csv`, `plots/` (Optuna's) and, after a confirmation,
+    """Stage 3's files: `trials.csv`, `plots/` (Optuna's) and, after a confirmation,
     `confirmation/` (table as Markdown and CSV, win-rate and budget charts)."""
 
     folder: Path
 
 
 def write_report(
-    folder: Path, rows: Sequence[TrialRow], confirmation: Confirmation | None, spec: SearchSpec
+    folder: Path,
+    rows: Sequence[TrialRow],
+    ranked: Sequence[TrialRow],
+    confirmation: Confirmation | None,
+    spec: SearchSpec,
 ) -> Report:
-    """Write the sweep's report into `folder` (replacing an earlier one)."""
+    """Write the sweep's report into `folder` (replacing an earlier one): every trial in
+    `rows`, the budget curve from `ranked` (`records.ranked`)."""
     folder.mkdir(parents=True, exist_ok=True)
     write_trials_csv(rows, folder / TRIALS_FILE)
     (folder / PLOTS_FOLDER).mkdir(exist_ok=True)
@@ -55,7 +60,7 @@ def write_report(
     if confirmation is not None:
         tables = folder / CONFIRMATION_FOLDER
         tables.mkdir(exist_ok=True)
-        budget = budget_curve(confirmation, rows, spec)
+        budget = budget_curve(confirmation, ranked)
         write_confirmation_table(confirmation, budget, tables)
         plot_confirmation(confirmation, tables / "win_rates.png")
         plot_budget_curve(budget, confirmation, tables / "expected_best_vs_trials.png")

@@ -1,8 +1,9 @@
 """Stage 1, search: from a validated spec to a Ray Tune sweep (OptunaSearch + ASHA ->
 Tuner -> fit() on the cluster) and one typed row per trial.
 
-The Tuner is built in `tuner.py`, Ray is started and checked in `cluster.py`; this module
-runs them and reads the trials back (`searched` does so for a search that is not running).
+`cluster.py` starts Ray (or connects to it), checks it can run the spec, and fits the Tuner
+that `tuner.py` builds; this module reads the trials back, best first (`searched` does so
+for a search that is not running).
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from ray import tune
 
 from poke_tune.data.compiled import OfflineDataset
 from poke_tune.tuning.cluster import fit_on_cluster
-from poke_tune.tuning.records import TrialRow, trial_status
-from poke_tune.tuning.redaction import redacted
+from poke_tune.tuning.records import TrialRow, ranked, trial_status
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SCORE_KEY, SearchSpec
 from poke_tune.tuning.trainable import CHECKPOINT_FILE
-from poke_tune.tuning.tuner import build_tuner, trainable
 
 __all__ = ["SearchOutcome", "resume_search", "search", "searched", "trial_rows"]
 
@@ -32,6 +31,8 @@ class SearchOutcome:
     rows: list[TrialRow]
     interrupted: bool
     """The sweep stopped before every trial ended (Ctrl-C): nothing is promoted."""
+    ranked: list[TrialRow]
+    """The scored trials with a checkpoint, best selection score first (`records.ranked`)."""
 
 
 def search(
@@ -42,9 +43,7 @@ def search(
     callbacks: Sequence[tune.Callback] = (),
 ) -> SearchOutcome:
     """Run the search: every trial trains and is scored on the selection battles."""
-    return _outcome(
-        fit_on_cluster(build_tuner(redacted(spec), dataset, callbacks), spec, address), spec
-    )
+    return _outcome(fit_on_cluster(spec, dataset, address, callbacks=callbacks), spec)
 
 
 def resume_search(
@@ -52,12 +51,7 @@ def resume_search(
 ) -> SearchOutcome:
     """Continue an interrupted search where its experiment state left it (the Tuner comes
     back with its searcher and scheduler state)."""
-    return _outcome(fit_on_cluster(_restored(path, spec, dataset), spec, address), spec)
-
-
-def _restored(path: Path, spec: SearchSpec, dataset: OfflineDataset) -> tune.Tuner:
-    restored = trainable(redacted(spec), dataset)
-    return tune.Tuner.restore(str(path), trainable=restored, resume_errored=True)
+    return _outcome(fit_on_cluster(spec, dataset, address, restore=path), spec)
 
 
 def searched(path: Path, spec: SearchSpec) -> SearchOutcome:
@@ -74,7 +68,7 @@ def _outcome(results: tune.ResultGrid, spec: SearchSpec) -> SearchOutcome:
     }
     rows = trial_rows(results, spec, states)
     interrupted = len(rows) < spec.num_samples or any(r.status == "interrupted" for r in rows)
-    return SearchOutcome(results, rows, interrupted)
+    return SearchOutcome(results, rows, interrupted, ranked(rows, spec))
 
 
 def trial_rows(

@@ -1,13 +1,16 @@
-"""A sweep's life cycle: search -> confirm -> promote -> report.
+"""A sweep's life cycle: search -> confirm -> report -> promote.
 
 1. search (`search.py`): Optuna proposes, Ray Tune trains, every trial is scored on the
    objective's selection battles;
-2. confirm (`confirm.py`): the shortlist and the baselines replay fresh battles; the
-   champion is chosen there;
-3. promote (the tracker, `registry.py`): the champion is registered, and the alias
-   `champion` moves only if it beats the baselines and the current champion;
-4. report (`report.py`): the numbers a user reads, all from the confirmation battles,
-   written into the experiment folder; the tracker uploads them.
+2. confirm (`confirm.py`): the shortlist and the baselines (`contenders.py`) replay fresh
+   battles; the champion is chosen there;
+3. report (`report.py`): the numbers a user reads, all from the confirmation battles,
+   written into the experiment folder, whether or not MLflow is on;
+4. promote (the tracker, `registry.py`): the champion is registered, and the alias
+   `champion` moves only if it beats the baselines and the current champion; the tracker
+   then uploads the report and closes the runs.
+
+The report is written before anything is registered, so a tracking failure cannot lose it.
 
 `run_sweep` starts a sweep, `resume_sweep` continues an interrupted one, `confirm_sweep`
 re-runs stages 2-4 (e.g. with more battles), `track_sweep` re-sends what an outage kept
@@ -23,15 +26,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ray import tune
 
 from poke_tune.data.compiled import OfflineDataset
 from poke_tune.sim.battles import BattleResult
-from poke_tune.tuning.confirm import Confirmation, confirm, contenders, shortlist, winner
+from poke_tune.tuning.confirm import Confirmation, confirm
+from poke_tune.tuning.contenders import contenders
 from poke_tune.tuning.dataset import prepare_dataset
 from poke_tune.tuning.experiment import Experiment
-from poke_tune.tuning.records import SweepRecord, TrialRow
+from poke_tune.tuning.records import SweepRecord, SweepStage, TrialRow
 from poke_tune.tuning.report import write_report
 from poke_tune.tuning.search import SearchOutcome, resume_search, search, searched
 from poke_tune.tuning.spec import SearchSpec
@@ -61,23 +66,37 @@ class SweepOutcome:
     """Where a sweep stands: its trials, its confirmation, its report, what tracking did."""
 
     experiment: Experiment
-    rows: list[TrialRow]
-    interrupted: bool
+    search: SearchOutcome
     confirmation: Confirmation | None
     tracking: TrackingSummary | None
     report: Path | None = None
     """The report's folder (None when it was not written here, e.g. `best`)."""
-    results: tune.ResultGrid | None = None
 
     @property
     def spec(self) -> SearchSpec:
         return self.experiment.spec
 
     @property
+    def rows(self) -> list[TrialRow]:
+        return self.search.rows
+
+    @property
+    def ranked(self) -> list[TrialRow]:
+        return self.search.ranked
+
+    @property
+    def interrupted(self) -> bool:
+        return self.search.interrupted
+
+    @property
+    def results(self) -> tune.ResultGrid:
+        return self.search.results
+
+    @property
     def selected(self) -> TrialRow | None:
         """The trial with the best selection score (not a reported result: see
         `confirmation` for the champion's win rate on fresh battles)."""
-        return next(iter(shortlist(self.rows, self.spec, 1)), None)
+        return next(iter(self.ranked), None)
 
     @property
     def found_nothing(self) -> bool:
@@ -142,7 +161,7 @@ def resume_sweep(
 
 def confirm_sweep(experiment: Experiment, *, on_battle: OnBattle | None = None) -> SweepOutcome:
     """Re-run the confirmation of a finished sweep (see `Experiment.reconfirmed`), then
-    promotion and report."""
+    report and promotion."""
     with experiment.lock():
         outcome = searched(_folder(experiment), experiment.spec)
         if outcome.interrupted:
@@ -152,7 +171,7 @@ def confirm_sweep(experiment: Experiment, *, on_battle: OnBattle | None = None) 
             )
         tracker = _tracker(experiment)
         dataset = prepare_dataset(experiment.spec)
-        return _after_search(experiment, outcome, tracker, dataset, on_battle, reconfirm=True)
+        return _after_search(experiment, outcome, tracker, dataset, on_battle, replay="again")
 
 
 def track_sweep(path: Path) -> SweepOutcome:
@@ -166,8 +185,7 @@ def track_sweep(path: Path) -> SweepOutcome:
 
             send_unsent(experiment)
         outcome = searched(path, experiment.spec)
-        confirmation = saved_confirmation(experiment)
-        return _stages_3_4(experiment, outcome, tracker, confirmation)
+        return _after_search(experiment, outcome, tracker, None, None, replay="never")
 
 
 def load_sweep(path: Path) -> SweepOutcome:
@@ -177,12 +195,10 @@ def load_sweep(path: Path) -> SweepOutcome:
     report = experiment.report_folder  # absent in folders of sweeps before the report
     return SweepOutcome(
         experiment,
-        outcome.rows,
-        outcome.interrupted,
+        outcome,
         saved_confirmation(experiment),
         None,
         report if report is not None and report.is_dir() else None,
-        outcome.results,
     )
 
 
@@ -197,55 +213,43 @@ def _folder(experiment: Experiment) -> Path:
     return experiment.folder
 
 
+Replay = Literal["if not saved", "again", "never"]
+"""When stage 2 plays its battles: unless a confirmation is saved (run, resume), in any
+case (`confirm`), or never (`track`, which only re-sends)."""
+
+
 def _after_search(
     experiment: Experiment,
     outcome: SearchOutcome,
     tracker: Tracker,
-    dataset: OfflineDataset,
+    dataset: OfflineDataset | None,
     on_battle: OnBattle | None,
     *,
-    reconfirm: bool = False,
+    replay: Replay = "if not saved",
 ) -> SweepOutcome:
-    """Stages 2-4 after a search; an interrupted search only reports where it stopped."""
-    if outcome.interrupted:
-        experiment.set_stage("interrupted")
-        return _stages_3_4(experiment, outcome, tracker, None)
+    """Stages 2-4 after a search. An interrupted search is reported where it stopped:
+    nothing is confirmed or promoted. The report is on disk before the tracker registers,
+    promotes or uploads anything, so a tracking failure cannot lose it."""
     spec = experiment.spec
-    confirmation = None if reconfirm else saved_confirmation(experiment)
-    wanted = spec.confirm.enabled and spec.objective.uses_battles
-    if confirmation is None and wanted and shortlist(outcome.rows, spec, 1):
-        entrants = contenders(outcome.rows, spec, dataset, tracker.champion_policy())
-        confirmation = confirm(spec, entrants, on_result=on_battle)  # 2
-        experiment.save_confirmation(confirmation.to_json())
-    experiment.set_stage("confirmed" if confirmation is not None else "searched")
-    return _stages_3_4(experiment, outcome, tracker, confirmation)
-
-
-def _stages_3_4(
-    experiment: Experiment,
-    outcome: SearchOutcome,
-    tracker: Tracker,
-    confirmation: Confirmation | None,
-) -> SweepOutcome:
-    """Promote (never an interrupted sweep), then write the report and hand it to the
-    tracker."""
-    promotion = None
-    if not outcome.interrupted:
-        promotion = tracker.promote(
-            winner(outcome.rows, confirmation, experiment.spec), confirmation
-        )  # 3
     with _report_folder(experiment) as folder:
-        report = write_report(folder, outcome.rows, confirmation, experiment.spec)  # 4
+        confirmation = None
+        if not outcome.interrupted and replay != "again":
+            confirmation = saved_confirmation(experiment)
+        wanted = spec.confirm.enabled and spec.objective.uses_battles and outcome.ranked
+        if confirmation is None and wanted and not outcome.interrupted and replay != "never":
+            assert dataset is not None, "stage 2 needs the dataset (its behaviour policies, BC)"
+            entrants = contenders(outcome.ranked, spec, dataset, tracker.champion_policy())
+            confirmation = confirm(spec, entrants, on_result=on_battle)  # 2
+            experiment.save_confirmation(confirmation.to_json())
+        if replay != "never":
+            stage: SweepStage = "confirmed" if confirmation is not None else "searched"
+            experiment.set_stage("interrupted" if outcome.interrupted else stage)
+        report = write_report(folder, outcome.rows, outcome.ranked, confirmation, spec)  # 3
+        promotion = None
+        if not outcome.interrupted:
+            promotion = tracker.promote(outcome.ranked, confirmation)  # 4
         tracking = tracker.finish(outcome, report, promotion)
-    return SweepOutcome(
-        experiment,
-        outcome.rows,
-        outcome.interrupted,
-        confirmation,
-        tracking,
-        experiment.report_folder,
-        outcome.results,
-    )
+    return SweepOutcome(experiment, outcome, confirmation, tracking, experiment.report_folder)
 
 
 @contextmanager

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -59,16 +60,17 @@ class Tracker(Protocol):
         ...
 
     def promote(
-        self, winner: TrialRow | None, confirmation: Confirmation | None
+        self, ranked: Sequence[TrialRow], confirmation: Confirmation | None
     ) -> Promotion | None:
-        """Stage 3: log the confirmation's numbers, register the winner's checkpoint and
-        move `champion` to it if it earned that (None: no winner, nothing registered)."""
+        """Stage 4: log the confirmation's numbers, register the checkpoint of the sweep's
+        answer (`confirm.winner` among `ranked`) and move `champion` to it if it earned
+        that (None: no answer, nothing registered)."""
         ...
 
     def finish(
         self, outcome: SearchOutcome, report: Report, promotion: Promotion | None
     ) -> TrackingSummary | None:
-        """Upload stage 4's report and close the sweep's runs (also of an interrupted one)."""
+        """Upload stage 3's report and close the sweep's runs (also of an interrupted one)."""
         ...
 
 
@@ -82,7 +84,7 @@ class NullTracker:
         return None
 
     def promote(
-        self, winner: TrialRow | None, confirmation: Confirmation | None
+        self, ranked: Sequence[TrialRow], confirmation: Confirmation | None
     ) -> Promotion | None:
         return None
 

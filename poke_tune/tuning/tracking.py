@@ -21,6 +21,7 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from ray import tune
 import poke_tune
 from poke_tune.data.compiled import OfflineDataset
 from poke_tune.sim.policies import Policy
-from poke_tune.tuning.confirm import Confirmation
+from poke_tune.tuning.confirm import Confirmation, winner
 from poke_tune.tuning.experiment import Experiment
 from poke_tune.tuning.records import SweepRecord, TrialRow, describe, trial_status
 from poke_tune.tuning.redaction import is_redacted, redact, redacted
@@ -344,7 +345,7 @@ class MLflowTracker:
         return found
 
     def promote(
-        self, winner: TrialRow | None, confirmation: Confirmation | None
+        self, ranked: Sequence[TrialRow], confirmation: Confirmation | None
     ) -> Promotion | None:
         """Children get their confirmation numbers, the parent the winner's objective and
         checkpoint; the winner is registered, and promoted if it earned it."""
@@ -352,16 +353,17 @@ class MLflowTracker:
         parent = runs[PARENT]
         if confirmation is not None:
             self._log_confirmation(confirmation, runs)
-        if winner is None or winner.checkpoint is None:
+        answer = winner(ranked, confirmation)
+        if answer is None or answer.checkpoint is None:
             return None
-        child = runs.get(winner.trial_id)
-        if winner.score is not None:
-            self.client.log_metric(parent, OBJECTIVE_KEY, winner.score)
-        self.client.set_tag(parent, "best_trial", winner.trial_id)
+        child = runs.get(answer.trial_id)
+        if answer.score is not None:
+            self.client.log_metric(parent, OBJECTIVE_KEY, answer.score)
+        self.client.set_tag(parent, "best_trial", answer.trial_id)
         for run_id in filter(None, (parent, child)):
-            self.client.log_artifacts(run_id, str(winner.checkpoint.parent), "best_checkpoint")
-        version = register(self.client, self.spec, self.experiment, winner, child or parent)
-        return promote(self.client, self.spec, version, winner, confirmation)
+            self.client.log_artifacts(run_id, str(answer.checkpoint.parent), "best_checkpoint")
+        version = register(self.client, self.spec, self.experiment, answer, child or parent)
+        return promote(self.client, self.spec, version, answer, confirmation)
 
     def finish(
         self, outcome: SearchOutcome, report: Report, promotion: Promotion | None

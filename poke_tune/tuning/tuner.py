@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -30,7 +31,7 @@ from poke_tune.tuning.spec import (
 )
 from poke_tune.tuning.trainable import train_trial
 
-__all__ = ["DefineByRun", "build_tuner", "checkpoint_config", "trainable"]
+__all__ = ["DefineByRun", "build_tuner", "checkpoint_config"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _scheduler(spec: SearchSpec) -> TrialScheduler:
     )
 
 
-def trainable(spec: SearchSpec, dataset: OfflineDataset) -> Any:
+def _trainable(spec: SearchSpec, dataset: OfflineDataset) -> Any:
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     with_data = tune.with_parameters(
         train_trial, spec_json=spec.model_dump_json(), dataset=dataset
@@ -109,10 +110,20 @@ def checkpoint_config(spec: SearchSpec) -> tune.CheckpointConfig:
 
 
 def build_tuner(
-    spec: SearchSpec, dataset: OfflineDataset, callbacks: Sequence[tune.Callback] = ()
+    spec: SearchSpec,
+    dataset: OfflineDataset,
+    callbacks: Sequence[tune.Callback] = (),
+    *,
+    restore: Path | None = None,
 ) -> tune.Tuner:
-    """The Tuner for a spec. Tune pickles the spec into its experiment state: hand it the
-    spec with the tracking URI redacted (`redaction.redacted`)."""
+    """The Tuner for a spec, or (`restore`) the Tuner of the interrupted search at that
+    path, back with its searcher, scheduler and callbacks. Call inside an initialised Ray.
+    Tune pickles the spec into its experiment state: hand it the spec with the tracking
+    URI redacted (`redaction.redacted`)."""
+    if restore is not None:
+        return tune.Tuner.restore(
+            str(restore), trainable=_trainable(spec, dataset), resume_errored=True
+        )
     storage = None
     if spec.searcher.storage is not None:
         storage = optuna.storages.RDBStorage(spec.searcher.storage)
@@ -126,7 +137,7 @@ def build_tuner(
         storage=storage,
     )
     return tune.Tuner(
-        trainable(spec, dataset),
+        _trainable(spec, dataset),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=_scheduler(spec),

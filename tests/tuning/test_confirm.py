@@ -12,7 +12,8 @@ import pytest
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.battles import battle_seeds
 from poke_tune.sim.policies import Policy, make_policy
-from poke_tune.tuning.confirm import Confirmation, Contender, confirm
+from poke_tune.tuning.confirm import Confirmation, confirm
+from poke_tune.tuning.contenders import Contender
 from poke_tune.tuning.report import confirmation_rows, verdict
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.spec_file import load_spec
@@ -109,7 +110,7 @@ def test_selection_optimism_is_positive_and_confirmation_spread_is_noise() -> No
 
 
 def test_baselines_are_the_data_behaviour_and_bc_on_the_same_budget() -> None:
-    from poke_tune.tuning.confirm import bc_baseline, behaviour_policies
+    from poke_tune.tuning.contenders import bc_baseline, behaviour_policies
     from poke_tune.tuning.dataset import prepare_dataset
 
     spec = load_spec(TINY)

@@ -3,11 +3,15 @@ in a few characters."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from poke_tune.tuning.records import SCORED, describe, trial_status
+from poke_tune.tuning.records import SCORED, TrialRow, describe, ranked, trial_status
+from poke_tune.tuning.spec_file import load_spec
+
+TINY = Path(__file__).with_name("tiny.yaml")
 
 
 @pytest.mark.parametrize(
@@ -53,3 +57,34 @@ def test_describe() -> None:
         "iql,expectile=0.712,lr=0.0003"
     )
     assert describe("bc", {}) == "bc"
+
+
+def _row(
+    trial_id: str, score: float | None, status: str = "completed", checkpoint: bool = True
+) -> TrialRow:
+    return TrialRow(
+        trial_id=trial_id,
+        params={},
+        score=score,
+        status=status,  # type: ignore[arg-type]
+        evaluations=1,
+        checkpoint=Path(f"/ckpt/{trial_id}/trainer.pt") if checkpoint else None,
+    )
+
+
+@pytest.mark.parametrize(("mode", "order"), [("max", ["b", "e", "a"]), ("min", ["a", "e", "b"])])
+def test_ranked_keeps_the_scored_trials_with_a_checkpoint_best_first(
+    mode: str, order: list[str]
+) -> None:
+    spec = load_spec(TINY, {"objective": {"mode": mode}})
+    rows = [
+        _row("a", 0.2),
+        _row("b", 0.9),
+        _row("c", 0.95, status="failed"),
+        _row("d", 0.99, checkpoint=False),
+        _row("e", 0.5, status="early-stopped"),
+        _row("f", None),
+        _row("g", 0.97, status="diverged"),
+        _row("h", 0.98, status="interrupted"),
+    ]
+    assert [row.trial_id for row in ranked(rows, spec)] == order
