@@ -17,10 +17,10 @@ import platform
 import time
 from pathlib import Path
 
-from poke_tune.tuning.confirm import Confirmation, confirm
-from poke_tune.tuning.contenders import Contender, candidates
+from poke_tune.tuning.confirm.confirm import Confirmation, confirm
+from poke_tune.tuning.confirm.contenders import Contender, candidates
 from poke_tune.tuning.experiment import Experiment
-from poke_tune.tuning.search import searched
+from poke_tune.tuning.search.search import searched
 
 
 def _row(label: str, result: Confirmation, seconds: float) -> str:

@@ -44,7 +44,7 @@ from poke_tune.eval.winrate import BENCHMARK_SEED, WinRate, evaluate
 from poke_tune.sim.actions import action_parts
 from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import PlayerView, Policy, make_policy
-from poke_tune.tuning.dataset import prepare_dataset
+from poke_tune.tuning.search.dataset import prepare_dataset
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.spec_file import load_spec
 
@@ -143,14 +143,14 @@ def _train(
 
 def _champion(source: str) -> Policy:
     if source.startswith("models:/"):
-        from poke_tune.tuning.registry import load_registered_policy
+        from poke_tune.tuning.track.registry import load_registered_policy
 
         return load_registered_policy(source)
     path = Path(source)
     if path.is_dir():
         from poke_tune.tuning.experiment import Experiment
         from poke_tune.tuning.locations import resolve_tracking_uri
-        from poke_tune.tuning.registry import load_registered_policy, registered_name
+        from poke_tune.tuning.track.registry import load_registered_policy, registered_name
 
         spec = Experiment.open(path).spec
         uri = resolve_tracking_uri(spec.mlflow.tracking_uri, spec.storage_path)

@@ -54,8 +54,8 @@ from ray import tune
 
 from poke_tune.algos import Trainer, run_training
 from poke_tune.data.compiled import OfflineDataset
-from poke_tune.tuning.dataset import prepare_dataset
-from poke_tune.tuning.search import search
+from poke_tune.tuning.search.dataset import prepare_dataset
+from poke_tune.tuning.search.search import search
 from poke_tune.tuning.spec import SearchSpec
 
 CONCURRENCY = 2

@@ -53,7 +53,7 @@ def _job_errors() -> tuple[type[BaseException], type[BaseException]] | None:
 def _memory_error() -> type[BaseException] | None:
     """`MemoryExhaustedError` once `tuning.cluster` is loaded (a search ran), for the
     same reason as `_job_errors`."""
-    runtime = sys.modules.get("poke_tune.tuning.cluster")
+    runtime = sys.modules.get("poke_tune.tuning.search.cluster")
     return None if runtime is None else runtime.MemoryExhaustedError
 
 

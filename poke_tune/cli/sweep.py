@@ -57,8 +57,8 @@ def _print_trials(outcome: SweepOutcome) -> None:
 
 
 def _print_confirmation(outcome: SweepOutcome) -> None:
-    from poke_tune.tuning.budget import budget_curve, budget_summary
-    from poke_tune.tuning.report import ReportRow, confirmation_rows, race_savings, verdict
+    from poke_tune.tuning.confirm.budget import budget_curve, budget_summary
+    from poke_tune.tuning.confirm.report import ReportRow, confirmation_rows, race_savings, verdict
 
     confirmation = outcome.confirmation
     if confirmation is None:
@@ -199,7 +199,7 @@ def run(
 
 def _most_battles(spec: SearchSpec) -> int:
     """The confirmation's battles without racing (the bar's end; racing ends it early)."""
-    from poke_tune.tuning.contenders import behaviour_policies
+    from poke_tune.tuning.confirm.contenders import behaviour_policies
 
     baselines = len(behaviour_policies(spec, None)) + int(spec.confirm.bc)
     return spec.confirm.battles * (spec.confirm.top_k + baselines + 1)

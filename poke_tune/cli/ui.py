@@ -31,7 +31,7 @@ def ui(
 ) -> None:
     """Start the MLflow UI on the sweep's tracking store and print its runs page and the
     comparison of the sweep's trials."""
-    from poke_tune.tuning.ui import (
+    from poke_tune.tuning.track.ui import (
         check_port_free,
         compare_url,
         default_workers,

@@ -14,7 +14,7 @@ def resolve_policy(name: str, tracking_uri: str | None = None) -> Policy:
     """A built-in policy name, a training checkpoint file, or a registered MLflow model
     (`models:/NAME@champion`, `models:/NAME/3`)."""
     if name.startswith("models:/"):
-        from poke_tune.tuning.registry import load_registered_policy
+        from poke_tune.tuning.track.registry import load_registered_policy
 
         return load_registered_policy(name, tracking_uri)
     path = Path(name)

@@ -1,6 +1,7 @@
-"""The tuning service: search spec, Optuna search, Ray Tune trainable (Ray and Optuna are
-imported only under this package).
+"""The tuning service (the only user of Ray, Optuna and MLflow).
 
-Submodules are imported explicitly (`poke_tune.tuning.search`, `...spec`,
-`...trainable`) so that reading a spec does not start importing Ray.
+The spine is the sweep's life cycle (`sweep.py`, `submit.py`) over what every stage
+shares (`experiment.py`, `records.py`, `spec.py`, `spec_file.py`, `locations.py`,
+`redaction.py`, `secrets.py`); the stages live in `search/` (1), `confirm/` (2, 3) and
+`track/` (4). Submodules are imported explicitly, so reading a spec does not load Ray.
 """

@@ -34,7 +34,7 @@ from poke_tune.tuning.records import SweepRecord, SweepStage
 from poke_tune.tuning.redaction import is_redacted, redact, redacted
 from poke_tune.tuning.spec import SearchSpec
 
-__all__ = ["Experiment", "SweepLockedError", "is_local"]
+__all__ = ["Experiment", "SweepLockedError", "is_local", "storage_problem"]
 
 SPEC_FILE = "poke_tune_spec.json"
 RUN_FILE = "poke_tune_run.json"
@@ -51,6 +51,21 @@ class SweepLockedError(ValueError):
 def is_local(storage_path: str) -> bool:
     """A plain folder or a file:// URI (anything else is a pyarrow/fsspec filesystem)."""
     return "://" not in storage_path or storage_path.startswith("file://")
+
+
+def storage_problem(storage_path: str, *, shared: bool, nodes: int) -> str | None:
+    """Why `storage_path` cannot serve a cluster of `nodes` alive nodes, or None."""
+    if nodes <= 1 or shared or not is_local(storage_path):
+        return None
+    return (
+        f"storage_path {storage_path!r} is a local folder, but the Ray cluster has {nodes} "
+        "nodes: trials on other nodes would write their checkpoints to their own disks, "
+        "where the driver cannot read them back (Ray Tune does not sync node-local folders). "
+        "Use shared storage: s3://BUCKET/PREFIX (MinIO: set AWS_ENDPOINT_URL on the cluster, "
+        "or append ?endpoint_override=HOST:PORT&scheme=http), gs://BUCKET/PREFIX, or a folder "
+        "mounted at the same path on every node (NFS) declared with `storage_shared: true` "
+        "(or --set storage_shared=true)."
+    )
 
 
 @dataclass(frozen=True)

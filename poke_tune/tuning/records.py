@@ -6,14 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from poke_tune.tuning.spec import SearchSpec
 
+if TYPE_CHECKING:  # records know no Ray at run time
+    from ray.tune import ResultGrid
+
 __all__ = [
     "SCORED",
+    "SearchOutcome",
     "SweepRecord",
     "SweepStage",
     "TrialRow",
@@ -74,6 +78,18 @@ def describe(algo: str, params: dict[str, Any], sep: str = " ") -> str:
     for name, value in params.items():
         parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
     return sep.join(parts)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What the search stage hands on: Tune's results and one row per trial."""
+
+    results: ResultGrid
+    rows: list[TrialRow]
+    interrupted: bool
+    """The sweep stopped before every trial ended (Ctrl-C): nothing is promoted."""
+    ranked: list[TrialRow]
+    """The scored trials with a checkpoint, best selection score first (`records.ranked`)."""
 
 
 class SweepRecord(BaseModel):

@@ -247,7 +247,7 @@ class CheckpointSpec(_Strict):
 
 
 class MLflowSpec(_Strict):
-    """Where and how the sweep is tracked (see `poke_tune.tuning.tracking`)."""
+    """Where and how the sweep is tracked (see `poke_tune.tuning.track.tracking`)."""
 
     enabled: bool = True
     tracking_uri: str | None = None

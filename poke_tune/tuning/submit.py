@@ -35,7 +35,7 @@ from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 from ray.util.state import StateApiClient
 from ray.util.state.common import ListApiOptions, StateResource
 
-from poke_tune.tuning.cluster import storage_problem
+from poke_tune.tuning.experiment import storage_problem
 from poke_tune.tuning.secrets import SECRET_VARIABLES, is_secret
 from poke_tune.tuning.spec import SearchSpec
 

@@ -32,15 +32,15 @@ from ray import tune
 
 from poke_tune.data.compiled import OfflineDataset
 from poke_tune.sim.battles import BattleResult
-from poke_tune.tuning.confirm import Confirmation, confirm
-from poke_tune.tuning.contenders import contenders
-from poke_tune.tuning.dataset import prepare_dataset
+from poke_tune.tuning.confirm.confirm import Confirmation, confirm
+from poke_tune.tuning.confirm.contenders import contenders
+from poke_tune.tuning.confirm.report import write_report
 from poke_tune.tuning.experiment import Experiment
-from poke_tune.tuning.records import SweepRecord, SweepStage, TrialRow
-from poke_tune.tuning.report import write_report
-from poke_tune.tuning.search import SearchOutcome, resume_search, search, searched
+from poke_tune.tuning.records import SearchOutcome, SweepRecord, SweepStage, TrialRow
+from poke_tune.tuning.search.dataset import prepare_dataset
+from poke_tune.tuning.search.search import resume_search, search, searched
 from poke_tune.tuning.spec import SearchSpec
-from poke_tune.tuning.tracker import NullTracker, Tracker, TrackingSummary
+from poke_tune.tuning.track.tracker import NullTracker, Tracker, TrackingSummary
 
 __all__ = [
     "SweepExistsError",
@@ -110,7 +110,7 @@ OnBattle = Callable[[BattleResult], None]
 def _tracker(experiment: Experiment) -> Tracker:
     if not experiment.spec.mlflow.enabled:
         return NullTracker()
-    from poke_tune.tuning.tracking import MLflowTracker  # MLflow loads only when used
+    from poke_tune.tuning.track.tracking import MLflowTracker  # MLflow loads only when used
 
     return MLflowTracker(experiment)
 
@@ -181,7 +181,7 @@ def track_sweep(path: Path) -> SweepOutcome:
     with experiment.lock():
         tracker = _tracker(experiment)
         if experiment.spec.mlflow.enabled:
-            from poke_tune.tuning.tracking import send_unsent
+            from poke_tune.tuning.track.tracking import send_unsent
 
             send_unsent(experiment)
         outcome = searched(path, experiment.spec)

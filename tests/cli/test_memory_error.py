@@ -17,8 +17,8 @@ from ray.exceptions import OutOfMemoryError
 from typer.testing import CliRunner
 
 from poke_tune.cli.main import app
-from poke_tune.tuning import cluster
-from poke_tune.tuning.cluster import MemoryExhaustedError
+from poke_tune.tuning.search import cluster
+from poke_tune.tuning.search.cluster import MemoryExhaustedError
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.spec_file import load_spec
 

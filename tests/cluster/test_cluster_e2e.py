@@ -31,9 +31,9 @@ from typer.testing import CliRunner
 
 from poke_tune.algos import load_policy
 from poke_tune.cli.main import app
+from poke_tune.tuning.search.trainable import CHECKPOINT_FILE
 from poke_tune.tuning.spec import OBJECTIVE_KEY
 from poke_tune.tuning.submit import connect, job_info
-from poke_tune.tuning.trainable import CHECKPOINT_FILE
 from tests.conftest import MLflowServer
 
 pytestmark = pytest.mark.slow

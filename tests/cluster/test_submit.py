@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from poke_tune.cli.main import app
-from poke_tune.tuning.cluster import storage_problem
+from poke_tune.tuning.experiment import storage_problem
 from poke_tune.tuning.spec_file import load_spec
 from poke_tune.tuning.submit import (
     EXCLUDES,

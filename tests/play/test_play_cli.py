@@ -51,7 +51,7 @@ def test_play_refusals() -> None:
 
 def test_only_the_play_path_imports_poke_env() -> None:
     code = (
-        "import sys, poke_tune.cli.main, poke_tune.tuning.trainable, poke_tune.play; "
+        "import sys, poke_tune.cli.main, poke_tune.tuning.search.trainable, poke_tune.play; "
         "assert 'poke_env' not in sys.modules, 'poke_env loaded'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from poke_tune.tuning.cluster import fit_problem
 from poke_tune.tuning.experiment import Experiment, SweepLockedError
 from poke_tune.tuning.records import SweepRecord
 from poke_tune.tuning.redaction import redact
+from poke_tune.tuning.search.cluster import fit_problem
 from poke_tune.tuning.spec_file import load_spec
 from poke_tune.tuning.sweep import SweepExistsError, run_sweep
 
@@ -83,7 +83,7 @@ def test_two_processes_can_set_up_one_new_sqlite_store_together(tmp_path: Path) 
     for attempt in range(2):
         uri = f"sqlite:///{tmp_path / f'mlflow{attempt}.db'}"
         script = (
-            "from poke_tune.tuning.store import check_reachable; "
+            "from poke_tune.tuning.track.store import check_reachable; "
             f"check_reachable({uri!r}); print('ok')"
         )
         starts = [

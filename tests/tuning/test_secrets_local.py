@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from poke_tune.tuning.cluster import inherited_secrets, tune_forwarded_secrets, withheld
+from poke_tune.tuning.search.cluster import inherited_secrets, tune_forwarded_secrets, withheld
 
 TINY = Path(__file__).with_name("tiny.yaml")
 POKE_TUNE = str(Path(sys.executable).with_name("poke-tune"))

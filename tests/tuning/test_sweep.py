@@ -26,12 +26,12 @@ from ray.tune.search.optuna import OptunaSearch
 from poke_tune.algos import load_policy
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.policies import make_policy
-from poke_tune.tuning.search import trial_rows
+from poke_tune.tuning.search.search import trial_rows
+from poke_tune.tuning.search.trainable import CHECKPOINT_FILE
+from poke_tune.tuning.search.tuner import checkpoint_config
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SCORE_KEY, SearchSpec
 from poke_tune.tuning.spec_file import load_spec
 from poke_tune.tuning.sweep import run_sweep
-from poke_tune.tuning.trainable import CHECKPOINT_FILE
-from poke_tune.tuning.tuner import checkpoint_config
 
 TINY = Path(__file__).with_name("tiny.yaml")
 POKE_TUNE = str(Path(sys.executable).with_name("poke-tune"))
@@ -341,7 +341,7 @@ def test_a_sweep_without_any_objective_exits_nonzero(tmp_path: Path) -> None:
 _LISTENING = """
 import os, socket, struct, ray
 from pathlib import Path
-from poke_tune.tuning.cluster import init_ray
+from poke_tune.tuning.search.cluster import init_ray
 init_ray(None)
 ray.get(ray.remote(lambda: 1).remote())  # a worker is up too
 group = os.getpgrp()  # Ray's processes are in this session's process group

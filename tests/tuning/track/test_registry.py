@@ -15,20 +15,20 @@ from mlflow.tracking import MlflowClient
 
 from poke_tune.eval.paired import PairedDifference
 from poke_tune.eval.winrate import WinRate
-from poke_tune.tuning.confirm import Confirmation, Standing
+from poke_tune.tuning.confirm.confirm import Confirmation, Standing
+from poke_tune.tuning.confirm.report import verdict
 from poke_tune.tuning.records import TrialRow
-from poke_tune.tuning.registry import (
+from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.spec_file import load_spec
+from poke_tune.tuning.track.registry import (
     CHAMPION,
     current_champion,
     objective_tag,
     promote,
     registered_name,
 )
-from poke_tune.tuning.report import verdict
-from poke_tune.tuning.spec import SearchSpec
-from poke_tune.tuning.spec_file import load_spec
 
-TINY = Path(__file__).with_name("tiny.yaml")
+TINY = Path(__file__).parents[1] / "tiny.yaml"
 _names = itertools.count()
 
 

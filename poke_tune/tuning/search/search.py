@@ -9,30 +9,17 @@ for a search that is not running).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from ray import tune
 
 from poke_tune.data.compiled import OfflineDataset
-from poke_tune.tuning.cluster import fit_on_cluster
-from poke_tune.tuning.records import TrialRow, ranked, trial_status
+from poke_tune.tuning.records import SearchOutcome, TrialRow, ranked, trial_status
+from poke_tune.tuning.search.cluster import fit_on_cluster
+from poke_tune.tuning.search.trainable import CHECKPOINT_FILE
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SCORE_KEY, SearchSpec
-from poke_tune.tuning.trainable import CHECKPOINT_FILE
 
-__all__ = ["SearchOutcome", "resume_search", "search", "searched", "trial_rows"]
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    """What the search stage hands on: Tune's results and one row per trial."""
-
-    results: tune.ResultGrid
-    rows: list[TrialRow]
-    interrupted: bool
-    """The sweep stopped before every trial ended (Ctrl-C): nothing is promoted."""
-    ranked: list[TrialRow]
-    """The scored trials with a checkpoint, best selection score first (`records.ranked`)."""
+__all__ = ["resume_search", "search", "searched", "trial_rows"]
 
 
 def search(

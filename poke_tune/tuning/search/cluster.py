@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING
 
 import ray
 
-from poke_tune.tuning.experiment import Experiment, is_local
+from poke_tune.tuning.experiment import Experiment, is_local, storage_problem
 from poke_tune.tuning.redaction import redacted
+from poke_tune.tuning.search.tuner import build_tuner
 from poke_tune.tuning.secrets import is_secret
-from poke_tune.tuning.tuner import build_tuner
 
 if TYPE_CHECKING:
     from ray import tune
@@ -64,7 +64,6 @@ __all__ = [
     "memory_exhausted",
     "out_of_memory",
     "private_files",
-    "storage_problem",
     "tune_forwarded_secrets",
     "withheld",
 ]
@@ -76,21 +75,6 @@ class StorageNotSharedError(ValueError):
 
 class TrialDoesNotFitError(ValueError):
     """No node of the cluster can ever hold one trial's resources."""
-
-
-def storage_problem(storage_path: str, *, shared: bool, nodes: int) -> str | None:
-    """Why `storage_path` cannot serve a cluster of `nodes` alive nodes, or None."""
-    if nodes <= 1 or shared or not is_local(storage_path):
-        return None
-    return (
-        f"storage_path {storage_path!r} is a local folder, but the Ray cluster has {nodes} "
-        "nodes: trials on other nodes would write their checkpoints to their own disks, "
-        "where the driver cannot read them back (Ray Tune does not sync node-local folders). "
-        "Use shared storage: s3://BUCKET/PREFIX (MinIO: set AWS_ENDPOINT_URL on the cluster, "
-        "or append ?endpoint_override=HOST:PORT&scheme=http), gs://BUCKET/PREFIX, or a folder "
-        "mounted at the same path on every node (NFS) declared with `storage_shared: true` "
-        "(or --set storage_shared=true)."
-    )
 
 
 def alive_nodes() -> int:

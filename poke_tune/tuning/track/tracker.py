@@ -16,10 +16,9 @@ if TYPE_CHECKING:
     from ray import tune
 
     from poke_tune.data.compiled import OfflineDataset
-    from poke_tune.tuning.confirm import Confirmation
-    from poke_tune.tuning.records import SweepRecord, TrialRow
-    from poke_tune.tuning.report import Report
-    from poke_tune.tuning.search import SearchOutcome
+    from poke_tune.tuning.confirm.confirm import Confirmation
+    from poke_tune.tuning.confirm.report import Report
+    from poke_tune.tuning.records import SearchOutcome, SweepRecord, TrialRow
 
 __all__ = ["NullTracker", "Promotion", "Tracker", "TrackingSummary"]
 

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from poke_tune.cli.main import app
 from poke_tune.tuning.spec_file import load_spec
-from poke_tune.tuning.store import EXPERIMENT_TAG, TRIAL_TAG
-from poke_tune.tuning.ui import (
+from poke_tune.tuning.track.store import EXPERIMENT_TAG, TRIAL_TAG
+from poke_tune.tuning.track.ui import (
     check_port_free,
     compare_url,
     mlflow_ui_command,
@@ -68,7 +68,7 @@ def test_ui_on_a_busy_port_exits_2_before_any_url(listening: int, tmp_path: Path
 
 
 def test_ui_prints_the_runs_table_and_the_compare_view(monkeypatch: pytest.MonkeyPatch) -> None:
-    from poke_tune.tuning import ui as ui_module
+    from poke_tune.tuning.track import ui as ui_module
 
     found = ui_module.UiTarget("http://mlflow.internal:5000", "7", ["r1", "r2", "r3"])
     monkeypatch.setattr(ui_module, "ui_target", lambda target, uri: found)
@@ -125,7 +125,7 @@ def test_ui_target_finds_the_latest_sweeps_children(tmp_path: Path) -> None:
 def test_serve_stops_its_whole_process_group(tmp_path: Path, stop: signal.Signals) -> None:
     pids = tmp_path / "pids"
     script = (
-        "import sys; from poke_tune.tuning.ui import serve; "
+        "import sys; from poke_tune.tuning.track.ui import serve; "
         f"sys.exit(serve(['sh', '-c', 'sleep 300 & echo $$ $! > {pids}; wait']))"
     )
     server = subprocess.Popen([sys.executable, "-c", script])

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.spec_file import load_spec
-from poke_tune.tuning.store import (
+from poke_tune.tuning.track.store import (
     EXPERIMENT_TAG,
     TRIAL_TAG,
     Outbox,
@@ -26,7 +26,7 @@ from poke_tune.tuning.store import (
 )
 from tests.conftest import free_port
 
-TINY = Path(__file__).with_name("tiny.yaml")
+TINY = Path(__file__).parents[1] / "tiny.yaml"
 SWEEP = "/runs/ray/tiny-0001"
 _names = itertools.count()
 
@@ -185,7 +185,7 @@ def test_a_write_the_server_refuses_is_kept_and_the_queue_goes_on(
         outbox.put(**write)
     outbox.put("log_batch", "parent", metrics=[["objective/best", 0.5, 1000, 3]])
     outbox.put("set_terminated", "parent", status="FINISHED")
-    with caplog.at_level("ERROR", logger="poke_tune.tuning.store"):
+    with caplog.at_level("ERROR", logger="poke_tune.tuning.track.store"):
         assert outbox.flush() is True
     assert outbox.pending == []
     assert outbox.refused == refused
@@ -262,7 +262,7 @@ def test_track_sends_what_an_outage_kept_and_keeps_only_what_the_server_refuses(
     store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from poke_tune.tuning.experiment import Experiment
-    from poke_tune.tuning.tracking import send_unsent
+    from poke_tune.tuning.track.tracking import send_unsent
 
     spec = _spec(store).model_copy(update={"storage_path": str(tmp_path)})
     experiment = Experiment(spec)
@@ -270,7 +270,7 @@ def test_track_sends_what_an_outage_kept_and_keeps_only_what_the_server_refuses(
     queued = _sweep(outbox)
     refused = {"op": "log_batch", "key": "t1", "metrics": [["bad*name", 1.0, 1000, 0]]}
     experiment.save_unsent({"run_ids": {}, "pending": [*queued, refused]})
-    with caplog.at_level("ERROR", logger="poke_tune.tuning.tracking"):
+    with caplog.at_level("ERROR", logger="poke_tune.tuning.track.tracking"):
         send_unsent(experiment)
     saved = experiment.read_unsent()
     assert saved is not None and saved["pending"] == [refused]

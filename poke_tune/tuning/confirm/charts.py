@@ -12,8 +12,8 @@ from typing import Any
 import matplotlib
 import optuna
 
-from poke_tune.tuning.budget import BudgetPoint
-from poke_tune.tuning.confirm import Confirmation
+from poke_tune.tuning.confirm.budget import BudgetPoint
+from poke_tune.tuning.confirm.confirm import Confirmation
 from poke_tune.tuning.records import SCORED, TrialRow
 from poke_tune.tuning.spec import SearchSpec
 

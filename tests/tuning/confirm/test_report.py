@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from poke_tune.eval.winrate import WinRate
-from poke_tune.tuning.budget import budget_curve, budget_summary
-from poke_tune.tuning.confirm import Confirmation, Standing
+from poke_tune.tuning.confirm.budget import budget_curve, budget_summary
+from poke_tune.tuning.confirm.confirm import Confirmation, Standing
 from poke_tune.tuning.records import TrialRow, ranked
 from poke_tune.tuning.spec_file import load_spec
 
-TINY = Path(__file__).with_name("tiny.yaml")
+TINY = Path(__file__).parents[1] / "tiny.yaml"
 
 
 def _row(trial_id: str, score: float) -> TrialRow:

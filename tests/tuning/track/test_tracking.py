@@ -30,22 +30,22 @@ from poke_tune.eval.paired import PairedDifference
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.policies import make_policy
+from poke_tune.tuning.confirm.report import verdict
 from poke_tune.tuning.experiment import UNSENT_FILE, Experiment
-from poke_tune.tuning.registry import (
+from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
+from poke_tune.tuning.spec_file import load_spec
+from poke_tune.tuning.sweep import SweepOutcome, run_sweep
+from poke_tune.tuning.track.registry import (
     fluent_tracking_uri,
     load_registered_policy,
     promote,
     register,
 )
-from poke_tune.tuning.report import verdict
-from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
-from poke_tune.tuning.spec_file import load_spec
-from poke_tune.tuning.store import TrackingUnavailableError
-from poke_tune.tuning.sweep import SweepOutcome, run_sweep
+from poke_tune.tuning.track.store import TrackingUnavailableError
 from tests.conftest import MLflowServer, free_port, wait_http
 
-TINY = Path(__file__).with_name("tiny.yaml")
-ROOT = Path(__file__).resolve().parents[2]
+TINY = Path(__file__).parents[1] / "tiny.yaml"
+ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = Path(os.environ.get("POKE_TUNE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 pytestmark = pytest.mark.slow
 
@@ -253,7 +253,7 @@ def test_a_server_outage_mid_sweep_loses_nothing(
         server.start()
         outage["restarted"] = time.monotonic()
 
-    caplog.set_level(logging.WARNING, logger="poke_tune.tuning.store")
+    caplog.set_level(logging.WARNING, logger="poke_tune.tuning.track.store")
     controller = threading.Thread(target=stop_then_restart)
     controller.start()
     try:

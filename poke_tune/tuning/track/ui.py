@@ -101,7 +101,7 @@ def ui_target(target: str | None, tracking_uri: str | None) -> UiTarget:
 
 
 def _child_runs(client: MlflowClient, experiment_id: str, sweep: str) -> list[str]:
-    from poke_tune.tuning.store import TRIAL_TAG, sweep_runs_filter
+    from poke_tune.tuning.track.store import TRIAL_TAG, sweep_runs_filter
 
     runs = client.search_runs(
         [experiment_id],
@@ -128,7 +128,7 @@ def default_workers() -> int:
 
 def mlflow_ui_command(tracking_uri: str, *, host: str, port: int, workers: int = 1) -> list[str]:
     """`mlflow server` on a local store; artifacts beside a SQLite store, as logged."""
-    from poke_tune.tuning.store import artifact_location
+    from poke_tune.tuning.track.store import artifact_location
 
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
     command += ["--host", host, "--port", str(port), "--workers", str(workers)]

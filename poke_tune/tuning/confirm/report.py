@@ -16,9 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from poke_tune.tuning.budget import BudgetPoint, budget_curve
-from poke_tune.tuning.charts import plot_budget_curve, plot_confirmation, write_optuna_plots
-from poke_tune.tuning.confirm import Confirmation
+from poke_tune.tuning.confirm.budget import BudgetPoint, budget_curve
+from poke_tune.tuning.confirm.charts import (
+    plot_budget_curve,
+    plot_confirmation,
+    write_optuna_plots,
+)
+from poke_tune.tuning.confirm.confirm import Confirmation
 from poke_tune.tuning.records import TrialRow
 from poke_tune.tuning.spec import SearchSpec
 

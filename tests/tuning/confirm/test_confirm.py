@@ -12,13 +12,13 @@ import pytest
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.battles import battle_seeds
 from poke_tune.sim.policies import Policy, make_policy
-from poke_tune.tuning.confirm import Confirmation, confirm
-from poke_tune.tuning.contenders import Contender
-from poke_tune.tuning.report import confirmation_rows, verdict
+from poke_tune.tuning.confirm.confirm import Confirmation, confirm
+from poke_tune.tuning.confirm.contenders import Contender
+from poke_tune.tuning.confirm.report import confirmation_rows, verdict
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.spec_file import load_spec
 
-TINY = Path(__file__).with_name("tiny.yaml")
+TINY = Path(__file__).parents[1] / "tiny.yaml"
 pytestmark = pytest.mark.slow
 
 
@@ -110,8 +110,8 @@ def test_selection_optimism_is_positive_and_confirmation_spread_is_noise() -> No
 
 
 def test_baselines_are_the_data_behaviour_and_bc_on_the_same_budget() -> None:
-    from poke_tune.tuning.contenders import bc_baseline, behaviour_policies
-    from poke_tune.tuning.dataset import prepare_dataset
+    from poke_tune.tuning.confirm.contenders import bc_baseline, behaviour_policies
+    from poke_tune.tuning.search.dataset import prepare_dataset
 
     spec = load_spec(TINY)
     assert behaviour_policies(spec, None) == ["random"]  # tiny.yaml names its baselines

@@ -26,13 +26,13 @@ from mlflow.tracking import MlflowClient
 
 from poke_tune.algos import LearnedPolicy, read_checkpoint
 from poke_tune.eval.paired import PairedDifference
-from poke_tune.tuning.confirm import Confirmation
+from poke_tune.tuning.confirm.confirm import Confirmation
+from poke_tune.tuning.confirm.report import verdict
 from poke_tune.tuning.records import TrialRow
 from poke_tune.tuning.redaction import redact
-from poke_tune.tuning.report import verdict
 from poke_tune.tuning.spec import SearchSpec
-from poke_tune.tuning.store import EXPERIMENT_TAG, TRIAL_TAG
-from poke_tune.tuning.tracker import CHAMPION, Promotion
+from poke_tune.tuning.track.store import EXPERIMENT_TAG, TRIAL_TAG
+from poke_tune.tuning.track.tracker import CHAMPION, Promotion
 
 __all__ = [
     "CHAMPION",

@@ -27,7 +27,7 @@ from poke_tune.eval.race import race
 from poke_tune.eval.winrate import WinRate
 from poke_tune.sim.battles import BattleResult
 from poke_tune.sim.policies import make_policy
-from poke_tune.tuning.contenders import Contender, Entrant
+from poke_tune.tuning.confirm.contenders import Contender, Entrant
 from poke_tune.tuning.records import TrialRow
 from poke_tune.tuning.spec import SearchSpec
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from poke_tune.tuning.confirm import Confirmation
+from poke_tune.tuning.confirm.confirm import Confirmation
 from poke_tune.tuning.records import TrialRow
 
 __all__ = ["BudgetPoint", "budget_curve", "budget_summary"]

@@ -37,21 +37,20 @@ from ray import tune
 import poke_tune
 from poke_tune.data.compiled import OfflineDataset
 from poke_tune.sim.policies import Policy
-from poke_tune.tuning.confirm import Confirmation, winner
+from poke_tune.tuning.confirm.confirm import Confirmation, winner
+from poke_tune.tuning.confirm.report import Report
 from poke_tune.tuning.experiment import Experiment
-from poke_tune.tuning.records import SweepRecord, TrialRow, describe, trial_status
+from poke_tune.tuning.records import SearchOutcome, SweepRecord, TrialRow, describe, trial_status
 from poke_tune.tuning.redaction import is_redacted, redact, redacted
-from poke_tune.tuning.registry import (
+from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
+from poke_tune.tuning.track.registry import (
     current_champion,
     load_registered_policy,
     promote,
     register,
     registered_name,
 )
-from poke_tune.tuning.report import Report
-from poke_tune.tuning.search import SearchOutcome
-from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
-from poke_tune.tuning.store import (
+from poke_tune.tuning.track.store import (
     EXPERIMENT_TAG,
     RETRY_INTERVAL_S,
     TRIAL_TAG,
@@ -62,7 +61,7 @@ from poke_tune.tuning.store import (
     quick_http_failures,
     sweep_runs_filter,
 )
-from poke_tune.tuning.tracker import Promotion, TrackingSummary
+from poke_tune.tuning.track.tracker import Promotion, TrackingSummary
 
 __all__ = ["LiveLogging", "MLflowTracker", "send_unsent"]
 

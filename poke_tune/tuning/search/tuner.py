@@ -22,6 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from poke_tune.data.compiled import OfflineDataset
+from poke_tune.tuning.search.trainable import train_trial
 from poke_tune.tuning.spec import (
     OBJECTIVE_KEY,
     SCORE_KEY,
@@ -29,7 +30,6 @@ from poke_tune.tuning.spec import (
     SearchSpec,
     SpecError,
 )
-from poke_tune.tuning.trainable import train_trial
 
 __all__ = ["DefineByRun", "build_tuner", "checkpoint_config"]
 
