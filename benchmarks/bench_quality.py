@@ -203,7 +203,7 @@ def main() -> None:
     )
     print(f"battles: {args.battles} per number, seed {args.seed} (BENCHMARK_SEED by default)")
     print(f"recipe: {_recipe_label(spec)} ({args.spec.name}); training {spec.training}")
-    dataset = prepare_dataset(spec)
+    dataset = prepare_dataset(spec.dataset)
     rows: list[Row] = []
 
     with SimulatorPool(num_workers=args.workers) as pool:

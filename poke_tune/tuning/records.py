@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.spec import ObjectiveSpec
 
 if TYPE_CHECKING:  # records know no Ray at run time
     from ray.tune import ResultGrid
@@ -64,12 +64,12 @@ class TrialRow:
     """The trainer file of the checkpoint saved at the trial's best evaluation."""
 
 
-def ranked(rows: Sequence[TrialRow], spec: SearchSpec) -> list[TrialRow]:
+def ranked(rows: Sequence[TrialRow], objective: ObjectiveSpec) -> list[TrialRow]:
     """The scored trials with a checkpoint, best selection score first: the order every
     stage after the search picks from (confirmation's shortlist, the answer without a
     confirmation, the budget curve)."""
     scored = [r for r in rows if r.status in SCORED and r.score is not None and r.checkpoint]
-    return sorted(scored, key=lambda r: -spec.objective.sign * (r.score or 0.0))
+    return sorted(scored, key=lambda r: -objective.sign * (r.score or 0.0))
 
 
 def describe(algo: str, params: dict[str, Any], sep: str = " ") -> str:

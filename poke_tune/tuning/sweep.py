@@ -140,7 +140,7 @@ def run_sweep(
                 f"{experiment.folder}`, see it with `poke-tune best {experiment.folder}`, or "
                 "start a new sweep under another name: --set name=NEW_NAME"
             )
-        dataset = prepare_dataset(spec)
+        dataset = prepare_dataset(spec.dataset)
         experiment.start(record)
         live = [*callbacks, *tracker.callbacks(dataset, record)]
         outcome = search(spec, dataset, address=address, callbacks=live)  # 1
@@ -154,7 +154,7 @@ def resume_sweep(
     experiment = Experiment.open(path)
     with experiment.lock():
         tracker = _tracker(experiment)
-        dataset = prepare_dataset(experiment.spec)
+        dataset = prepare_dataset(experiment.spec.dataset)
         outcome = resume_search(path, experiment.spec, dataset, address=address)  # 1
         return _after_search(experiment, outcome, tracker, dataset, on_battle)
 
@@ -170,7 +170,7 @@ def confirm_sweep(experiment: Experiment, *, on_battle: OnBattle | None = None) 
                 f"`poke-tune resume {experiment.location}` first"
             )
         tracker = _tracker(experiment)
-        dataset = prepare_dataset(experiment.spec)
+        dataset = prepare_dataset(experiment.spec.dataset)
         return _after_search(experiment, outcome, tracker, dataset, on_battle, replay="again")
 
 
@@ -239,7 +239,9 @@ def _after_search(
         if confirmation is None and wanted and not outcome.interrupted and replay != "never":
             assert dataset is not None, "stage 2 needs the dataset (its behaviour policies, BC)"
             entrants = contenders(outcome.ranked, spec, dataset, tracker.champion_policy())
-            confirmation = confirm(spec, entrants, on_result=on_battle)  # 2
+            confirmation = confirm(  # 2
+                spec.confirm, spec.objective, entrants, on_result=on_battle
+            )
             experiment.save_confirmation(confirmation.to_json())
         if replay != "never":
             stage: SweepStage = "confirmed" if confirmation is not None else "searched"

@@ -308,10 +308,12 @@ def test_the_peak_checkpoint_is_kept(local_ray: None, tmp_path: Path) -> None:
         _peaking_trial,
         tune_config=tune.TuneConfig(num_samples=1),
         run_config=tune.RunConfig(
-            name="peak", storage_path=str(tmp_path), checkpoint_config=checkpoint_config(spec)
+            name="peak",
+            storage_path=str(tmp_path),
+            checkpoint_config=checkpoint_config(spec.checkpoint, spec.objective),
         ),
     )
-    [row] = trial_rows(tuner.fit(), spec)
+    [row] = trial_rows(tuner.fit(), spec.objective)
     assert row.score == 0.6
     assert row.checkpoint is not None and row.checkpoint.read_text() == "2"
 

@@ -87,4 +87,4 @@ def test_ranked_keeps_the_scored_trials_with_a_checkpoint_best_first(
         _row("g", 0.97, status="diverged"),
         _row("h", 0.98, status="interrupted"),
     ]
-    assert [row.trial_id for row in ranked(rows, spec)] == order
+    assert [row.trial_id for row in ranked(rows, spec.objective)] == order

@@ -29,7 +29,7 @@ from poke_tune.sim.battles import BattleResult
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.confirm.contenders import Contender, Entrant
 from poke_tune.tuning.records import TrialRow
-from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.spec import ConfirmSpec, ObjectiveSpec
 
 __all__ = ["Confirmation", "Standing", "confirm", "winner"]
 
@@ -102,7 +102,8 @@ def winner(ranked: Sequence[TrialRow], confirmation: Confirmation | None) -> Tri
 
 
 def confirm(
-    spec: SearchSpec,
+    settings: ConfirmSpec,
+    objective: ObjectiveSpec,
     contenders: Sequence[Contender],
     *,
     on_result: Callable[[BattleResult], None] | None = None,
@@ -110,7 +111,6 @@ def confirm(
     """Play the contenders on the confirmation battles (a race among the candidates, see
     `eval/race.py`), then rank them there against the best baseline and the current
     champion."""
-    settings, objective = spec.confirm, spec.objective
     raced = race(
         {c.name: c.policy for c in contenders if c.role == "candidate"},
         {c.name: c.policy for c in contenders if c.role != "candidate"},

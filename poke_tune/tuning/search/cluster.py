@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from ray import tune
 
     from poke_tune.data.compiled import OfflineDataset
-    from poke_tune.tuning.spec import SearchSpec
+    from poke_tune.tuning.spec import ResourcesSpec, SearchSpec
 
 __all__ = [
     "LOCAL_ONLY_ENV",
@@ -82,12 +82,12 @@ def alive_nodes() -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
-def check_storage(spec: SearchSpec) -> None:
+def check_storage(storage_path: str, *, shared: bool) -> None:
     """Raise `StorageNotSharedError` if the connected cluster cannot use the spec's storage.
 
     Call on the driver after `ray.init` and before the Tuner starts.
     """
-    problem = storage_problem(spec.storage_path, shared=spec.storage_shared, nodes=alive_nodes())
+    problem = storage_problem(storage_path, shared=shared, nodes=alive_nodes())
     if problem is not None:
         raise StorageNotSharedError(problem)
 
@@ -112,13 +112,13 @@ def fit_problem(cpu: float, gpu: float, nodes: list[dict[str, float]]) -> str | 
     )
 
 
-def check_fits(spec: SearchSpec) -> None:
+def check_fits(resources: ResourcesSpec) -> None:
     """Raise `TrialDoesNotFitError` if no alive node can ever run one trial of the spec.
 
     Call on the driver after `ray.init` (an autoscaling cluster whose nodes are still to
     come is judged by the nodes it has now)."""
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    problem = fit_problem(spec.resources.cpu, spec.resources.gpu, nodes)
+    problem = fit_problem(resources.cpu, resources.gpu, nodes)
     if problem is not None:
         raise TrialDoesNotFitError(problem)
 
@@ -139,8 +139,10 @@ def fit_on_cluster(
     can run the spec's trials, then build the Tuner (`restore`: of an interrupted search)
     and fit it there."""
     init_ray(address, storage_path=spec.storage_path)
-    check_storage(spec)  # a multi-node cluster needs shared storage
-    check_fits(spec)  # a trial the cluster can never place would stay PENDING forever
+    # A multi-node cluster needs shared storage; a trial that no node can place would stay
+    # PENDING forever.
+    check_storage(spec.storage_path, shared=spec.storage_shared)
+    check_fits(spec.resources)
     return fit(build_tuner(redacted(spec), dataset, callbacks, restore=restore), spec)
 
 

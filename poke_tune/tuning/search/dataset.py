@@ -8,18 +8,18 @@ import logging
 from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.sim.runtime import cache_dir
-from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.spec import DatasetSpec
 
 __all__ = ["prepare_dataset"]
 
 _logger = logging.getLogger(__name__)
 
 
-def prepare_dataset(spec: SearchSpec) -> OfflineDataset:
+def prepare_dataset(dataset: DatasetSpec) -> OfflineDataset:
     """Compile the spec's dataset, generating it first (once, cached) from a recipe."""
-    if spec.dataset.path is not None:
-        return load_dataset(spec.dataset.path)
-    recipe = spec.dataset.generate
+    if dataset.path is not None:
+        return load_dataset(dataset.path)
+    recipe = dataset.generate
     assert recipe is not None
     path = cache_dir() / "generated" / f"{recipe.key()}.jsonl.gz"
     if not path.is_file():

@@ -17,7 +17,7 @@ from poke_tune.data.compiled import OfflineDataset
 from poke_tune.tuning.records import SearchOutcome, TrialRow, ranked, trial_status
 from poke_tune.tuning.search.cluster import fit_on_cluster
 from poke_tune.tuning.search.trainable import CHECKPOINT_FILE
-from poke_tune.tuning.spec import OBJECTIVE_KEY, SCORE_KEY, SearchSpec
+from poke_tune.tuning.spec import OBJECTIVE_KEY, SCORE_KEY, ObjectiveSpec, SearchSpec
 
 __all__ = ["resume_search", "search", "searched", "trial_rows"]
 
@@ -53,13 +53,13 @@ def _outcome(results: tune.ResultGrid, spec: SearchSpec) -> SearchOutcome:
         trial.trial_id: trial.status
         for trial in tune.ExperimentAnalysis(results.experiment_path).trials
     }
-    rows = trial_rows(results, spec, states)
+    rows = trial_rows(results, spec.objective, states)
     interrupted = len(rows) < spec.num_samples or any(r.status == "interrupted" for r in rows)
-    return SearchOutcome(results, rows, interrupted, ranked(rows, spec))
+    return SearchOutcome(results, rows, interrupted, ranked(rows, spec.objective))
 
 
 def trial_rows(
-    results: tune.ResultGrid, spec: SearchSpec, states: dict[str, str] | None = None
+    results: tune.ResultGrid, objective: ObjectiveSpec, states: dict[str, str] | None = None
 ) -> list[TrialRow]:
     """One row per trial: parameters, selection score, status, and the checkpoint saved at
     its best evaluation (Ray's `get_best_checkpoint` by the evaluation's own value)."""
@@ -73,7 +73,7 @@ def trial_rows(
         )
         best = None
         if result.best_checkpoints:  # a trial that failed at once has none
-            best = result.get_best_checkpoint(SCORE_KEY, spec.objective.mode)
+            best = result.get_best_checkpoint(SCORE_KEY, objective.mode)
         score = metrics.get(OBJECTIVE_KEY)
         rows.append(
             TrialRow(

@@ -27,6 +27,8 @@ from poke_tune.tuning.spec import (
     OBJECTIVE_KEY,
     SCORE_KEY,
     CategoricalParam,
+    CheckpointSpec,
+    ObjectiveSpec,
     SearchSpec,
     SpecError,
 )
@@ -99,13 +101,15 @@ def _trainable(spec: SearchSpec, dataset: OfflineDataset) -> Any:
     return tune.with_resources(with_data, resources)
 
 
-def checkpoint_config(spec: SearchSpec) -> tune.CheckpointConfig:
+def checkpoint_config(
+    checkpoint: CheckpointSpec, objective: ObjectiveSpec
+) -> tune.CheckpointConfig:
     """Keep each trial's best `checkpoint.keep` checkpoints by the value of the evaluation
     each was saved at (not by the running best, which would keep the newest)."""
     return tune.CheckpointConfig(
-        num_to_keep=spec.checkpoint.keep,
+        num_to_keep=checkpoint.keep,
         checkpoint_score_attribute=SCORE_KEY,
-        checkpoint_score_order=spec.objective.mode,
+        checkpoint_score_order=objective.mode,
     )
 
 
@@ -150,7 +154,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=str(spec.storage_path),
-            checkpoint_config=checkpoint_config(spec),
+            checkpoint_config=checkpoint_config(spec.checkpoint, spec.objective),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             callbacks=list(callbacks),
         ),

@@ -30,7 +30,7 @@ from poke_tune.tuning.confirm.confirm import Confirmation
 from poke_tune.tuning.confirm.report import verdict
 from poke_tune.tuning.records import TrialRow
 from poke_tune.tuning.redaction import redact
-from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.spec import ObjectiveSpec, SearchSpec
 from poke_tune.tuning.track.store import EXPERIMENT_TAG, TRIAL_TAG
 from poke_tune.tuning.track.tracker import CHAMPION, Promotion
 
@@ -136,17 +136,16 @@ def register(
         EXPERIMENT_TAG: experiment,
         TRIAL_TAG: row.trial_id,
         CHECKPOINT_TAG: str(row.checkpoint),
-        "objective": objective_tag(spec),
+        "objective": objective_tag(spec.objective),
         "objective_value": str(row.score),
     }.items():
         client.set_model_version_tag(name, version, key, value)
     return version
 
 
-def objective_tag(spec: SearchSpec) -> str:
+def objective_tag(objective: ObjectiveSpec) -> str:
     """The selection objective in words (a champion's recorded value is comparable only
     with another judged on the same objective)."""
-    objective = spec.objective
     if objective.uses_battles:
         return (
             f"{objective.metric} vs {objective.opponent}, {objective.battles} battles, "
@@ -196,7 +195,7 @@ def promote(
     elif already:
         promoted, reason = True, ""
     else:
-        promoted, reason = _better_objective(spec, row, champion)
+        promoted, reason = _better_objective(spec.objective, row, champion)
     if already:  # the alias stays; the numbers recorded are this confirmation's
         promoted = True
         reason = "already the champion" + (f"; this confirmation: {reason}" if reason else "")
@@ -235,18 +234,18 @@ def _confirmation_tags(
 
 
 def _better_objective(
-    spec: SearchSpec, row: TrialRow, champion: ModelVersion | None
+    objective: ObjectiveSpec, row: TrialRow, champion: ModelVersion | None
 ) -> tuple[bool, str]:
     """Without a confirmation (offline objectives): better recorded objective value than a
     champion judged on the same objective."""
     if champion is None:
         return True, "first registered version"
     recorded = None
-    if champion.tags.get("objective") == objective_tag(spec):
+    if champion.tags.get("objective") == objective_tag(objective):
         recorded = float(champion.tags["objective_value"])
     if recorded is None or row.score is None:
         return False, "the champion was judged on another objective: not comparable"
-    sign = spec.objective.sign
+    sign = objective.sign
     return sign * row.score > sign * recorded, (
         f"objective {row.score:.4g} vs the champion's {recorded:.4g}"
     )

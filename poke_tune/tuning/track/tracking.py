@@ -42,7 +42,7 @@ from poke_tune.tuning.confirm.report import Report
 from poke_tune.tuning.experiment import Experiment
 from poke_tune.tuning.records import SearchOutcome, SweepRecord, TrialRow, describe, trial_status
 from poke_tune.tuning.redaction import is_redacted, redact, redacted
-from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
+from poke_tune.tuning.spec import OBJECTIVE_KEY, MLflowSpec, SearchSpec
 from poke_tune.tuning.track.registry import (
     current_champion,
     load_registered_policy,
@@ -134,10 +134,10 @@ def sweep_tags(spec: SearchSpec, dataset: OfflineDataset, record: SweepRecord) -
     }
 
 
-def _live_uri(spec: SearchSpec) -> str:
+def _live_uri(settings: MLflowSpec) -> str:
     """The tracking URI to talk to: the spec's, or, when that was stored redacted (it had
     credentials), MLFLOW_TRACKING_URI, which `poke-tune resume` sets to the real one."""
-    uri = spec.mlflow.tracking_uri
+    uri = settings.tracking_uri
     assert uri is not None
     if is_redacted(uri):
         uri = os.environ.get("MLFLOW_TRACKING_URI", uri)
@@ -182,7 +182,7 @@ class LiveLogging(tune.Callback):
 
     def setup(self, **info: Any) -> None:  # type: ignore[override]
         quick_http_failures()
-        uri = self._uri or _live_uri(self.spec)
+        uri = self._uri or _live_uri(self.spec.mlflow)
         self._outbox = Outbox(uri, experiment_id(MlflowClient(uri), self.spec))
         self._outbox.run_ids = dict(self._state["run_ids"])
         self._outbox.pending = list(self._state["pending"])
@@ -287,7 +287,7 @@ def send_unsent(experiment: Experiment) -> None:
     saved = experiment.read_unsent()
     if saved is None:
         return
-    uri = _live_uri(experiment.spec)
+    uri = _live_uri(experiment.spec.mlflow)
     outbox = Outbox(uri, experiment_id(MlflowClient(uri), experiment.spec))
     outbox.run_ids, outbox.pending = saved["run_ids"], saved["pending"]
     if not outbox.flush(force=True):
@@ -313,7 +313,7 @@ class MLflowTracker:
     def __init__(self, experiment: Experiment) -> None:
         self.spec = experiment.spec
         self.experiment = experiment.location
-        self.uri = _live_uri(self.spec)
+        self.uri = _live_uri(self.spec.mlflow)
         check_reachable(self.uri)
         self.client = MlflowClient(self.uri)
 

@@ -55,7 +55,7 @@ def test_confirmation_battles_are_fresh_and_the_same_for_every_contender() -> No
         _candidate("max-damage B", make_policy("max-damage"), "b", 0.8),
         Contender(name="random", policy=make_policy("random"), role="baseline"),
     ]
-    result = confirm(spec, contenders)
+    result = confirm(spec.confirm, spec.objective, contenders)
     a, b, baseline = (s.result for s in result.standings)
     assert a.won == b.won and len(a.won) == 40
     assert {r.seed for r in (a, b, baseline)} == {spec.confirm.seed}
@@ -70,7 +70,7 @@ def test_champion_is_chosen_on_confirmation_and_racing_stops_the_clearly_worse()
         _candidate("max-damage", make_policy("max-damage"), "t2", 0.60),
         Contender(name="random", policy=make_policy("random"), role="baseline"),
     ]
-    result = confirm(spec, contenders)
+    result = confirm(spec.confirm, spec.objective, contenders)
     assert result.champion == "max-damage"
     lucky = result.standing("lucky random")
     assert lucky is not None and lucky.stopped_early and lucky.result.battles < 60
@@ -100,7 +100,7 @@ def test_selection_optimism_is_positive_and_confirmation_spread_is_noise() -> No
     order = np.argsort(scores)[::-1][:3]
     contenders = [_candidate(copies[i].name, copies[i], str(i), scores[i]) for i in order]
     contenders.append(Contender(name="random", policy=make_policy("random"), role="baseline"))
-    result = confirm(spec, contenders)
+    result = confirm(spec.confirm, spec.objective, contenders)
     optimism = [s.optimism for s in result.standings if s.optimism is not None]
     assert np.mean(optimism) > 0
     rates = [s.result for s in result.standings if s.role == "candidate"]
@@ -116,7 +116,7 @@ def test_baselines_are_the_data_behaviour_and_bc_on_the_same_budget() -> None:
     spec = load_spec(TINY)
     assert behaviour_policies(spec, None) == ["random"]  # tiny.yaml names its baselines
     recipe = load_spec(TINY, {"confirm": {"baselines": None}})
-    dataset = prepare_dataset(recipe)
+    dataset = prepare_dataset(recipe.dataset)
     assert behaviour_policies(recipe, dataset) == ["random", "max-damage"]
     bc = bc_baseline(recipe, dataset)
     result = evaluate(bc, make_policy("random"), battles=4, seed=recipe.confirm.seed)

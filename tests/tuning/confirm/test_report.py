@@ -36,7 +36,7 @@ def test_budget_curve_is_the_expected_pick_of_n_trials_drawn_with_replacement() 
     confirmed = {"a": 0.45, "b": 0.55, "c": 0.40}
     rows = [_row(t, s) for t, s in scores.items()]
     standings = [_standing(t, w) for t, w in confirmed.items()]
-    curve = budget_curve(_confirmation(standings), ranked(rows, spec))
+    curve = budget_curve(_confirmation(standings), ranked(rows, spec.objective))
     assert [p.trials for p in curve] == [1, 2, 3]
     for point in curve:
         # Every ordered draw of n trials is equally likely; selection picks its best.
@@ -55,7 +55,7 @@ def test_budget_curve_is_the_expected_pick_of_n_trials_drawn_with_replacement() 
 def test_budget_curve_bounds_the_unconfirmed_trials_between_0_and_1() -> None:
     spec = load_spec(TINY)
     rows = [_row("a", 0.9), _row("b", 0.7), _row("c", 0.5), _row("d", 0.3)]
-    curve = budget_curve(_confirmation([_standing("a", 0.6)]), ranked(rows, spec))
+    curve = budget_curve(_confirmation([_standing("a", 0.6)]), ranked(rows, spec.objective))
     # The pick of one trial is unconfirmed 3 times in 4; of 4 trials, (3/4)^4 of the time.
     assert (curve[0].confirmation_low, curve[0].confirmation_high) == pytest.approx((0.15, 0.9))
     unknown = 0.75**4

@@ -273,7 +273,9 @@ def test_without_confirmation_the_objective_value_decides_on_the_same_objective(
     promoted: bool,
 ) -> None:
     spec = _spec(store, objective={"metric": "eval/win_rate", "mode": mode, "opponent": "random"})
-    before = _version(client, spec, tmp_path, objective=objective_tag(spec), objective_value="0.5")
+    before = _version(
+        client, spec, tmp_path, objective=objective_tag(spec.objective), objective_value="0.5"
+    )
     _crown(client, spec, before)
     version = _version(client, spec, tmp_path)
     promotion = promote(client, spec, version, _row(score), None)
@@ -302,7 +304,7 @@ def test_without_confirmation_a_champion_on_another_objective_is_not_comparable(
 ) -> None:
     spec = _spec(store)
     if champion_tags == "same":
-        champion_tags = {"objective": objective_tag(spec), "objective_value": "0.1"}
+        champion_tags = {"objective": objective_tag(spec.objective), "objective_value": "0.1"}
     assert isinstance(champion_tags, dict)
     before = _version(client, spec, tmp_path, **champion_tags)
     _crown(client, spec, before)
