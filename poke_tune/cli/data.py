@@ -84,3 +84,83 @@ def _print_mapping(title: str, values: dict[str, Any]) -> None:
             value = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value)
         table.add_row(key, str(value))
     stdout.print(table)
+
+
+@data_app.command("import")
+def data_import(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="SOURCE... OUT: server logs (*.log.json), folders of them, replay JSON "
+            "files, JSONL(.gz) files of replays; then the output file (.jsonl or .jsonl.gz)."
+        ),
+    ],
+    battle_format: Annotated[
+        str | None, typer.Option("--format", help="Dataset format (default: the first battle's).")
+    ] = None,
+    min_rating: Annotated[
+        float | None, typer.Option(help="Refuse battles rated below it (or unrated).")
+    ] = None,
+    sides: Annotated[
+        str, typer.Option(help="Whose trajectories: both, winner, p1 or p2.")
+    ] = "both",
+    hp_shaping: Annotated[
+        float, typer.Option(min=0.0, help="HP-balance shaping weight (0 = win/loss only).")
+    ] = 0.0,
+    workers: Annotated[int | None, typer.Option(min=1, help="Node workers.")] = None,
+) -> None:
+    """Re-simulate logged battles and write the verified ones as a trajectory-JSONL dataset."""
+    from poke_tune.data.importer import ImportSummary, NothingImportedError, import_battles
+
+    with user_errors():
+        if len(paths) < 2:
+            raise ValueError("give at least one SOURCE and the OUT file")
+        if sides not in ("both", "winner", "p1", "p2"):
+            raise ValueError(f"--sides {sides!r}: expected both, winner, p1 or p2")
+        if battle_format is not None:
+            check_battle_format(battle_format)
+    *sources, out = paths
+    summary: ImportSummary | None = None
+    with user_errors(), battle_progress(None, "re-simulating") as advance:
+        try:
+            summary = import_battles(
+                [source.resolve() for source in sources],
+                out.resolve(),
+                battle_format=battle_format,
+                min_rating=min_rating,
+                sides=sides,  # type: ignore[arg-type]  # checked above
+                hp_shaping=hp_shaping,
+                num_workers=workers,
+                on_result=advance,
+            )
+        except NothingImportedError as error:
+            _print_import_summary(error.summary)
+            raise
+    _print_import_summary(summary)
+
+
+def _print_import_summary(summary: Any) -> None:
+    """Counts (stdout) and, per refusal reason, the first battle's reason in full (stderr)."""
+    values: dict[str, Any] = {
+        "battles read": summary.read,
+        "imported": summary.imported,
+        "refused": summary.refused,
+    }
+    values.update({f"  refused: {why}": n for why, n in summary.refused_by_reason().items()})
+    if summary.imported:
+        values.update(
+            {
+                "file": str(summary.path),
+                "trajectories": summary.trajectories,
+                "transitions": summary.transitions,
+            }
+        )
+    values["simulator"] = f"pokemon-showdown {summary.simulator_version}"
+    _print_mapping("import", values)
+    shown: set[str] = set()
+    for refusal in summary.refusals:
+        if refusal.reason not in shown:
+            shown.add(refusal.reason)
+            console.print(
+                f"refused ({refusal.reason}): {refusal.detail}", highlight=False, markup=False
+            )
