@@ -164,3 +164,43 @@ def _print_import_summary(summary: Any) -> None:
             console.print(
                 f"refused ({refusal.reason}): {refusal.detail}", highlight=False, markup=False
             )
+
+
+@data_app.command("record")
+def data_record(
+    logs: Annotated[Path, typer.Argument(help="Folder for the server's battle logs.")],
+    battles: Annotated[int, typer.Option(min=1, help="Battles, shared across opponents.")] = 100,
+    player: Annotated[str, typer.Option(help="The challenger.")] = "poke-env:simple-heuristics",
+    opponents: Annotated[
+        str, typer.Option(help="Comma-separated opponents, each challenged in turn.")
+    ] = "poke-env:max-base-power,poke-env:random",
+    battle_format: Annotated[str, typer.Option("--format")] = "gen9randombattle",
+    concurrency: Annotated[int, typer.Option(min=1, help="Battles at once per pair.")] = 4,
+) -> None:
+    """Play bots against each other on a local server that logs every battle; then
+    `poke-tune data import LOGS OUT` makes a dataset of them (the logged-data recipe)."""
+    from poke_tune.play.match import check_player_name
+    from poke_tune.play.record import battle_logs, record_bot_battles
+
+    names = [name.strip() for name in opponents.split(",") if name.strip()]
+    with user_errors():
+        check_battle_format(battle_format)
+        for name in (player, *names):
+            check_player_name(name)
+        if not names:
+            raise ValueError("--opponents names no opponent")
+        summary = record_bot_battles(
+            battles,
+            matchups=[(player, name) for name in names],
+            logs_dir=logs,
+            battle_format=battle_format,
+            concurrency=concurrency,
+        )
+    for matchup, finished in summary.finished.items():
+        console.print(f"{matchup}: {finished} battles", highlight=False)
+    stdout.print(
+        f"{summary.logs_dir}: {len(battle_logs(summary.logs_dir))} battle logs "
+        f"({summary.battles} new); import them with "
+        f"`poke-tune data import {summary.logs_dir} OUT.jsonl.gz`",
+        highlight=False,
+    )

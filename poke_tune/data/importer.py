@@ -367,9 +367,8 @@ def _check(
     its input log could not be re-simulated."""
     where = f"{battle.source}: {battle.battle_id}"
     if result.log:
-        names = parse_input_log(battle.input_log).names
-        recorded = normalise_log(battle.log, names)
-        resimulated = normalise_log(spectator_log(result.log, battle.view), names)
+        recorded = normalise_log(battle.log)
+        resimulated = normalise_log(spectator_log(result.log, battle.view))
         divergence = first_divergence(recorded, resimulated)
         if divergence is not None:
             return Refusal(

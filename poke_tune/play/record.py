@@ -68,7 +68,7 @@ async def _play(
         # The bots are poke-env's own, trusted to finish; the timeout only bounds a dead server.
         await asyncio.wait_for(player.battle_against(opponent, n_battles=count), timeout_s)
         finished[f"{first} vs {second}"] = player.n_finished_battles
-        _logger.info("%s vs %s: %d battles", first, second, player.n_finished_battles)
+        _logger.debug("%s vs %s: %d battles", first, second, player.n_finished_battles)
     return finished
 
 

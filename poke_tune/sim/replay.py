@@ -200,20 +200,16 @@ def spectator_log(lines: Iterable[str], view: LogView) -> list[str]:
     return out
 
 
-def normalise_log(lines: Iterable[str], names: dict[str, str]) -> list[str]:
-    """A log with the server's own lines dropped (`SERVER_ONLY_LINES`, blank lines) and the
-    players' names replaced by their sides, so a server's log compares with a re-simulation."""
+def normalise_log(lines: Iterable[str]) -> list[str]:
+    """A log with the server's own lines dropped (`SERVER_ONLY_LINES`, blank lines), so a
+    server's log compares with a re-simulation (which runs under the same player names)."""
     out: list[str] = []
     for line in lines:
         if not line.startswith("|") or line == "|":
             continue
         kind = line.split("|", 2)[1]
-        if kind in SERVER_ONLY_LINES:
-            continue
-        if kind in ("win", "-message") and names:
-            for name, side in names.items():
-                line = line.replace(name, side)
-        out.append(line)
+        if kind not in SERVER_ONLY_LINES:
+            out.append(line)
     return out
 
 
