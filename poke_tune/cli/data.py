@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -13,6 +13,7 @@ from poke_tune.cli.errors import console, stdout, user_errors
 from poke_tune.cli.progress import battle_progress
 from poke_tune.data.compiled import dataset_info, load_dataset
 from poke_tune.data.generate import generate_dataset
+from poke_tune.data.importer import ImportSummary, NothingImportedError, Sides, import_battles
 from poke_tune.sim.battles import check_battle_format
 
 __all__ = ["data_app"]
@@ -110,8 +111,6 @@ def data_import(
     workers: Annotated[int | None, typer.Option(min=1, help="Node workers.")] = None,
 ) -> None:
     """Re-simulate logged battles and write the verified ones as a trajectory-JSONL dataset."""
-    from poke_tune.data.importer import ImportSummary, NothingImportedError, import_battles
-
     with user_errors():
         if len(paths) < 2:
             raise ValueError("give at least one SOURCE and the OUT file")
@@ -120,7 +119,6 @@ def data_import(
         if battle_format is not None:
             check_battle_format(battle_format)
     *sources, out = paths
-    summary: ImportSummary | None = None
     with user_errors(), battle_progress(None, "re-simulating") as advance:
         try:
             summary = import_battles(
@@ -128,7 +126,7 @@ def data_import(
                 out.resolve(),
                 battle_format=battle_format,
                 min_rating=min_rating,
-                sides=sides,  # type: ignore[arg-type]  # checked above
+                sides=cast(Sides, sides),  # checked above
                 hp_shaping=hp_shaping,
                 num_workers=workers,
                 on_result=advance,
@@ -139,7 +137,7 @@ def data_import(
     _print_import_summary(summary)
 
 
-def _print_import_summary(summary: Any) -> None:
+def _print_import_summary(summary: ImportSummary) -> None:
     """Counts (stdout) and, per refusal reason, the first battle's reason in full (stderr)."""
     values: dict[str, Any] = {
         "battles read": summary.read,
@@ -147,15 +145,14 @@ def _print_import_summary(summary: Any) -> None:
         "refused": summary.refused,
     }
     values.update({f"  refused: {why}": n for why, n in summary.refused_by_reason().items()})
-    if summary.imported:
-        values.update(
-            {
-                "file": str(summary.path),
-                "trajectories": summary.trajectories,
-                "transitions": summary.transitions,
-            }
-        )
     values["simulator"] = f"pokemon-showdown {summary.simulator_version}"
+    if summary.imported:
+        stdout.print(
+            f"wrote {summary.path}: {summary.imported} battles, {summary.trajectories} "
+            f"trajectories, {summary.transitions} transitions",
+            highlight=False,
+            soft_wrap=True,
+        )
     _print_mapping("import", values)
     shown: set[str] = set()
     for refusal in summary.refusals:
