@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from poke_tune.data import importer
+from poke_tune.data.combine import combine_datasets
+from poke_tune.data.compiled import load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.data.importer import NothingImportedError, import_battles
 from poke_tune.data.jsonl import read_trajectories
-from poke_tune.data.records import TrajectoryRecord
+from poke_tune.data.records import DatasetError, TrajectoryRecord
 from poke_tune.sim.battles import BattleResult
 from poke_tune.sim.replay import spectator_log
 
@@ -244,3 +246,35 @@ def test_names_and_chat_never_reach_the_dataset(
     alice = importer.name_hash("Alice Quux", b"test-key")
     assert {r.player: r.provenance.player for r in records if r.provenance}["p1"] == alice
     assert importer.name_hash("alicequux", b"test-key") == alice  # one user id, one hash
+
+
+def test_an_import_and_a_generated_file_combine_into_one_dataset(
+    tmp_path: Path, played: tuple[Path, list[BattleResult]]
+) -> None:
+    generated, results = played
+    for result in results:
+        (tmp_path / f"{result.spec.index}.log.json").write_text(json.dumps(server_log(result)))
+    imported = import_battles([tmp_path], tmp_path / "imported.jsonl", num_workers=1).path
+    # The same battles twice (an import of generated battles) go in once...
+    twice = combine_datasets([generated, imported], tmp_path / "twice.jsonl")
+    assert (twice.trajectories, twice.repeats_dropped) == (2 * len(results), 2 * len(results))
+    # ...other battles combine, the header listing both parts.
+    other = tmp_path / "other.jsonl"
+    generate_dataset(other, policies=["random"], battles=2, seed=99, num_workers=1)
+    both = combine_datasets([imported, other], tmp_path / "both.jsonl")
+    assert [part["generator"].keys() for part in both.header.generator["parts"]] == [
+        {"import"},
+        {"policies", "battles", "seed", "max_turns", "hp_shaping"},
+    ]
+    dataset = load_dataset(tmp_path / "both.jsonl", cache_root=tmp_path / "cache")
+    assert dataset.num_trajectories == 2 * len(results) + 4
+
+
+def test_parts_of_other_formats_do_not_combine(
+    tmp_path: Path, played: tuple[Path, list[BattleResult]]
+) -> None:
+    generated, _ = played
+    gen8 = tmp_path / "gen8.jsonl"
+    generate_dataset(gen8, policies=["random"], battles=1, battle_format="gen8randombattle")
+    with pytest.raises(DatasetError, match=r"header\.(observation_size|battle_format)"):
+        combine_datasets([generated, gen8], tmp_path / "mixed.jsonl")
