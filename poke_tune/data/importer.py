@@ -435,6 +435,8 @@ def import_battles(
     """
     if sides not in ("both", "winner", "p1", "p2"):
         raise ValueError(f"sides must be both, winner, p1 or p2, got {sides!r}")
+    if out.is_dir():
+        raise IsADirectoryError(f"{out}: is a folder; name the output file (.jsonl or .jsonl.gz)")
     tally = _Tally()
     battle_format, chosen = _select(read_logged_battles(sources), battle_format, min_rating, tally)
     runtime = find_runtime()

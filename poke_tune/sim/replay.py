@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 
 from poke_tune.sim.actions import ACTION_LAYOUT, action_index, legal_action_mask
@@ -239,7 +240,8 @@ class _Replay:
         self._result = ReplayResult(key=item.key, attempts=attempt)
         self.parsed: _ParsedLog | None = None
         self.queues: dict[str, deque[str]] = {}
-        self.pending: dict[str, tuple[Any, Any]] = {}  # side -> last unanswered (obs, mask)
+        # side -> (observation, mask) of its last unanswered request: s' if cut off there
+        self.pending: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.ended = False
         try:
             self.parsed = parse_input_log(item.input_log)
@@ -330,18 +332,16 @@ class _Replay:
         result.truncated = end.startswith(">forcetie")
         if end.startswith((">forcelose", ">forcewin")):
             named = end.split(" ", 1)[1].strip() if " " in end else ""
-            side = named if named in SIDES else self.parsed.names.get(named)
-            result.forfeited = side if end.startswith(">forcelose") else _other(side)
+            leaver = named if named in SIDES else self.parsed.names.get(named)
+            if end.startswith(">forcewin"):  # the named side won: the other one left
+                leaver = next((other for other in SIDES if leaver and other != leaver), None)
+            result.forfeited = leaver
         for side, trajectory in result.trajectories.items():
             if result.winner is not None:
                 trajectory.outcome = 1.0 if result.winner == side else -1.0
             trajectory.final_hp_balance = hp_balance(self.state, side)
             if result.truncated and side in self.pending:
                 trajectory.final_observation, trajectory.final_mask = self.pending[side]
-
-
-def _other(side: str | None) -> str | None:
-    return {"p1": "p2", "p2": "p1"}.get(side or "")
 
 
 def replay_battles(pool: SimulatorPool, inputs: Iterable[ReplayInput]) -> Iterator[ReplayResult]:

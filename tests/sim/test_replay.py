@@ -114,7 +114,10 @@ def test_first_divergence_names_the_line() -> None:
     assert "only the recorded log goes on" in str(first_divergence(["|a", "|b"], ["|a"]))
 
 
-def test_a_forfeit_ends_in_a_terminal_loss_for_the_side_that_left(pool: SimulatorPool) -> None:
+@pytest.mark.parametrize("end", [">forcelose p1", ">forcewin p2"])
+def test_a_forfeit_ends_in_a_terminal_loss_for_the_side_that_left(
+    pool: SimulatorPool, end: str
+) -> None:
     spec = BattleSpec(
         index=0,
         p1=make_policy("max-damage"),
@@ -125,7 +128,7 @@ def test_a_forfeit_ends_in_a_terminal_loss_for_the_side_that_left(pool: Simulato
     played = next(pool.play([spec]))
     choices = [line for line in played.input_log if line.startswith((">p1", ">p2"))]
     head = played.input_log[: len(played.input_log) - len(choices)]
-    cut = [*head, *choices[:6], ">forcelose p1"]
+    cut = [*head, *choices[:6], end]
     result = next(replay_battles(pool, [ReplayInput("cut", "gen9randombattle", tuple(cut))]))
     assert result.error is None
     assert (result.winner, result.forfeited, result.truncated) == ("p2", "p1", False)
