@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from poke_tune.cli.main import app
 from poke_tune.data import importer
 from poke_tune.data.importer import import_battles
 from poke_tune.data.jsonl import read_trajectories
@@ -78,3 +80,13 @@ def test_a_policy_player_battle_imports_to_what_the_player_saw(tmp_path: Path) -
         np.testing.assert_array_equal(np.asarray(step.observation, np.float32), observation)
         np.testing.assert_array_equal(step.action_mask, mask)
         assert action_index(step.action_type, step.action_target) == action
+
+
+def test_the_record_then_import_recipe_from_the_command_line(tmp_path: Path) -> None:
+    logs, out = tmp_path / "logs", tmp_path / "bots.jsonl.gz"
+    recorded = CliRunner().invoke(app, ["data", "record", str(logs), "--battles", "2"])
+    assert recorded.exit_code == 0, recorded.stderr
+    assert f"{logs}: 2 battle logs (2 new)" in recorded.stdout
+    imported = CliRunner().invoke(app, ["data", "import", str(logs), str(out), "--workers", "1"])
+    assert imported.exit_code == 0, imported.stderr
+    assert f"wrote {out}: 2 battles, 4 trajectories" in imported.stdout
