@@ -7,7 +7,8 @@ Runs, in one process on this machine:
 3. evaluation: `evaluate()` of the heuristic policy against max-damage (rule-based, no
    observation encoding), and of a linear policy on the obs-v1 observation against
    max-damage (stands in for a learned policy: every decision is encoded);
-4. dataset: generation, compile rate and cached load time.
+4. dataset: generation, import (the same battles written as server logs, re-simulated,
+   verified and written: `poke-tune data import`), compile rate and cached load time.
 
 Battles differ in length between policies, so each bridge/evaluation row is also compared
 with node-only replays of exactly the same battles (Showdown's input logs, N node
@@ -23,7 +24,7 @@ The machine is shared, so wall-clock speed depends on what else runs; CPU ms/bat
 (the Python process plus its node workers, or the node replay processes) does not, and
 "CPU vs choice" (choice-replay CPU / path CPU) is the load-independent efficiency share.
 
-usage: python benchmarks/bench_simulator.py [--battles 300] [--workers 2]
+usage: python benchmarks/bench_simulator.py [--battles 300] [--workers 2] [--dataset-only]
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ import numpy as np
 
 from poke_tune.data.compiled import load_dataset
 from poke_tune.data.generate import generate_dataset
+from poke_tune.data.importer import import_battles
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.actions import NUM_ACTIONS, NUM_MOVES
 from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool
 from poke_tune.sim.dex import load_dex
 from poke_tune.sim.encoding import ObservationEncoder
 from poke_tune.sim.policies import PlayerView, Policy, make_policy
+from poke_tune.sim.replay import spectator_log
 from poke_tune.sim.runtime import find_runtime
 
 HERE = Path(__file__).resolve().parent
@@ -220,14 +223,35 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
+def write_server_log(folder: Path, result: BattleResult) -> None:
+    """A generated battle as a server writes it (exact-HP log, input log, room id)."""
+    log = {
+        "inputLog": result.input_log,
+        "log": spectator_log(result.log, "omniscient"),
+        "roomid": f"battle-gen9randombattle-{result.spec.index}",
+        "format": result.spec.battle_format,
+    }
+    (folder / f"{result.spec.index}.log.json").write_bytes(json.dumps(log).encode())
+
+
 def dataset_rates(battles: int, workers: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "bench.jsonl.gz"
+        logs = Path(scratch) / "logs"
+        logs.mkdir()
         start = time.perf_counter()
         summary = generate_dataset(
-            path, policies=["random", "max-damage"], battles=battles, num_workers=workers
+            path,
+            policies=["random", "max-damage"],
+            battles=battles,
+            num_workers=workers,
+            on_result=lambda result: write_server_log(logs, result),
+            keep_logs=True,  # costs generate the log copy and one file write per battle
         )
         gen_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        imported = import_battles([logs], Path(scratch) / "imported.jsonl.gz", num_workers=workers)
+        import_seconds = time.perf_counter() - start
         start = time.perf_counter()
         dataset = load_dataset(path, cache_root=Path(scratch) / "cache")
         compile_seconds = time.perf_counter() - start
@@ -235,9 +259,12 @@ def dataset_rates(battles: int, workers: int) -> None:
         dataset = load_dataset(path, cache_root=Path(scratch) / "cache")
         np.asarray(dataset.observations).sum()  # touch every page
         load_seconds = time.perf_counter() - start
+    gen_rate, import_rate = summary.battles / gen_seconds, imported.imported / import_seconds
     print(
         f"dataset: {summary.battles} battles -> {summary.transitions} transitions, "
-        f"{path.name} {summary.battles / gen_seconds:.1f} battles/s generated; "
+        f"{path.name} {gen_rate:.1f} battles/s generated; "
+        f"imported {imported.imported} ({imported.refused} refused) {import_rate:.1f} battles/s "
+        f"({import_rate / gen_rate:.2f}x generate); "
         f"compile {summary.transitions / compile_seconds:,.0f} transitions/s; "
         f"cached load (all pages read) {load_seconds * 1000:.0f} ms"
     )
@@ -247,8 +274,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--battles", type=int, default=300)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--dataset-only", action="store_true", help="Only part 4.")
     args = parser.parse_args()
     n, workers = args.battles, args.workers
+    if args.dataset_only:
+        dataset_rates(n, workers)
+        return
 
     linear = LinearObservationPolicy.random(ObservationEncoder(load_dex()).size)
     rows = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -13,6 +13,7 @@ from poke_tune.cli.errors import console, stdout, user_errors
 from poke_tune.cli.progress import battle_progress
 from poke_tune.data.compiled import dataset_info, load_dataset
 from poke_tune.data.generate import generate_dataset
+from poke_tune.data.importer import ImportSummary, NothingImportedError, Sides, import_battles
 from poke_tune.sim.battles import check_battle_format
 
 __all__ = ["data_app"]
@@ -84,3 +85,119 @@ def _print_mapping(title: str, values: dict[str, Any]) -> None:
             value = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value)
         table.add_row(key, str(value))
     stdout.print(table)
+
+
+@data_app.command("import")
+def data_import(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="SOURCE... OUT: server logs (*.log.json), folders of them, replay JSON "
+            "files, JSONL(.gz) files of replays; then the output file (.jsonl or .jsonl.gz)."
+        ),
+    ],
+    battle_format: Annotated[
+        str | None, typer.Option("--format", help="Dataset format (default: the first battle's).")
+    ] = None,
+    min_rating: Annotated[
+        float | None, typer.Option(help="Refuse battles rated below it (or unrated).")
+    ] = None,
+    sides: Annotated[
+        str, typer.Option(help="Whose trajectories: both, winner, p1 or p2.")
+    ] = "both",
+    hp_shaping: Annotated[
+        float, typer.Option(min=0.0, help="HP-balance shaping weight (0 = win/loss only).")
+    ] = 0.0,
+    workers: Annotated[int | None, typer.Option(min=1, help="Node workers.")] = None,
+) -> None:
+    """Re-simulate logged battles and write the verified ones as a trajectory-JSONL dataset."""
+    with user_errors():
+        if len(paths) < 2:
+            raise ValueError("give at least one SOURCE and the OUT file")
+        if sides not in ("both", "winner", "p1", "p2"):
+            raise ValueError(f"--sides {sides!r}: expected both, winner, p1 or p2")
+        if battle_format is not None:
+            check_battle_format(battle_format)
+    *sources, out = paths
+    with user_errors(), battle_progress(None, "re-simulating") as advance:
+        try:
+            summary = import_battles(
+                [source.resolve() for source in sources],
+                out.resolve(),
+                battle_format=battle_format,
+                min_rating=min_rating,
+                sides=cast(Sides, sides),  # checked above
+                hp_shaping=hp_shaping,
+                num_workers=workers,
+                on_result=advance,
+            )
+        except NothingImportedError as error:
+            _print_import_summary(error.summary)
+            raise
+    _print_import_summary(summary)
+
+
+def _print_import_summary(summary: ImportSummary) -> None:
+    """Counts (stdout) and, per refusal reason, the first battle's reason in full (stderr)."""
+    values: dict[str, Any] = {
+        "battles read": summary.read,
+        "imported": summary.imported,
+        "refused": summary.refused,
+    }
+    values.update({f"  refused: {why}": n for why, n in summary.refused_by_reason().items()})
+    values["simulator"] = f"pokemon-showdown {summary.simulator_version}"
+    if summary.imported:
+        stdout.print(
+            f"wrote {summary.path}: {summary.imported} battles, {summary.trajectories} "
+            f"trajectories, {summary.transitions} transitions",
+            highlight=False,
+            soft_wrap=True,
+        )
+    _print_mapping("import", values)
+    shown: set[str] = set()
+    for refusal in summary.refusals:
+        if refusal.reason not in shown:
+            shown.add(refusal.reason)
+            console.print(
+                f"refused ({refusal.reason}): {refusal.detail}", highlight=False, markup=False
+            )
+
+
+@data_app.command("record")
+def data_record(
+    logs: Annotated[Path, typer.Argument(help="Folder for the server's battle logs.")],
+    battles: Annotated[int, typer.Option(min=1, help="Battles, shared across opponents.")] = 100,
+    player: Annotated[str, typer.Option(help="The challenger.")] = "poke-env:simple-heuristics",
+    opponents: Annotated[
+        str, typer.Option(help="Comma-separated opponents, each challenged in turn.")
+    ] = "poke-env:max-base-power,poke-env:random",
+    battle_format: Annotated[str, typer.Option("--format")] = "gen9randombattle",
+    concurrency: Annotated[int, typer.Option(min=1, help="Battles at once per pair.")] = 4,
+) -> None:
+    """Play bots against each other on a local server that logs every battle; then
+    `poke-tune data import LOGS OUT` makes a dataset of them (the logged-data recipe)."""
+    from poke_tune.play.match import check_player_name
+    from poke_tune.play.record import battle_logs, record_bot_battles
+
+    names = [name.strip() for name in opponents.split(",") if name.strip()]
+    with user_errors():
+        check_battle_format(battle_format)
+        for name in (player, *names):
+            check_player_name(name)
+        if not names:
+            raise ValueError("--opponents names no opponent")
+        summary = record_bot_battles(
+            battles,
+            matchups=[(player, name) for name in names],
+            logs_dir=logs,
+            battle_format=battle_format,
+            concurrency=concurrency,
+        )
+    for matchup, finished in summary.finished.items():
+        console.print(f"{matchup}: {finished} battles", highlight=False)
+    stdout.print(
+        f"{summary.logs_dir}: {len(battle_logs(summary.logs_dir))} battle logs "
+        f"({summary.battles} new); import them with "
+        f"`poke-tune data import {summary.logs_dir} OUT.jsonl.gz`",
+        highlight=False,
+    )

@@ -13,9 +13,10 @@ __all__ = ["battle_progress"]
 
 
 @contextmanager
-def battle_progress(total: int, what: str) -> Iterator[Callable[[object], None]]:
-    """A bar of `total` battles with their rate; yields the per-result callback (it takes
-    any battle result: a `BattleResult`, a server match's `BattleOutcome`)."""
+def battle_progress(total: int | None, what: str) -> Iterator[Callable[[object], None]]:
+    """A bar of `total` battles (None: not known ahead) with their rate; yields the
+    per-result callback (it takes any battle result: a `BattleResult`, a server match's
+    `BattleOutcome`, a re-simulated `ReplayResult`)."""
     columns = (
         TextColumn(f"[bold]{what}"),
         BarColumn(),

@@ -8,12 +8,13 @@ anything starts; 1 when the server fails to start or exits by itself.
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
 
-from poke_tune.cli.errors import print_error, stdout, user_errors
+from poke_tune.cli.errors import console, print_error, stdout, user_errors
 
 __all__ = ["server"]
 
@@ -31,6 +32,14 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 def server(
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    logs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the server's battle logs (every finished battle, challenges "
+            "included; `poke-tune data import` reads them). Default: server-logs/ in the cache.",
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a local Showdown server (no login security) from the installed simulator and
     print its websocket URL; Ctrl-C stops it."""
@@ -40,7 +49,7 @@ def server(
     with user_errors():
         check_port_free(host, port)
         runtime = find_runtime()
-    local = LocalServer(port=port, host=host, runtime=runtime)
+    local = LocalServer(port=port, host=host, logs_dir=logs, runtime=runtime)
     previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
     for sig in _STOP_SIGNALS:
         signal.signal(sig, _raise_stop)
@@ -48,6 +57,7 @@ def server(
     try:
         local.start()
         stdout.print(local.url)
+        console.print(f"battle logs: {local.logs_dir}", highlight=False)
         assert local.process is not None
         code = local.process.wait()
         print_error(f"the Showdown server exited with status {code}: {local.output_tail()}")

@@ -89,12 +89,14 @@ def generate_dataset(
     hp_shaping: float = 0.0,
     num_workers: int | None = None,
     on_result: Callable[[BattleResult], None] | None = None,
+    keep_logs: bool = False,
 ) -> GenerationSummary:
     """Play `battles` battles and write both players' trajectories to `out`.
 
     Battle i is played by the i-th ordered pair of `policies` (cycling through all
     pairs, mirror matches included), so `["random", "max-damage"]` gives a mix of
-    random and max-damage behaviour on both sides.
+    random and max-damage behaviour on both sides. `keep_logs` keeps each battle's log in
+    the `BattleResult` `on_result` gets (to write battles out as server logs).
     """
     if battles < 1:
         raise ValueError(f"battles must be >= 1, got {battles}")
@@ -134,7 +136,7 @@ def generate_dataset(
     waiting: dict[int, BattleResult] = {}
     next_index = 0
     with SimulatorPool(num_workers=num_workers) as pool, TrajectoryWriter(out, header) as writer:
-        for result in pool.play(specs):
+        for result in pool.play(specs, keep_logs=keep_logs):
             if on_result is not None:
                 on_result(result)
             waiting[result.spec.index] = result

@@ -229,7 +229,8 @@ class TrajectoryWriter:
                     f"{self.path}: trajectory {self.lines_written - 1} "
                     f"({record.replay_id} {record.player}): {field}: {message}"
                 )
-        self._write_line(record.model_dump())
+        # Generated files leave `provenance` out: their bytes (and cache keys) stay as they were.
+        self._write_line(record.model_dump(exclude=None if record.provenance else {"provenance"}))
 
     def close(self) -> None:
         """Finish the file and move it into place."""

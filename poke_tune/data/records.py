@@ -36,6 +36,7 @@ __all__ = [
     "FORMAT_VERSION",
     "DatasetError",
     "DatasetHeader",
+    "Provenance",
     "Step",
     "TrajectoryRecord",
     "header_problem",
@@ -153,6 +154,23 @@ class Step(BaseModel):
     action_mask: _BoolVector
 
 
+class Provenance(BaseModel):
+    """Where an imported trajectory's battle came from (`poke-tune data import`); absent
+    for generated battles. Player names are never stored: only keyed hashes of them."""
+
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
+
+    source: StrictStr
+    """The file it was read from (`FILE:LINE` for a line of a JSONL file)."""
+    battle_id: StrictStr
+    """The server's room id or the replay's id."""
+    rating: StrictFloat | StrictInt | None = None
+    player: StrictStr
+    """Keyed hash of this side's player name (groups one player's battles)."""
+    opponent: StrictStr
+    """Keyed hash of the other side's player name."""
+
+
 class TrajectoryRecord(BaseModel):
     """One player's view of one battle: one line of a trajectory file."""
 
@@ -169,6 +187,8 @@ class TrajectoryRecord(BaseModel):
     """s' of the last step; present exactly when `truncated`."""
     final_action_mask: _BoolVector | None = None
     """The legal-action mask at `final_observation`; present exactly when `truncated`."""
+    provenance: Provenance | None = None
+    """Imported battles only; generated files leave the field out."""
 
 
 # -- validation -----------------------------------------------------------------------------

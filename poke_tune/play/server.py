@@ -34,6 +34,7 @@ __all__ = [
     "ServerUnreachableError",
     "check_port_free",
     "check_server_reachable",
+    "default_logs_dir",
     "free_port",
     "server_install",
     "websocket_url",
@@ -49,6 +50,10 @@ Object.assign(exports, require('./config-example.js'));
 exports.bindaddress = process.env.POKE_TUNE_SERVER_HOST || '127.0.0.1';
 exports.repl = false;
 exports.reportbattles = false;
+// Battle logs: every finished battle, challenges included (poke-env bots play unrated
+// challenges, which the server writes only with logchallenges), in the folder poke-tune names.
+exports.logchallenges = true;
+if (process.env.POKE_TUNE_SERVER_LOGS) exports.logsdir = process.env.POKE_TUNE_SERVER_LOGS;
 """
 
 
@@ -106,6 +111,12 @@ def check_server_reachable(url: str) -> None:
         raise ServerUnreachableError(f"no Showdown server accepts connections at {url}")
 
 
+def default_logs_dir() -> Path:
+    """Where `LocalServer` keeps its logs unless told otherwise: battle logs land in
+    `YYYY-MM/FORMAT/YYYY-MM-DD/ROOMID.log.json` below it (the server's own layout)."""
+    return cache_dir() / "server-logs"
+
+
 def server_install(runtime: ShowdownRuntime | None = None) -> Path:
     """The package folder of the server's private copy of the install (made on first use).
 
@@ -118,7 +129,8 @@ def server_install(runtime: ShowdownRuntime | None = None) -> Path:
     source = package.parent.parent if in_npm_tree else package
     target = cache_dir() / "showdown-server" / runtime.version
     copied_package = target / package.relative_to(source)
-    if not (copied_package / "config" / "config.js").is_file():
+    config = copied_package / "config" / "config.js"
+    if not config.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".copy-", dir=target.parent))
         _logger.info("copying the Showdown install %s for the local server", source)
@@ -131,6 +143,8 @@ def server_install(runtime: ShowdownRuntime | None = None) -> Path:
             staging.rename(target)
         except OSError:  # another process made it first
             shutil.rmtree(staging, ignore_errors=True)
+    if config.read_text() != _CONFIG:  # a copy made by an older poke-tune
+        config.write_text(_CONFIG)
     return copied_package
 
 
@@ -141,6 +155,8 @@ class LocalServer:
         port: TCP port (check it with `check_port_free` first for a clean error).
         host: bind address; 127.0.0.1 unless asked.
         ready_timeout_s: how long to wait for the port to accept connections.
+        logs_dir: the server's log folder (battle logs, challenges included); default
+            `default_logs_dir()`.
     """
 
     def __init__(
@@ -149,9 +165,11 @@ class LocalServer:
         port: int = 8000,
         host: str = "127.0.0.1",
         ready_timeout_s: float = 90.0,
+        logs_dir: Path | None = None,
         runtime: ShowdownRuntime | None = None,
     ) -> None:
         self.port = port
+        self.logs_dir = (logs_dir or default_logs_dir()).resolve()
         self.host = host
         self.ready_timeout_s = ready_timeout_s
         self.runtime = runtime
@@ -176,6 +194,9 @@ class LocalServer:
         runtime = self.runtime or find_runtime()
         package = server_install(runtime)
         log_dir = package / "logs"
+        for folder in _RUNTIME_FOLDERS:  # the server writes below logsdir as below logs/
+            if folder.startswith("logs/"):
+                (self.logs_dir / folder.removeprefix("logs/")).mkdir(parents=True, exist_ok=True)
         command = [runtime.node, "pokemon-showdown", "start", "--skip-build", "--no-security"]
         with tempfile.NamedTemporaryFile(
             prefix=f"server-{self.port}-", suffix=".log", dir=log_dir, delete=False
@@ -188,7 +209,11 @@ class LocalServer:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "POKE_TUNE_SERVER_HOST": self.host},
+                env={
+                    **os.environ,
+                    "POKE_TUNE_SERVER_HOST": self.host,
+                    "POKE_TUNE_SERVER_LOGS": str(self.logs_dir),
+                },
             )
         try:
             self._wait_ready()

@@ -21,9 +21,9 @@ import selectors
 import subprocess
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import orjson
@@ -40,11 +40,13 @@ __all__ = [
     "SIDES",
     "BattleResult",
     "BattleSpec",
+    "Session",
     "SimulatorError",
     "SimulatorPool",
     "Trajectory",
     "battle_seeds",
     "check_battle_format",
+    "hp_balance",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -127,7 +129,7 @@ class BattleResult:
     trajectories: dict[str, Trajectory] = field(default_factory=dict)
 
 
-def _hp_balance(state: BattleState, side: str) -> float:
+def hp_balance(state: BattleState, side: str) -> float:
     """(own HP - opponent HP) / 6 from public HP fractions; unrevealed Pokemon count full."""
     total = 0.0
     for sign, side_state in ((1.0, state.sides[side]), (-1.0, state.sides[_other(side)])):
@@ -138,6 +140,37 @@ def _hp_balance(state: BattleState, side: str) -> float:
 
 def _other(side: str) -> str:
     return "p2" if side == "p1" else "p1"
+
+
+class _Outcome(Protocol):
+    """What the pool needs of a session's result: how often it ran, and why it failed."""
+
+    attempts: int
+    error: str | None
+
+
+_Item_co = TypeVar("_Item_co", covariant=True)
+_Result_co = TypeVar("_Result_co", bound=_Outcome, covariant=True)
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result", bound=_Outcome)
+
+
+class Session(Protocol[_Item_co, _Result_co]):
+    """The Python half of one battle on a worker: what to write first, what to answer to
+    each chunk, and the result once `finished`. A session is rebuilt from its `item` when
+    its worker dies (battles are reproducible, so the replay is the same battle)."""
+
+    finished: bool
+
+    @property
+    def item(self) -> _Item_co: ...
+
+    @property
+    def result(self) -> _Result_co: ...
+
+    def start_commands(self) -> list[str]: ...
+
+    def on_chunk(self, chunk: str) -> list[str]: ...
 
 
 class _Battle:
@@ -158,6 +191,10 @@ class _Battle:
         for side, record in zip(SIDES, spec.record, strict=True):
             if record:
                 self.result.trajectories[side] = Trajectory(side, spec.policy(side).name)
+
+    @property
+    def item(self) -> BattleSpec:
+        return self.spec
 
     def start_commands(self) -> list[str]:
         battle, p1, p2 = battle_seeds(self.spec.seed, self.spec.index)
@@ -220,7 +257,7 @@ class _Battle:
             trajectory.observations.append(view.observation)
             trajectory.masks.append(mask)
             trajectory.actions.append(action)
-            trajectory.hp_balance.append(_hp_balance(self.state, side))
+            trajectory.hp_balance.append(hp_balance(self.state, side))
         return [f">{side} {action_to_choice(action)}"]
 
     def _on_end(self, summary: dict[str, Any]) -> None:
@@ -232,7 +269,7 @@ class _Battle:
         for side, trajectory in self.result.trajectories.items():
             if self.result.winner is not None:
                 trajectory.outcome = 1.0 if self.result.winner == side else -1.0
-            trajectory.final_hp_balance = _hp_balance(self.state, side)
+            trajectory.final_hp_balance = hp_balance(self.state, side)
         self.finished = True
 
 
@@ -366,6 +403,7 @@ class SimulatorPool:
         self._workers: list[_Worker] = []
         self._selector: selectors.BaseSelector | None = None
         self._next_id = 1  # battle ids stay unique across `play` calls
+        self._encoders: dict[str, ObservationEncoder] = {}
 
     def __enter__(self) -> SimulatorPool:
         self._selector = selectors.DefaultSelector()
@@ -408,31 +446,55 @@ class SimulatorPool:
         """Process ids of the node workers (for monitoring, and crash tests)."""
         return [worker.pid for worker in self._workers]
 
+    def encoder(self, battle_format: str) -> ObservationEncoder:
+        """The observation encoder of `battle_format` (built once per pool)."""
+        if battle_format not in self._encoders:
+            self._encoders[battle_format] = ObservationEncoder(load_dex(battle_format))
+        return self._encoders[battle_format]
+
     def play(
         self, specs: Iterable[BattleSpec], *, keep_logs: bool = False
     ) -> Iterator[BattleResult]:
         """Play every battle in `specs`; yields one result per spec, in completion order."""
+
+        def open_battle(spec: BattleSpec, attempt: int) -> _Battle:
+            return _Battle(spec, self.encoder(spec.battle_format), attempt, keep_logs)
+
+        return self.run(specs, open_battle)
+
+    def run(
+        self,
+        items: Iterable[_Item],
+        open_session: Callable[[_Item, int], Session[_Item, _Result]],
+    ) -> Iterator[_Result]:
+        """Run one session per item (`open_session(item, attempt)`) on the workers; yields
+        each session's result in completion order. `play` and `sim.replay` use it."""
         if not self._workers or self._selector is None:
             raise RuntimeError("SimulatorPool.play() needs the pool opened: use `with pool:`")
+        return self._run(items, open_session)
+
+    def _run(
+        self,
+        items: Iterable[_Item],
+        open_session: Callable[[_Item, int], Session[_Item, _Result]],
+    ) -> Iterator[_Result]:
         selector = self._selector
+        assert selector is not None
         for worker in self._workers:
             if worker.battles:  # left over by a `play` that was abandoned part-way
                 self._restart(worker)
-        encoders: dict[str, ObservationEncoder] = {}
-        pending: deque[tuple[BattleSpec, int]] = deque((spec, 1) for spec in specs)
-        active: dict[int, _Battle] = {}
+        pending: deque[tuple[_Item, int]] = deque((item, 1) for item in items)
+        active: dict[int, Session[_Item, _Result]] = {}
 
-        def start(spec: BattleSpec, attempt: int, worker: _Worker) -> None:
-            if spec.battle_format not in encoders:
-                encoders[spec.battle_format] = ObservationEncoder(load_dex(spec.battle_format))
-            battle = _Battle(spec, encoders[spec.battle_format], attempt, keep_logs)
+        def start(item: _Item, attempt: int, worker: _Worker) -> None:
+            session = open_session(item, attempt)
             battle_id = self._next_id
             self._next_id += 1
-            active[battle_id] = battle
+            active[battle_id] = session
             worker.battles.add(battle_id)
-            worker.send(battle_id, battle.start_commands())
+            worker.send(battle_id, session.start_commands())
 
-        def fail_worker(worker: _Worker, reason: str) -> Iterator[BattleResult]:
+        def fail_worker(worker: _Worker, reason: str) -> Iterator[_Result]:
             stderr = "\n".join(worker.stderr_tail)
             worker.failed_starts = 0 if worker.produced_output else worker.failed_starts + 1
             if worker.failed_starts >= self.max_attempts:
@@ -449,13 +511,13 @@ class SimulatorPool:
             self.restarts += 1
             lost = [active.pop(battle_id) for battle_id in sorted(worker.battles)]
             self._restart(worker)
-            for battle in lost:
-                if battle.result.attempts >= self.max_attempts:
-                    attempts = battle.result.attempts
-                    battle.result.error = f"worker {reason} on each of {attempts} attempts"
-                    yield battle.result
+            for session in lost:
+                if session.result.attempts >= self.max_attempts:
+                    attempts = session.result.attempts
+                    session.result.error = f"worker {reason} on each of {attempts} attempts"
+                    yield session.result
                 else:
-                    pending.appendleft((battle.spec, battle.result.attempts + 1))
+                    pending.appendleft((session.item, session.result.attempts + 1))
 
         while pending or active:
             for worker in self._workers:
@@ -482,7 +544,7 @@ class SimulatorPool:
                 for battle_id, chunk in frames:
                     battle = active.get(battle_id)
                     if battle is None:
-                        continue  # a battle given up on, e.g. after a restart
+                        continue  # a battle given up on, e.g. after a restart; or "closed"
                     commands = battle.on_chunk(chunk)
                     if commands:
                         worker.send(battle_id, commands)

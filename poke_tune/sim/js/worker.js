@@ -8,6 +8,10 @@
 //   (see frames.py).
 // Special input "0\t#dex <json options>" prints the Dex extract as battle 0's payload
 // (see dex.py).
+// Special input "<id>\t#replay <lines joined by \f>" re-simulates a recorded input log
+// (see replay.py): each line is its own write, as when the battle was played (the stream
+// sends updates and requests after each write), then the stream is ended.
+// Every battle's last frame is "closed": its stream has ended and nothing more follows.
 //
 // Each battle gets its own BattleStream (the package's server-less battle stream);
 // the process lives as long as Python keeps stdin open.
@@ -44,6 +48,7 @@ async function pump(id, stream) {
     emit(id, 'error\n' + (err && err.stack || String(err)));
   }
   battles.delete(id);
+  emit(id, 'closed\n');
 }
 
 function dexExtract(options) {
@@ -85,6 +90,11 @@ rl.on('line', (line) => {
     stream = new BattleStream();
     battles.set(id, stream);
     pump(id, stream);
+  }
+  if (body.startsWith('#replay ')) {
+    for (const inputLine of body.slice(8).split('\f')) stream.write(inputLine);
+    stream.writeEnd();
+    return;
   }
   stream.write(body.replace(/\f/g, '\n'));
 });
