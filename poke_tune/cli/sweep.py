@@ -22,7 +22,7 @@ from poke_tune.tuning.spec_file import parse_overrides
 
 if TYPE_CHECKING:
     from poke_tune.sim.battles import BattleResult
-    from poke_tune.tuning.spec import SearchSpec
+    from poke_tune.tuning.spec import RecordRecipe, SearchSpec
     from poke_tune.tuning.sweep import SweepOutcome
 
 __all__ = ["best", "confirm", "resume", "run", "track", "validate"]
@@ -193,8 +193,28 @@ def run(
             spec_file=str(spec.resolve()), overrides=overrides or [], argv=list(sys.argv)
         )
         with _confirmation_progress(loaded) as advance:
-            outcome = run_sweep(loaded, address=address, record=record, on_battle=advance)
+            outcome = run_sweep(
+                loaded,
+                address=address,
+                record=record,
+                on_battle=advance,
+                recorder=_record_bot_battles,
+            )
     _finish(outcome)
+
+
+def _record_bot_battles(recipe: RecordRecipe, folder: Path) -> None:
+    """A spec's `dataset.import.record`: bots play on a local server logging to `folder`
+    (the play layer's job; the sweep then imports the logs)."""
+    from poke_tune.play.record import record_bot_battles
+
+    summary = record_bot_battles(
+        recipe.battles,
+        matchups=recipe.matchups,
+        logs_dir=folder,
+        battle_format=recipe.battle_format,
+    )
+    console.print(f"recorded {summary.battles} bot battles into {folder}")
 
 
 def _most_battles(spec: SearchSpec) -> int:
@@ -233,7 +253,12 @@ def resume(
     with user_errors():
         spec = Experiment.open(experiment.resolve()).spec
         with _confirmation_progress(spec) as advance:
-            outcome = resume_sweep(experiment.resolve(), address=address, on_battle=advance)
+            outcome = resume_sweep(
+                experiment.resolve(),
+                address=address,
+                on_battle=advance,
+                recorder=_record_bot_battles,
+            )
     _finish(outcome)
 
 

@@ -152,14 +152,81 @@ class GenerateRecipe(_Strict):
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class RecordRecipe(_Strict):
+    """Battles between poke-env bots on a local Showdown server, kept in the server's logs
+    and then imported (`poke-tune data record`): a logged dataset a fresh clone can rebuild.
+    Server battles are not seeded, so a rebuild holds other battles of the same recipe."""
+
+    battles: int = Field(gt=0)
+    matchups: list[tuple[str, str]] = Field(
+        default=[
+            ("poke-env:simple-heuristics", "poke-env:max-base-power"),
+            ("poke-env:simple-heuristics", "poke-env:random"),
+        ],
+        min_length=1,
+        strict=False,
+    )
+    """(player, opponent) pairs sharing the battles: poke-env bots or poke-tune policies."""
+    battle_format: str = "gen9randombattle"
+
+    def key(self) -> str:
+        """The logs folder's cache key."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+class ImportRecipe(_Strict):
+    """Logged battles (`poke-tune data import`): server logs and replays, re-simulated and
+    verified, imported once and cached by their content and these settings."""
+
+    paths: list[Annotated[Path, Field(strict=False)]] = []
+    """Server log files (`*.log.json`), folders of them, replay JSON or JSONL files."""
+    record: RecordRecipe | None = None
+    """Play these bot battles first and import their logs too."""
+    battle_format: str | None = None
+    """Battles of other formats are refused (default: the record recipe's, else the first
+    battle's)."""
+    min_rating: float | None = None
+    sides: Literal["both", "winner", "p1", "p2"] = "both"
+    hp_shaping: float = Field(default=0.0, ge=0)
+
+    @property
+    def format(self) -> str | None:
+        if self.battle_format is None and self.record is not None:
+            return self.record.battle_format
+        return self.battle_format
+
+    @model_validator(mode="after")
+    def _some_source(self) -> ImportRecipe:
+        if not self.paths and self.record is None:
+            raise ValueError("an import needs `paths`, a `record` recipe, or both")
+        return self
+
+    def key(self, sources_digest: str) -> str:
+        """The imported file's cache key: the sources' content, these settings and the
+        encoder that records it."""
+        values = {
+            **self.model_dump(mode="json", exclude={"paths"}),
+            "sources": sources_digest,
+            "encoder_version": ENCODER_VERSION,
+        }
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class DatasetSpec(_Strict):
+    """A trajectory file (`path`), or sources to build one from, once, cached: a `generate`
+    recipe, an `import` of logged battles, or both (one dataset holding the two)."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=False)
+
     path: Path | None = Field(default=None, strict=False)
     generate: GenerateRecipe | None = None
+    import_: ImportRecipe | None = Field(default=None, alias="import")
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
-        if (self.path is None) == (self.generate is None):
-            raise ValueError("give exactly one of `path` or `generate`")
+        built = self.generate is not None or self.import_ is not None
+        if (self.path is None) == (not built):
+            raise ValueError("give `path`, or `generate` and/or `import`")
         return self
 
 

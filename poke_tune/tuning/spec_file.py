@@ -165,6 +165,19 @@ def _resolve_paths(spec: SearchSpec, spec_path: Path, root: yaml.Node | None) ->
             line = _line_of(root, ("dataset", "path"))
             raise SpecError(f"{spec_path}:{line}: dataset.path: file {resolved} does not exist")
         dataset = dataset.model_copy(update={"path": resolved})
+    if dataset.import_ is not None:
+        paths = []
+        for index, path in enumerate(dataset.import_.paths):
+            resolved = (spec_path.parent / path).resolve()
+            if not resolved.exists():
+                line = _line_of(root, ("dataset", "import", "paths", index))
+                raise SpecError(
+                    f"{spec_path}:{line}: dataset.import.paths[{index}]: {resolved} does not "
+                    "exist (expected a server log, a folder of them, or a replay file)"
+                )
+            paths.append(resolved)
+        recipe = dataset.import_.model_copy(update={"paths": paths})
+        dataset = dataset.model_copy(update={"import_": recipe})
     storage = spec.storage_path
     if "://" not in storage:
         storage = str((Path.cwd() / storage).resolve())

@@ -37,7 +37,7 @@ from poke_tune.tuning.confirm.contenders import contenders
 from poke_tune.tuning.confirm.report import write_report
 from poke_tune.tuning.experiment import Experiment
 from poke_tune.tuning.records import SearchOutcome, SweepRecord, SweepStage, TrialRow
-from poke_tune.tuning.search.dataset import prepare_dataset
+from poke_tune.tuning.search.dataset import Recorder, prepare_dataset
 from poke_tune.tuning.search.search import resume_search, search, searched
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.track.tracker import NullTracker, Tracker, TrackingSummary
@@ -122,12 +122,14 @@ def run_sweep(
     record: SweepRecord | None = None,
     callbacks: Sequence[tune.Callback] = (),
     on_battle: OnBattle | None = None,
+    recorder: Recorder | None = None,
 ) -> SweepOutcome:
     """Run a whole sweep (local Ray unless `address` / RAY_ADDRESS names a cluster).
 
     `record` (spec file, overrides, command line) is saved in the experiment folder and on
     the MLflow parent run, with credentials redacted; `callbacks` are further Tune
-    callbacks. An unreachable tracking store fails here, before any data or Ray start.
+    callbacks; `recorder` plays a dataset's `record` recipe (see `search.dataset`). An
+    unreachable tracking store fails here, before any data or Ray start.
     """
     record = record or SweepRecord()
     experiment = Experiment(spec)
@@ -140,7 +142,7 @@ def run_sweep(
                 f"{experiment.folder}`, see it with `poke-tune best {experiment.folder}`, or "
                 "start a new sweep under another name: --set name=NEW_NAME"
             )
-        dataset = prepare_dataset(spec.dataset)
+        dataset = prepare_dataset(spec.dataset, recorder=recorder)
         experiment.start(record)
         live = [*callbacks, *tracker.callbacks(dataset, record)]
         outcome = search(spec, dataset, address=address, callbacks=live)  # 1
@@ -148,13 +150,17 @@ def run_sweep(
 
 
 def resume_sweep(
-    path: Path, *, address: str | None = None, on_battle: OnBattle | None = None
+    path: Path,
+    *,
+    address: str | None = None,
+    on_battle: OnBattle | None = None,
+    recorder: Recorder | None = None,
 ) -> SweepOutcome:
     """Continue an interrupted sweep; MLflow logging continues in the same runs."""
     experiment = Experiment.open(path)
     with experiment.lock():
         tracker = _tracker(experiment)
-        dataset = prepare_dataset(experiment.spec.dataset)
+        dataset = prepare_dataset(experiment.spec.dataset, recorder=recorder)
         outcome = resume_search(path, experiment.spec, dataset, address=address)  # 1
         return _after_search(experiment, outcome, tracker, dataset, on_battle)
 

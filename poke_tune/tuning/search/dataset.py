@@ -1,36 +1,125 @@
 """The spec's dataset, compiled once on the driver before Ray starts: a trajectory file, or
-one generated first (once, then cached) from the spec's recipe."""
+one built first (once, then cached by content) from the spec's sources: a `generate`
+recipe, an `import` of logged battles (server logs, replays, and the logs of a `record`
+recipe's bot battles), or both combined into one file."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
+from poke_tune.data.combine import combine_datasets
 from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
+from poke_tune.data.importer import import_battles, sources_digest
 from poke_tune.sim.runtime import cache_dir
-from poke_tune.tuning.spec import DatasetSpec
+from poke_tune.tuning.spec import DatasetSpec, GenerateRecipe, ImportRecipe, RecordRecipe
 
-__all__ = ["prepare_dataset"]
+__all__ = ["Recorder", "prepare_dataset"]
 
 _logger = logging.getLogger(__name__)
 
+Recorder = Callable[[RecordRecipe, Path], None]
+"""Plays a record recipe's battles on a local server whose logs go to the given folder.
+The CLI hands down the play layer's one (`poke_tune.play.record`): tuning never loads
+poke-env."""
 
-def prepare_dataset(dataset: DatasetSpec) -> OfflineDataset:
-    """Compile the spec's dataset, generating it first (once, cached) from a recipe."""
+
+def prepare_dataset(dataset: DatasetSpec, *, recorder: Recorder | None = None) -> OfflineDataset:
+    """Compile the spec's dataset, building it first (once, cached) from its sources."""
     if dataset.path is not None:
         return load_dataset(dataset.path)
-    recipe = dataset.generate
-    assert recipe is not None
+    parts = []
+    if dataset.generate is not None:
+        parts.append(_generated(dataset.generate))
+    if dataset.import_ is not None:
+        parts.append(_imported(dataset.import_, recorder))
+    if len(parts) == 1:
+        return load_dataset(parts[0])
+    key = hashlib.sha256(" ".join(part.name for part in parts).encode()).hexdigest()[:16]
+    combined = cache_dir() / "combined" / f"{key}.jsonl.gz"
+    return load_dataset(_once(combined, lambda out: combine_datasets(parts, out)))
+
+
+def _once(path: Path, build: Callable[[Path], object]) -> Path:
+    """`path`, built by `build` unless it exists; written under another name and renamed, so
+    a build cut short never passes for a finished file."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"partial-{os.getpid()}-{path.name}")
+        try:
+            build(partial)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+    return path
+
+
+def _generated(recipe: GenerateRecipe) -> Path:
     path = cache_dir() / "generated" / f"{recipe.key()}.jsonl.gz"
     if not path.is_file():
         _logger.info("generating the spec's dataset (%d battles) into %s", recipe.battles, path)
-        generate_dataset(
-            path,
+    return _once(
+        path,
+        lambda out: generate_dataset(
+            out,
             policies=recipe.policies,
             battles=recipe.battles,
             seed=recipe.seed,
             battle_format=recipe.battle_format,
             max_turns=recipe.max_turns,
             hp_shaping=recipe.hp_shaping,
+        ),
+    )
+
+
+def _recorded(recipe: RecordRecipe, recorder: Recorder | None) -> Path:
+    folder = cache_dir() / "recorded" / recipe.key()
+    if folder.is_dir():
+        return folder
+    if recorder is None:
+        raise ValueError(
+            "dataset.import.record plays poke-env bots on a local Showdown server, which only "
+            "`poke-tune run` can start; or record them first (`poke-tune data record FOLDER "
+            f"--battles {recipe.battles}`) and name FOLDER in dataset.import.paths"
         )
-    return load_dataset(path)
+    _logger.info("recording %d bot battles on a local server into %s", recipe.battles, folder)
+    partial = folder.with_name(f"partial-{os.getpid()}-{folder.name}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        recorder(recipe, partial)
+        partial.rename(folder)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def _imported(recipe: ImportRecipe, recorder: Recorder | None) -> Path:
+    sources = [*recipe.paths]
+    if recipe.record is not None:
+        sources.append(_recorded(recipe.record, recorder))
+    path = cache_dir() / "imported" / f"{recipe.key(sources_digest(sources))}.jsonl.gz"
+
+    def build(out: Path) -> None:
+        summary = import_battles(
+            sources,
+            out,
+            battle_format=recipe.format,
+            min_rating=recipe.min_rating,
+            sides=recipe.sides,
+            hp_shaping=recipe.hp_shaping,
+        )
+        refused = ", ".join(f"{n} {why}" for why, n in summary.refused_by_reason().items())
+        _logger.info(
+            "imported %d of %d logged battles into %s%s",
+            summary.imported,
+            summary.read,
+            path,
+            f" (refused: {refused})" if refused else "",
+        )
+
+    return _once(path, build)
