@@ -226,7 +226,10 @@ class DatasetSpec(_Strict):
     def _one_source(self) -> DatasetSpec:
         built = self.generate is not None or self.import_ is not None
         if (self.path is None) == (not built):
-            raise ValueError("give `path`, or `generate` and/or `import`")
+            raise ValueError(
+                "give exactly one of `path` or the sources to build it from (`generate`, "
+                "`import`, or both)"
+            )
         return self
 
 
