@@ -24,7 +24,14 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from poke_tune.algos.common import Batch, TDConfig, soft_update, td_loss, warmup_cosine_schedule
+from poke_tune.algos.common import (
+    Batch,
+    TDConfig,
+    bootstrap_weights,
+    soft_update,
+    td_loss,
+    warmup_cosine_schedule,
+)
 from poke_tune.algos.networks import (
     QEnsemble,
     masked_argmax,
@@ -64,20 +71,17 @@ def double_dqn_targets(
     next_q_target: torch.Tensor,
     next_masks: torch.Tensor,
     rewards: torch.Tensor,
-    terminals: torch.Tensor,
-    gamma: float,
-    bootstrap: torch.Tensor | None = None,
+    bootstrap: torch.Tensor,
 ) -> torch.Tensor:
-    """r + gamma * (1 - terminal) * Q_target(s', argmax_{legal a} Q_online(s', a)).
+    """r + bootstrap * Q_target(s', argmax_{legal a} Q_online(s', a)).
 
-    Both Q inputs are [B, A]. After a terminal s' has no legal action; the argmax then
-    picks index 0 of a finite target and (1 - terminal) zeroes it. An n-step batch passes
-    `bootstrap` = gamma^n * (1 - terminal) in place of gamma * (1 - terminal).
+    Both Q inputs are [B, A]; `bootstrap` is gamma * (1 - terminal), or gamma^n * (1 -
+    terminal) for an n-step batch (`bootstrap_weights`). After a terminal s' has no legal
+    action; the argmax then picks index 0 of a finite target and the weight 0 zeroes it.
     """
     best = masked_argmax(next_q_online, next_masks)
     next_value = next_q_target.gather(1, best[:, None]).squeeze(1)
-    weights = gamma * (1.0 - terminals) if bootstrap is None else bootstrap
-    return rewards + weights * next_value
+    return rewards + bootstrap * next_value
 
 
 class CQL:
@@ -114,9 +118,7 @@ class CQL:
                 next_q_target,
                 batch.next_masks,
                 batch.rewards,
-                batch.terminals,
-                self.config.gamma,
-                batch.bootstrap,
+                bootstrap_weights(batch, self.config.gamma),
             )
 
     def _alpha(self) -> torch.Tensor:
