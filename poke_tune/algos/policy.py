@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from poke_tune.algos.checkpoint import read_checkpoint
+from poke_tune.algos.networks import masked_argmax
 from poke_tune.algos.trainer import build_algorithm, parse_algo_config
-from poke_tune.sim.policies import PlayerView
+from poke_tune.sim.policies import PlayerView, masked_softmax_sample
 
 __all__ = ["LearnedPolicy", "load_policy"]
 
@@ -30,13 +31,12 @@ class LearnedPolicy:
     def act(self, view: PlayerView, rng: np.random.Generator) -> int:
         with torch.inference_mode():
             observation = torch.from_numpy(view.observation)[None].to(self.device)
-            scores = self.scores(observation)[0].cpu().numpy().astype(np.float64)
-        scores[~view.mask] = -np.inf
+            scores = self.scores(observation)[0].cpu()
         if self.temperature is None:
-            return int(scores.argmax())
-        logits = scores / self.temperature
-        probs = np.exp(logits - logits.max())
-        return int(rng.choice(len(probs), p=probs / probs.sum()))
+            return int(masked_argmax(scores, torch.from_numpy(view.mask)))
+        return masked_softmax_sample(
+            scores.numpy().astype(np.float64), view.mask, self.temperature, rng
+        )
 
 
 def load_policy(path: Path, *, temperature: float | None = None) -> LearnedPolicy:
