@@ -61,7 +61,6 @@ class ServerBattle:
     state: BattleState = field(default_factory=BattleState)
     request: dict[str, Any] | None = None
     invalid_choices: int = 0
-    decisions: int = 0
     retry_default: bool = False  # the last choice was refused: send `default` once
     last_message: float = field(default_factory=time.monotonic)
 
@@ -152,7 +151,6 @@ class PolicyPlayer(Player):
         action = self.policy.act(view, self._rng)
         if not mask[action]:
             raise ValueError(f"policy {self.policy.name!r} chose illegal action {action}")
-        tracked.decisions += 1
         return SingleBattleOrder(f"/choose {action_to_choice(action)}")
 
     def reset_battles(self) -> None:
