@@ -30,7 +30,7 @@ from poke_tune.algos.common import (
     bootstrap_weights,
     soft_update,
     td_loss,
-    warmup_cosine_schedule,
+    warmup_schedule,
 )
 from poke_tune.algos.networks import (
     QEnsemble,
@@ -102,9 +102,7 @@ class CQL:
         self.q = self.q.to(device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate, fused=True)
-        self.scheduler = warmup_cosine_schedule(
-            self.optimizer, warmup_steps=warmup_steps, total_steps=total_steps, cosine=False
-        )
+        self.scheduler = warmup_schedule(self.optimizer, warmup_steps=warmup_steps)
         initial = math.log(max(config.alpha, 1e-6))
         self.log_alpha = torch.tensor(initial, device=device, requires_grad=config.lagrange)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)

@@ -134,7 +134,7 @@ class IQL:
             self.policy.parameters(), lr=config.actor_lr, fused=True
         )
         self.policy_scheduler = warmup_cosine_schedule(
-            self.policy_optimizer, warmup_steps=warmup_steps, total_steps=total_steps, cosine=True
+            self.policy_optimizer, warmup_steps=warmup_steps, total_steps=total_steps
         )
 
     def _target_q(self, batch: Batch) -> torch.Tensor:
