@@ -107,7 +107,8 @@ class CQL:
         self.log_alpha = torch.tensor(initial, device=device, requires_grad=config.lagrange)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
 
-    def _targets(self, batch: Batch) -> torch.Tensor:
+    def _td_targets(self, batch: Batch) -> torch.Tensor:
+        """The Double DQN targets r + gamma * (1 - terminal) * Q_target(s', a*)."""
         with torch.no_grad():
             next_q_online = self.q(batch.next_observations).mean(dim=0)
             next_q_target = self.q_target(batch.next_observations).amin(dim=0)
@@ -126,7 +127,7 @@ class CQL:
 
     def _update_q(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One step of TD + alpha * conservative gap; also returns the gap."""
-        targets = self._targets(batch)
+        targets = self._td_targets(batch)
         q_all = self.q(batch.observations)
         q_data = q_of_actions(q_all, batch.actions)
         td = td_loss(q_data, targets)
@@ -170,7 +171,7 @@ class CQL:
     @torch.no_grad()
     def td_error(self, batch: Batch) -> torch.Tensor:
         q_data = q_of_actions(self.q(batch.observations), batch.actions)
-        return td_loss(q_data, self._targets(batch))
+        return td_loss(q_data, self._td_targets(batch))
 
     def train(self, mode: bool = True) -> CQL:
         self.q.train(mode)
