@@ -33,7 +33,11 @@ from typing import Any
 import numpy as np
 import orjson
 from poke_env.player import BattleOrder, DefaultBattleOrder, Player, SingleBattleOrder
-from poke_env.ps_client import AccountConfiguration, ServerConfiguration
+from poke_env.ps_client import (
+    AccountConfiguration,
+    ServerConfiguration,
+    ShowdownServerConfiguration,
+)
 
 from poke_tune.play.loading import resolve_policy
 from poke_tune.sim.actions import action_to_choice, legal_action_mask
@@ -50,7 +54,7 @@ _logger = logging.getLogger(__name__)
 def server_configuration(url: str) -> ServerConfiguration:
     """poke-env's configuration for the websocket `url`, logging in through Showdown's
     official authentication endpoint (used only for accounts with a password)."""
-    return ServerConfiguration(url, "https://play.pokemonshowdown.com/action.php?")
+    return ServerConfiguration(url, ShowdownServerConfiguration.authentication_url)
 
 
 @dataclass
