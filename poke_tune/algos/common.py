@@ -7,14 +7,14 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from poke_tune.algos.networks import NetworkConfig
+from poke_tune.algos.networks import NetworkConfig, PolicyNetwork
 
 __all__ = [
     "AlgoConfigBase",
@@ -37,6 +37,13 @@ class AlgoConfigBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     network: NetworkConfig = NetworkConfig()
+
+    if TYPE_CHECKING:  # each algorithm's config declares it as a `Literal` field
+
+        @property
+        def algo(self) -> str:
+            """The algorithm's name in `table.ALGORITHMS` (the union's discriminator)."""
+            ...
 
 
 class TDConfig(AlgoConfigBase):
@@ -129,6 +136,12 @@ class Algorithm(Protocol):
 
     def td_error(self, batch: Batch) -> torch.Tensor | None:
         """Mean squared TD error of the critic on `batch` (None: no critic)."""
+        ...
+
+    @property
+    def policy(self) -> PolicyNetwork | None:
+        """The policy network it acts with (BC's can initialise it), or None when it acts
+        with its critics."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...

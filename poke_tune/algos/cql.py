@@ -87,6 +87,8 @@ def double_dqn_targets(
 class CQL:
     """Discrete CQL(H) with an ensemble of Q networks and optional Lagrangian alpha."""
 
+    policy: None = None  # it acts with its Q networks
+
     def __init__(
         self,
         config: CQLConfig,

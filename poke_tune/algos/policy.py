@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from poke_tune.algos.checkpoint import read_checkpoint
+from poke_tune.algos.common import Algorithm
 from poke_tune.algos.networks import masked_argmax
-from poke_tune.algos.trainer import build_algorithm, parse_algo_config
+from poke_tune.algos.table import build_algorithm, parse_algo_config
 from poke_tune.sim.policies import PlayerView, masked_softmax_sample
 
 __all__ = ["LearnedPolicy", "load_policy"]
@@ -27,6 +28,19 @@ class LearnedPolicy:
     scores: Callable[[torch.Tensor], torch.Tensor]
     temperature: float | None = None
     device: torch.device | str = "cpu"
+
+    @classmethod
+    def of(
+        cls,
+        algorithm: Algorithm,
+        name: str,
+        *,
+        temperature: float | None = None,
+        device: torch.device | str = "cpu",
+    ) -> LearnedPolicy:
+        """`algorithm` (put in eval mode) acting through its action scores."""
+        algorithm.train(False)
+        return cls(name, algorithm.action_scores, temperature=temperature, device=device)
 
     def act(self, view: PlayerView, rng: np.random.Generator) -> int:
         with torch.inference_mode():
@@ -49,6 +63,5 @@ def load_policy(path: Path, *, temperature: float | None = None) -> LearnedPolic
         total_steps=1,
     )
     algorithm.load_state_dict(state["algorithm"])
-    algorithm.train(False)
     name = f"{state['algo_config']['algo']}@{state['step']}:{path.name}"
-    return LearnedPolicy(name=name, scores=algorithm.action_scores, temperature=temperature)
+    return LearnedPolicy.of(algorithm, name, temperature=temperature)
