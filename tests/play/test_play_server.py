@@ -20,7 +20,8 @@ import pytest
 from mlflow import MlflowClient
 from poke_env.player import RandomPlayer
 
-from poke_tune.play.match import BattleOutcome, make_player, play_match
+from poke_tune.play.factory import make_player
+from poke_tune.play.match import BattleOutcome, play_match
 from poke_tune.play.player import PolicyPlayer, server_configuration
 from poke_tune.play.server import LocalServer, free_port
 
