@@ -28,7 +28,7 @@ from poke_tune.play.server import LocalServer, free_port
 pytestmark = pytest.mark.slow
 
 POKE_TUNE = str(Path(sys.executable).with_name("poke-tune"))
-POLICY_MODEL = Path(__file__).parents[2] / "poke_tune" / "tuning" / "policy_model.py"
+POLICY_MODEL = Path(__file__).parents[2] / "poke_tune" / "tuning" / "track" / "policy_model.py"
 
 
 def _servers(port: int) -> list[str]:
