@@ -37,7 +37,8 @@ import torch
 
 from poke_tune.eval.winrate import BENCHMARK_SEED, evaluate, wilson_interval
 from poke_tune.play import LocalServer, free_port, resolve_policy
-from poke_tune.play.match import MatchResult, make_player, play_match
+from poke_tune.play.factory import make_player
+from poke_tune.play.match import MatchResult, play_match
 from poke_tune.play.player import PolicyPlayer
 from poke_tune.sim.policies import Policy, make_policy
 
@@ -56,24 +57,6 @@ def _server_match(
             return await play_match(player, opponent=rival, battles=battles, server=server.url)
 
         return asyncio.run(match())
-
-
-def _row(result: MatchResult) -> dict[str, Any]:
-    low, high = result.interval
-    return {
-        "policy": result.policy,
-        "opponent": result.opponent,
-        "battles": result.battles,
-        "wins": result.wins,
-        "win_rate": result.win_rate,
-        "ci_low": low,
-        "ci_high": high,
-        "failed": result.failed,
-        "invalid_choices": result.invalid_choices,
-        "mean_turns": result.mean_turns,
-        "battles_per_s": result.battles_per_second,
-        "error": result.error,
-    }
 
 
 def _emit(row: dict[str, Any], out: Path) -> None:
@@ -103,7 +86,7 @@ def table(args: argparse.Namespace) -> None:
         cells, rates, failed, invalid = [], [], 0, 0
         for bot in BOTS:
             result = _server_match(policy, bot, args.battles, args.concurrency)
-            row = {"part": "table", "label": label, **_row(result)}
+            row = {"part": "table", "label": label, **result.to_dict()}
             _emit(row, args.out)
             low, high = result.interval
             cells.append(f"{result.win_rate:.3f} [{low:.3f}, {high:.3f}] (n={result.battles})")
@@ -118,7 +101,7 @@ def table(args: argparse.Namespace) -> None:
             num_workers=1,
         )
         in_process = local.battles / local.seconds
-        _emit({"part": "in-process", "label": label, "battles_per_s": in_process}, args.out)
+        _emit({"part": "in-process", "label": label, "battles_per_second": in_process}, args.out)
         server_rate = sum(rates) / len(rates)
         print(
             f"| {label} | {' | '.join(cells)} | {server_rate:.1f} | {in_process:.1f} "
@@ -153,13 +136,13 @@ def parity(args: argparse.Namespace) -> None:
         _emit(
             {
                 "part": "parity",
-                "server": _row(server),
+                "server": server.to_dict(),
                 "in_process": {
                     "wins": local.wins,
                     "battles": local.battles,
                     "win_rate": local.win_rate,
                     "invalid_choices": local.invalid_choices,
-                    "battles_per_s": local.battles / local.seconds,
+                    "battles_per_second": local.battles / local.seconds,
                 },
             },
             args.out,

@@ -24,10 +24,13 @@ __all__ = ["OBSERVATION_SIZE", "synthetic_header", "synthetic_records", "write_s
 OBSERVATION_SIZE = 32
 
 
-def synthetic_header(observation_size: int = OBSERVATION_SIZE) -> DatasetHeader:
-    """A header this poke-tune accepts (current encoder version and action layout)."""
+def synthetic_header(
+    observation_size: int = OBSERVATION_SIZE, *, encoder_version: str = ENCODER_VERSION
+) -> DatasetHeader:
+    """A dataset header with the action layout; by default one this poke-tune accepts
+    (the current encoder version)."""
     return DatasetHeader(
-        encoder_version=ENCODER_VERSION,
+        encoder_version=encoder_version,
         observation_size=observation_size,
         action_layout=ACTION_LAYOUT,
         num_actions=NUM_ACTIONS,

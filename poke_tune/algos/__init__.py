@@ -1,4 +1,5 @@
-"""Offline RL algorithms (BC, IQL, CQL) for discrete actions with legal-action masks.
+"""Offline RL algorithms (BC, IQL, CQL: `table.ALGORITHMS`) for discrete actions with
+legal-action masks.
 
 Layer: imports `poke_tune.sim` and `poke_tune.data`, never `eval`, `tuning` or `cli`.
 """
@@ -12,17 +13,11 @@ from poke_tune.algos.cql import CQL, CQLConfig
 from poke_tune.algos.iql import IQL, IQLConfig
 from poke_tune.algos.networks import NetworkConfig
 from poke_tune.algos.policy import LearnedPolicy, load_policy
-from poke_tune.algos.trainer import (
-    AlgoConfig,
-    DivergedError,
-    TrainConfig,
-    Trainer,
-    build_algorithm,
-    parse_algo_config,
-    run_training,
-)
+from poke_tune.algos.table import ALGORITHMS, AlgoConfig, build_algorithm, parse_algo_config
+from poke_tune.algos.trainer import DivergedError, TrainConfig, Trainer, run_training
 
 __all__ = [
+    "ALGORITHMS",
     "BC",
     "CQL",
     "IQL",

@@ -52,7 +52,7 @@ class BC:
             fused=True,
         )
         self.scheduler = warmup_cosine_schedule(
-            self.optimizer, warmup_steps=warmup_steps, total_steps=total_steps, cosine=True
+            self.optimizer, warmup_steps=warmup_steps, total_steps=total_steps
         )
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from poke_tune.algos.networks import NetworkConfig
+from poke_tune.algos.networks import NetworkConfig, PolicyNetwork
 
 __all__ = [
     "AlgoConfigBase",
@@ -27,6 +27,7 @@ __all__ = [
     "soft_update",
     "td_loss",
     "warmup_cosine_schedule",
+    "warmup_schedule",
 ]
 
 
@@ -36,6 +37,13 @@ class AlgoConfigBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     network: NetworkConfig = NetworkConfig()
+
+    if TYPE_CHECKING:  # each algorithm's config declares it as a `Literal` field
+
+        @property
+        def algo(self) -> str:
+            """The algorithm's name in `table.ALGORITHMS` (the union's discriminator)."""
+            ...
 
 
 class TDConfig(AlgoConfigBase):
@@ -130,6 +138,12 @@ class Algorithm(Protocol):
         """Mean squared TD error of the critic on `batch` (None: no critic)."""
         ...
 
+    @property
+    def policy(self) -> PolicyNetwork | None:
+        """The policy network it acts with (BC's can initialise it), or None when it acts
+        with its critics."""
+        ...
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -143,16 +157,25 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
-def warmup_cosine_schedule(
-    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int, cosine: bool
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer, *, warmup_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `warmup_steps`, then (if `cosine`) cosine decay to 0 at the end."""
+    """Linear warm-up over `warmup_steps`, then the constant learning rate."""
+
+    def factor(step: int) -> float:
+        return (step + 1) / warmup_steps if step < warmup_steps else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def warmup_cosine_schedule(
+    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        if not cosine:
-            return 1.0
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 

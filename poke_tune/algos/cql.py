@@ -24,7 +24,14 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from poke_tune.algos.common import Batch, TDConfig, soft_update, td_loss, warmup_cosine_schedule
+from poke_tune.algos.common import (
+    Batch,
+    TDConfig,
+    bootstrap_weights,
+    soft_update,
+    td_loss,
+    warmup_schedule,
+)
 from poke_tune.algos.networks import (
     QEnsemble,
     masked_argmax,
@@ -64,24 +71,23 @@ def double_dqn_targets(
     next_q_target: torch.Tensor,
     next_masks: torch.Tensor,
     rewards: torch.Tensor,
-    terminals: torch.Tensor,
-    gamma: float,
-    bootstrap: torch.Tensor | None = None,
+    bootstrap: torch.Tensor,
 ) -> torch.Tensor:
-    """r + gamma * (1 - terminal) * Q_target(s', argmax_{legal a} Q_online(s', a)).
+    """r + bootstrap * Q_target(s', argmax_{legal a} Q_online(s', a)).
 
-    Both Q inputs are [B, A]. After a terminal s' has no legal action; the argmax then
-    picks index 0 of a finite target and (1 - terminal) zeroes it. An n-step batch passes
-    `bootstrap` = gamma^n * (1 - terminal) in place of gamma * (1 - terminal).
+    Both Q inputs are [B, A]; `bootstrap` is gamma * (1 - terminal), or gamma^n * (1 -
+    terminal) for an n-step batch (`bootstrap_weights`). After a terminal s' has no legal
+    action; the argmax then picks index 0 of a finite target and the weight 0 zeroes it.
     """
     best = masked_argmax(next_q_online, next_masks)
     next_value = next_q_target.gather(1, best[:, None]).squeeze(1)
-    weights = gamma * (1.0 - terminals) if bootstrap is None else bootstrap
-    return rewards + weights * next_value
+    return rewards + bootstrap * next_value
 
 
 class CQL:
     """Discrete CQL(H) with an ensemble of Q networks and optional Lagrangian alpha."""
+
+    policy: None = None  # it acts with its Q networks
 
     def __init__(
         self,
@@ -98,14 +104,13 @@ class CQL:
         self.q = self.q.to(device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate, fused=True)
-        self.scheduler = warmup_cosine_schedule(
-            self.optimizer, warmup_steps=warmup_steps, total_steps=total_steps, cosine=False
-        )
+        self.scheduler = warmup_schedule(self.optimizer, warmup_steps=warmup_steps)
         initial = math.log(max(config.alpha, 1e-6))
         self.log_alpha = torch.tensor(initial, device=device, requires_grad=config.lagrange)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
 
-    def _targets(self, batch: Batch) -> torch.Tensor:
+    def _td_targets(self, batch: Batch) -> torch.Tensor:
+        """The Double DQN targets r + gamma * (1 - terminal) * Q_target(s', a*)."""
         with torch.no_grad():
             next_q_online = self.q(batch.next_observations).mean(dim=0)
             next_q_target = self.q_target(batch.next_observations).amin(dim=0)
@@ -114,9 +119,7 @@ class CQL:
                 next_q_target,
                 batch.next_masks,
                 batch.rewards,
-                batch.terminals,
-                self.config.gamma,
-                batch.bootstrap,
+                bootstrap_weights(batch, self.config.gamma),
             )
 
     def _alpha(self) -> torch.Tensor:
@@ -126,7 +129,7 @@ class CQL:
 
     def _update_q(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One step of TD + alpha * conservative gap; also returns the gap."""
-        targets = self._targets(batch)
+        targets = self._td_targets(batch)
         q_all = self.q(batch.observations)
         q_data = q_of_actions(q_all, batch.actions)
         td = td_loss(q_data, targets)
@@ -170,7 +173,7 @@ class CQL:
     @torch.no_grad()
     def td_error(self, batch: Batch) -> torch.Tensor:
         q_data = q_of_actions(self.q(batch.observations), batch.actions)
-        return td_loss(q_data, self._targets(batch))
+        return td_loss(q_data, self._td_targets(batch))
 
     def train(self, mode: bool = True) -> CQL:
         self.q.train(mode)

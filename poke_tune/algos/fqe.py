@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from poke_tune.algos.common import Batch, soft_update, td_loss
+from poke_tune.algos.common import Batch, bootstrap_weights, soft_update, td_loss
 from poke_tune.algos.networks import NetworkConfig, QEnsemble, masked_argmax, q_of_actions
 
 __all__ = ["FQE"]
@@ -47,7 +47,7 @@ class FQE:
         with torch.no_grad():
             next_actions = masked_argmax(policy(batch.next_observations), batch.next_masks)
             next_q = q_of_actions(self.q_target(batch.next_observations), next_actions)[0]
-            targets = batch.rewards + self.gamma * (1.0 - batch.terminals) * next_q
+            targets = batch.rewards + bootstrap_weights(batch, self.gamma) * next_q
         loss = td_loss(q_of_actions(self.q(batch.observations), batch.actions), targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

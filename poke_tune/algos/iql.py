@@ -134,26 +134,27 @@ class IQL:
             self.policy.parameters(), lr=config.actor_lr, fused=True
         )
         self.policy_scheduler = warmup_cosine_schedule(
-            self.policy_optimizer, warmup_steps=warmup_steps, total_steps=total_steps, cosine=True
+            self.policy_optimizer, warmup_steps=warmup_steps, total_steps=total_steps
         )
 
-    def _target_q(self, batch: Batch) -> torch.Tensor:
+    def _min_target_q(self, batch: Batch) -> torch.Tensor:
+        """min_i Q_target_i(s, a_data): what V regresses on and the advantage starts from."""
         with torch.no_grad():
             q_all = self.q_target(batch.observations).amin(dim=0)  # amin: no argmin indices
-            target_q: torch.Tensor = q_all.gather(1, batch.actions[:, None]).squeeze(1)
-            return target_q
+            min_target_q: torch.Tensor = q_all.gather(1, batch.actions[:, None]).squeeze(1)
+            return min_target_q
 
-    def _update_v(self, batch: Batch, target_q: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _update_v(self, batch: Batch, min_target_q: torch.Tensor) -> dict[str, torch.Tensor]:
         v = self.v(batch.observations)
-        loss = expectile_loss(target_q - v, self.config.expectile)
+        loss = expectile_loss(min_target_q - v, self.config.expectile)
         self.v_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.v_optimizer.step()
         return {"train/v_loss": loss.detach(), "train/v_mean": v.detach().mean()}
 
-    def _update_policy(self, batch: Batch, target_q: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _update_policy(self, batch: Batch, min_target_q: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            advantage = target_q - self.v(batch.observations)  # with the V just updated
+            advantage = min_target_q - self.v(batch.observations)  # with the V just updated
             scaled = (
                 normalized_advantage(advantage) if self.config.normalize_advantage else advantage
             )
@@ -172,13 +173,14 @@ class IQL:
             "train/weight_clipped": (weights >= self.config.max_weight).float().mean(),
         }
 
-    def _q_targets(self, batch: Batch) -> torch.Tensor:
+    def _td_targets(self, batch: Batch) -> torch.Tensor:
+        """r + gamma * (1 - terminal) * V(s'): what every Q critic regresses on."""
         with torch.no_grad():
             next_v: torch.Tensor = self.v(batch.next_observations)
             return batch.rewards + bootstrap_weights(batch, self.config.gamma) * next_v
 
     def _update_q(self, batch: Batch) -> dict[str, torch.Tensor]:
-        targets = self._q_targets(batch)
+        targets = self._td_targets(batch)
         q_data = q_of_actions(self.q(batch.observations), batch.actions)
         loss = td_loss(q_data, targets)
         self.q_optimizer.zero_grad(set_to_none=True)
@@ -187,9 +189,9 @@ class IQL:
         return {"train/q_loss": loss.detach(), "train/q_mean": q_data.detach().mean()}
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        target_q = self._target_q(batch)
-        metrics = self._update_v(batch, target_q)
-        metrics |= self._update_policy(batch, target_q)
+        min_target_q = self._min_target_q(batch)
+        metrics = self._update_v(batch, min_target_q)
+        metrics |= self._update_policy(batch, min_target_q)
         metrics |= self._update_q(batch)
         soft_update(self.q_target, self.q, self.config.tau)
         return metrics
@@ -201,7 +203,7 @@ class IQL:
     @torch.no_grad()
     def td_error(self, batch: Batch) -> torch.Tensor:
         q_data = q_of_actions(self.q(batch.observations), batch.actions)
-        return td_loss(q_data, self._q_targets(batch))
+        return td_loss(q_data, self._td_targets(batch))
 
     def train(self, mode: bool = True) -> IQL:
         for module in (self.q, self.v, self.policy):

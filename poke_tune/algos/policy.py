@@ -10,8 +10,10 @@ import numpy as np
 import torch
 
 from poke_tune.algos.checkpoint import read_checkpoint
-from poke_tune.algos.trainer import build_algorithm, parse_algo_config
-from poke_tune.sim.policies import PlayerView
+from poke_tune.algos.common import Algorithm
+from poke_tune.algos.networks import masked_argmax
+from poke_tune.algos.table import build_algorithm, parse_algo_config
+from poke_tune.sim.policies import PlayerView, masked_softmax_sample
 
 __all__ = ["LearnedPolicy", "load_policy"]
 
@@ -27,16 +29,28 @@ class LearnedPolicy:
     temperature: float | None = None
     device: torch.device | str = "cpu"
 
+    @classmethod
+    def of(
+        cls,
+        algorithm: Algorithm,
+        name: str,
+        *,
+        temperature: float | None = None,
+        device: torch.device | str = "cpu",
+    ) -> LearnedPolicy:
+        """`algorithm` (put in eval mode) acting through its action scores."""
+        algorithm.train(False)
+        return cls(name, algorithm.action_scores, temperature=temperature, device=device)
+
     def act(self, view: PlayerView, rng: np.random.Generator) -> int:
         with torch.inference_mode():
             observation = torch.from_numpy(view.observation)[None].to(self.device)
-            scores = self.scores(observation)[0].cpu().numpy().astype(np.float64)
-        scores[~view.mask] = -np.inf
+            scores = self.scores(observation)[0].cpu()
         if self.temperature is None:
-            return int(scores.argmax())
-        logits = scores / self.temperature
-        probs = np.exp(logits - logits.max())
-        return int(rng.choice(len(probs), p=probs / probs.sum()))
+            return int(masked_argmax(scores, torch.from_numpy(view.mask)))
+        return masked_softmax_sample(
+            scores.numpy().astype(np.float64), view.mask, self.temperature, rng
+        )
 
 
 def load_policy(path: Path, *, temperature: float | None = None) -> LearnedPolicy:
@@ -49,6 +63,5 @@ def load_policy(path: Path, *, temperature: float | None = None) -> LearnedPolic
         total_steps=1,
     )
     algorithm.load_state_dict(state["algorithm"])
-    algorithm.train(False)
     name = f"{state['algo_config']['algo']}@{state['step']}:{path.name}"
-    return LearnedPolicy(name=name, scores=algorithm.action_scores, temperature=temperature)
+    return LearnedPolicy.of(algorithm, name, temperature=temperature)

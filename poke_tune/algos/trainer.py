@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 from poke_tune.algos.batches import TransitionTensors
-from poke_tune.algos.bc import BC, BCConfig
 from poke_tune.algos.checkpoint import (
     check_compatible,
     check_dataset,
@@ -29,27 +28,17 @@ from poke_tune.algos.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from poke_tune.algos.common import Algorithm, TDConfig, set_seed
-from poke_tune.algos.cql import CQL, CQLConfig
+from poke_tune.algos.common import TDConfig, set_seed
 from poke_tune.algos.fqe import FQE
-from poke_tune.algos.iql import IQL, IQLConfig
 from poke_tune.algos.networks import masked_argmax
+from poke_tune.algos.policy import LearnedPolicy
+from poke_tune.algos.table import AlgoConfig, build_algorithm, parse_algo_config
 from poke_tune.data.compiled import OfflineDataset
 
-__all__ = [
-    "AlgoConfig",
-    "DivergedError",
-    "TrainConfig",
-    "Trainer",
-    "build_algorithm",
-    "parse_algo_config",
-    "run_training",
-]
+__all__ = ["DivergedError", "TrainConfig", "Trainer", "run_training"]
 
 _logger = logging.getLogger(__name__)
 
-AlgoConfig = Annotated[BCConfig | IQLConfig | CQLConfig, Field(discriminator="algo")]
-_ALGO_CONFIG: TypeAdapter[BCConfig | IQLConfig | CQLConfig] = TypeAdapter(AlgoConfig)
 DIVERGENCE_LIMIT = 1e6  # |mean Q| beyond this with rewards in [-1, 1] is divergence
 
 
@@ -81,37 +70,6 @@ class TrainConfig(BaseModel):
     """'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'."""
 
 
-def parse_algo_config(values: dict[str, Any]) -> BCConfig | IQLConfig | CQLConfig:
-    """Validate an algorithm config dict (with its `algo` key) into its typed model."""
-    return _ALGO_CONFIG.validate_python(values)
-
-
-def build_algorithm(
-    config: BCConfig | IQLConfig | CQLConfig,
-    *,
-    observation_size: int,
-    num_actions: int,
-    total_steps: int,
-    warmup_steps: int = 0,
-    device: torch.device | str = "cpu",
-) -> Algorithm:
-    """The algorithm object for a config."""
-    sizes: dict[str, Any] = {
-        "observation_size": observation_size,
-        "num_actions": num_actions,
-        "total_steps": total_steps,
-        "warmup_steps": warmup_steps,
-        "device": device,
-    }
-    match config:
-        case BCConfig():
-            return BC(config, **sizes)
-        case IQLConfig():
-            return IQL(config, **sizes)
-        case CQLConfig():
-            return CQL(config, **sizes)
-
-
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when present, else CPU."""
     if name == "auto":
@@ -124,7 +82,7 @@ class Trainer:
 
     def __init__(
         self,
-        algo_config: BCConfig | IQLConfig | CQLConfig,
+        algo_config: AlgoConfig,
         train_config: TrainConfig,
         dataset: OfflineDataset,
     ) -> None:
@@ -235,6 +193,11 @@ class Trainer:
         self._check_divergence(metrics)
         return metrics
 
+    def policy(self, name: str, *, temperature: float | None = None) -> LearnedPolicy:
+        """The algorithm as a playable `Policy` (on this run's device, in eval mode until
+        training goes on)."""
+        return LearnedPolicy.of(self.algorithm, name, temperature=temperature, device=self.device)
+
     # -- checkpoints ----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -312,7 +275,7 @@ class Trainer:
         check_compatible(state, self.dataset)
         if state["algo_config"]["algo"] != "bc":
             raise ValueError(f"{path} is a {state['algo_config']['algo']} checkpoint, not BC")
-        policy = getattr(self.algorithm, "policy", None)
+        policy = self.algorithm.policy
         if policy is None:
             raise ValueError(f"{self.algo_config.algo} has no policy network to initialise")
         policy.load_state_dict(state["algorithm"]["policy"])

@@ -22,13 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from poke_tune.algos.checkpoint import read_checkpoint
-from poke_tune.algos.trainer import (
-    DivergedError,
-    TrainConfig,
-    Trainer,
-    parse_algo_config,
-    run_training,
-)
+from poke_tune.algos.table import ALGORITHMS, parse_algo_config
+from poke_tune.algos.trainer import DivergedError, TrainConfig, Trainer, run_training
 from poke_tune.data.compiled import OfflineDataset
 
 __all__ = [
@@ -85,7 +80,8 @@ def prepare_trainer(
     """
     if resume is None:
         if algo is None:
-            raise ValueError("--algo is required (bc, iql or cql) unless --resume is given")
+            names = ", ".join(ALGORITHMS)
+            raise ValueError(f"--algo is required ({names}) unless --resume is given")
         trainer = Trainer(
             parse_algo_config({"algo": algo, **algo_values}),
             TrainConfig(**train_values),

@@ -83,8 +83,8 @@ def play(
 ) -> None:
     """Win rate of POLICY against --opponent on a Showdown server, with a 95% interval."""
     torch.set_num_threads(1)  # one observation at a time: intra-op threads only compete
+    from poke_tune.play.factory import check_player_name
     from poke_tune.play.loading import resolve_policy
-    from poke_tune.play.match import check_player_name
     from poke_tune.play.server import LocalServer, check_server_reachable, free_port
     from poke_tune.sim.battles import check_battle_format
 
@@ -142,7 +142,8 @@ def _run(
     seed: int | None,
     tracking_uri: str | None,
 ) -> MatchResult:
-    from poke_tune.play.match import account_from_env, make_player, play_match
+    from poke_tune.play.factory import account_from_env, make_player
+    from poke_tune.play.match import play_match
     from poke_tune.play.player import PolicyPlayer
 
     if mode != "against":

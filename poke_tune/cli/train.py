@@ -15,7 +15,7 @@ import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from poke_tune.algos import TrainConfig
+from poke_tune.algos import ALGORITHMS, TrainConfig
 from poke_tune.algos.training_run import BEST_METRIC, prepare_trainer, run_in_folder
 from poke_tune.cli.errors import console, stdout, user_errors
 from poke_tune.data.compiled import load_dataset
@@ -33,7 +33,8 @@ def default_threads() -> int:
 def train(
     data: Annotated[Path, typer.Option(help="Trajectory-JSONL dataset.")],
     algo: Annotated[
-        str | None, typer.Option(help="bc, iql or cql (with --resume: the checkpoint's).")
+        str | None,
+        typer.Option(help=f"{', '.join(ALGORITHMS)} (with --resume: the checkpoint's)."),
     ] = None,
     steps: Annotated[
         int | None, typer.Option(min=1, help="Gradient steps (with --resume: the new total).")

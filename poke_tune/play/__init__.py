@@ -17,7 +17,8 @@ from poke_tune.play.loading import resolve_policy
 from poke_tune.play.server import LocalServer, free_port, websocket_url
 
 if TYPE_CHECKING:
-    from poke_tune.play.match import MatchResult, make_player, play_match
+    from poke_tune.play.factory import make_player
+    from poke_tune.play.match import MatchResult, play_match
     from poke_tune.play.player import PolicyPlayer
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
 _LAZY = {
     "PolicyPlayer": "poke_tune.play.player",
     "MatchResult": "poke_tune.play.match",
-    "make_player": "poke_tune.play.match",
+    "make_player": "poke_tune.play.factory",
     "play_match": "poke_tune.play.match",
 }
 

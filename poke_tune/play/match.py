@@ -1,7 +1,8 @@
 """Battles on a Showdown server through poke-env, with faults reported, never miscounted.
 
 `play_match` runs one of poke-env's own ways of finding battles (`battle_against` an
-opponent player, `accept_challenges`, `ladder`) and watches it:
+opponent player, `accept_challenges`, `ladder`) with players from `factory.py`, and
+watches it:
 
 - a battle that receives nothing for `battle_timeout_s` is forfeited and reported as
   failed (never as a loss);
@@ -17,43 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from poke_env.concurrency import POKE_LOOP
-from poke_env.player import MaxBasePowerPlayer, Player, RandomPlayer, SimpleHeuristicsPlayer
-from poke_env.ps_client import AccountConfiguration
+from poke_env.concurrency import handle_threaded_coroutines
+from poke_env.player import Player
 
 from poke_tune.eval.winrate import wilson_interval
-from poke_tune.play.player import PolicyPlayer, server_configuration
-from poke_tune.sim.policies import Policy
+from poke_tune.play.factory import player_name
+from poke_tune.play.player import PolicyPlayer
 
-__all__ = [
-    "ACCOUNT_ENV",
-    "PASSWORD_ENV",
-    "POKE_ENV_OPPONENTS",
-    "BattleOutcome",
-    "MatchResult",
-    "account_from_env",
-    "check_player_name",
-    "make_player",
-    "play_match",
-]
+__all__ = ["BattleOutcome", "MatchResult", "play_match"]
 
 _logger = logging.getLogger(__name__)
-
-POKE_ENV_PREFIX = "poke-env:"
-POKE_ENV_OPPONENTS: dict[str, type[Player]] = {
-    "random": RandomPlayer,
-    "max-base-power": MaxBasePowerPlayer,
-    "simple-heuristics": SimpleHeuristicsPlayer,
-}
-"""poke-env's baseline players, by the name `poke-env:NAME` selects."""
-ACCOUNT_ENV = "POKE_TUNE_SHOWDOWN_USER"
-PASSWORD_ENV = "POKE_TUNE_SHOWDOWN_PASSWORD"  # read from the environment only, never logged
 
 Outcome = Literal["win", "loss", "tie", "failed"]
 
@@ -151,64 +130,10 @@ class MatchResult:
         }
 
 
-def account_from_env() -> AccountConfiguration | None:
-    """The Showdown account named by POKE_TUNE_SHOWDOWN_USER (password from
-    POKE_TUNE_SHOWDOWN_PASSWORD), or None for a generated guest name."""
-    user = os.environ.get(ACCOUNT_ENV)
-    if not user:
-        return None
-    return AccountConfiguration(user, os.environ.get(PASSWORD_ENV) or None)
-
-
-def check_player_name(name: str) -> None:
-    """Raise ValueError for a `poke-env:` name that names none of poke-env's players."""
-    if name.startswith(POKE_ENV_PREFIX) and name[len(POKE_ENV_PREFIX) :] not in POKE_ENV_OPPONENTS:
-        known = ", ".join(POKE_ENV_PREFIX + k for k in POKE_ENV_OPPONENTS)
-        raise ValueError(f"unknown poke-env player {name!r}; known: {known}")
-
-
-def make_player(
-    name: Policy | str,
-    *,
-    server_url: str,
-    battle_format: str = "gen9randombattle",
-    concurrency: int = 4,
-    tracking_uri: str | None = None,
-    seed: int | None = None,
-    account: AccountConfiguration | None = None,
-) -> Player:
-    """A poke-env player for `name`: `poke-env:random|max-base-power|simple-heuristics`,
-    or a `PolicyPlayer` for a poke-tune policy (or its name)."""
-    options: dict[str, Any] = {
-        "battle_format": battle_format,
-        "server_configuration": server_configuration(server_url),
-        "max_concurrent_battles": concurrency,
-        # The match reports connection faults itself; poke-env would log tracebacks.
-        "log_level": logging.CRITICAL,
-    }
-    if account is not None:
-        options["account_configuration"] = account
-    if isinstance(name, str) and name.startswith(POKE_ENV_PREFIX):
-        check_player_name(name)
-        return POKE_ENV_OPPONENTS[name.removeprefix(POKE_ENV_PREFIX)](**options)
-    return PolicyPlayer(name, seed=seed, tracking_uri=tracking_uri, **options)
-
-
-def _player_name(player: Player) -> str:
-    if isinstance(player, PolicyPlayer):
-        return player.policy.name
-    kinds = {cls: POKE_ENV_PREFIX + kind for kind, cls in POKE_ENV_OPPONENTS.items()}
-    return kinds.get(type(player), type(player).__name__)
-
-
 def _connection_lost(player: Player) -> bool:
     """Whether the player's websocket listener has ended (closed or never connected)."""
     listener = getattr(player.ps_client, "_listening_coroutine", None)
     return listener is not None and listener.done()
-
-
-async def _in_poke_loop(coroutine: Coroutine[Any, Any, Any]) -> Any:
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, POKE_LOOP))
 
 
 class _Watch:
@@ -266,7 +191,8 @@ class _Watch:
                 _logger.warning("battle %s: nothing for %.0f s; forfeiting it", tag, idle)
                 self.forfeited.add(tag)
                 try:
-                    await _in_poke_loop(self.player.ps_client.send_message("/forfeit", tag))
+                    forfeit = self.player.ps_client.send_message("/forfeit", tag)
+                    await handle_threaded_coroutines(forfeit, self.player.ps_client.loop)
                 except Exception as error:  # a dead socket: the connection check reports it
                     _logger.warning("battle %s: could not forfeit (%s)", tag, error)
         players = [p for p in (self.player, self.opponent) if p is not None]
@@ -338,7 +264,7 @@ async def play_match(
     watch.finish()
     seconds = time.perf_counter() - start
     opponent_name = (
-        _player_name(opponent) if opponent is not None else challenger or f"{mode} opponents"
+        player_name(opponent) if opponent is not None else challenger or f"{mode} opponents"
     )
     return MatchResult(
         policy=player.policy.name,

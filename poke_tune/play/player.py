@@ -33,7 +33,11 @@ from typing import Any
 import numpy as np
 import orjson
 from poke_env.player import BattleOrder, DefaultBattleOrder, Player, SingleBattleOrder
-from poke_env.ps_client import AccountConfiguration, ServerConfiguration
+from poke_env.ps_client import (
+    AccountConfiguration,
+    ServerConfiguration,
+    ShowdownServerConfiguration,
+)
 
 from poke_tune.play.loading import resolve_policy
 from poke_tune.sim.actions import action_to_choice, legal_action_mask
@@ -50,7 +54,7 @@ _logger = logging.getLogger(__name__)
 def server_configuration(url: str) -> ServerConfiguration:
     """poke-env's configuration for the websocket `url`, logging in through Showdown's
     official authentication endpoint (used only for accounts with a password)."""
-    return ServerConfiguration(url, "https://play.pokemonshowdown.com/action.php?")
+    return ServerConfiguration(url, ShowdownServerConfiguration.authentication_url)
 
 
 @dataclass
@@ -61,7 +65,6 @@ class ServerBattle:
     state: BattleState = field(default_factory=BattleState)
     request: dict[str, Any] | None = None
     invalid_choices: int = 0
-    decisions: int = 0
     retry_default: bool = False  # the last choice was refused: send `default` once
     last_message: float = field(default_factory=time.monotonic)
 
@@ -152,7 +155,6 @@ class PolicyPlayer(Player):
         action = self.policy.act(view, self._rng)
         if not mask[action]:
             raise ValueError(f"policy {self.policy.name!r} chose illegal action {action}")
-        tracked.decisions += 1
         return SingleBattleOrder(f"/choose {action_to_choice(action)}")
 
     def reset_battles(self) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "RandomPolicy",
     "SoftmaxPolicy",
     "make_policy",
+    "masked_softmax_sample",
 ]
 
 STAB = 1.5
@@ -90,6 +91,15 @@ def _best_move(scores: list[float]) -> int:
 def _random_legal(mask: np.ndarray, rng: np.random.Generator) -> int:
     legal = np.flatnonzero(mask)
     return int(legal[rng.integers(len(legal))])
+
+
+def masked_softmax_sample(
+    scores: np.ndarray, mask: np.ndarray, temperature: float, rng: np.random.Generator
+) -> int:
+    """A legal action sampled with probability proportional to exp(score / temperature)."""
+    logits = np.where(mask, scores / temperature, -np.inf)
+    probabilities = np.exp(logits - logits.max())
+    return int(rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
 
 
 def _move_damage_scores(view: PlayerView, use_stats: bool) -> list[float]:
@@ -286,9 +296,7 @@ class SoftmaxPolicy:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
     def act(self, view: PlayerView, rng: np.random.Generator) -> int:
-        logits = np.where(view.mask, self.base.scores(view) / self.temperature, -np.inf)
-        probabilities = np.exp(logits - logits.max())
-        return int(rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
+        return masked_softmax_sample(self.base.scores(view), view.mask, self.temperature, rng)
 
 
 BUILTIN_POLICIES: dict[str, type[RandomPolicy | MaxDamagePolicy | HeuristicPolicy]] = {

@@ -29,14 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from poke_tune.algos import (
-    AlgoConfig,
-    BCConfig,
-    CQLConfig,
-    IQLConfig,
-    TrainConfig,
-    parse_algo_config,
-)
+from poke_tune.algos import ALGORITHMS, AlgoConfig, TrainConfig, parse_algo_config
 from poke_tune.eval.winrate import CONFIRM_SEED, EVAL_SEED
 from poke_tune.sim.battles import check_battle_format
 from poke_tune.sim.encoding import ENCODER_VERSION
@@ -337,7 +330,7 @@ class SearchSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     algorithm: AlgoConfig
-    """`algo` (bc / iql / cql) and fixed hyperparameters of that algorithm: its typed
+    """`algo` (a name in `algos.ALGORITHMS`) and fixed hyperparameters of that algorithm: its typed
     config, validated here once."""
     dataset: DatasetSpec
     training: TrainConfig = TrainConfig(steps=3000, eval_interval=500)
@@ -488,13 +481,13 @@ class SearchSpec(_Strict):
         """Evaluation metrics every trial of this spec reports."""
         metrics = {"eval/win_rate", "eval/win_rate_ci_low", "eval/win_rate_ci_high"}
         metrics.add("offline/action_match")
-        if self.algorithm.algo != "bc":
+        if ALGORITHMS[self.algorithm.algo].learns_critic:
             metrics.add("offline/td_error")
         if self.training.fqe_steps > 0:
             metrics.add("offline/fqe_value")
         return metrics
 
-    def algorithm_config(self, sampled: dict[str, Any]) -> BCConfig | IQLConfig | CQLConfig:
+    def algorithm_config(self, sampled: dict[str, Any]) -> AlgoConfig:
         """The typed algorithm config of one trial: fixed settings + sampled values."""
         values = self.algorithm.model_dump(mode="json")
         for key, value in sampled.items():

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from poke_tune.algos import ALGORITHMS
 from poke_tune.tuning.locations import absolute_sqlite, resolve_tracking_uri
 from poke_tune.tuning.spec import PARAM_TYPES, SearchSpec, SpecError, set_dotted
 
@@ -105,9 +106,6 @@ def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> SearchSpec
     return _resolve_paths(spec, path, root)
 
 
-_ALGOS = ("bc", "iql", "cql")
-
-
 def _located(loc: tuple[str | int, ...], issue: Any) -> tuple[tuple[str | int, ...], str]:
     """A pydantic error as (key path in the file, message): the union tags pydantic adds
     (`search_space.alpha.float...`, `algorithm.cql.alpah`) are not keys of the file."""
@@ -115,8 +113,8 @@ def _located(loc: tuple[str | int, ...], issue: Any) -> tuple[tuple[str | int, .
         return (
             "algorithm",
             "algo",
-        ), f"expected one of {', '.join(map(repr, _ALGOS))} ({issue['msg']})"
-    if loc[:1] == ("algorithm",) and len(loc) > 1 and loc[1] in _ALGOS:
+        ), f"expected one of {', '.join(map(repr, ALGORITHMS))} ({issue['msg']})"
+    if loc[:1] == ("algorithm",) and len(loc) > 1 and loc[1] in ALGORITHMS:
         return ("algorithm", *loc[2:]), issue["msg"]
     return tuple(p for p in loc if p not in PARAM_TYPES), issue["msg"]
 

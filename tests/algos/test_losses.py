@@ -90,7 +90,8 @@ def test_double_dqn_target_uses_legal_online_argmax_and_target_values() -> None:
     target = torch.tensor([[10.0, 20.0, 30.0], [7.0, 8.0, 9.0]])
     next_masks = torch.tensor([[True, True, False], [False, False, False]])
     rewards, terminals = torch.tensor([1.0, -1.0]), torch.tensor([0.0, 1.0])
-    targets = double_dqn_targets(online, target, next_masks, rewards, terminals, gamma=0.5)
+    bootstrap = 0.5 * (1.0 - terminals)
+    targets = double_dqn_targets(online, target, next_masks, rewards, bootstrap)
     assert targets.tolist() == [1.0 + 0.5 * 20.0, -1.0]
 
 

@@ -16,15 +16,16 @@ from poke_tune.data.records import DatasetError
 from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS, action_index
 from poke_tune.sim.encoding import ENCODER_VERSION
 from tests.data.trajectory_files import (
+    HEADER,
     SIZE,
     expect_refusal,
     header_line,
     load,
-    sample_header,
     sample_record,
     sample_records,
     write_lines,
 )
+from tests.synthetic import synthetic_header
 
 # -- round trip -----------------------------------------------------------------------------
 
@@ -33,11 +34,11 @@ from tests.data.trajectory_files import (
 def test_round_trip(tmp_path: Path, name: str) -> None:
     records = sample_records()
     path = tmp_path / name
-    assert write_trajectories(path, sample_header(), records) == len(records) + 1
+    assert write_trajectories(path, HEADER, records) == len(records) + 1
     assert path.read_bytes().startswith(b"\x1f\x8b") == name.endswith(".gz")
     ds = load(path, tmp_path / "cache")
 
-    assert ds.header == sample_header()
+    assert ds.header == HEADER
     assert ds.num_transitions == sum(len(r["steps"]) for r in records)
     assert ds.observations.shape == (ds.num_transitions + len(records), SIZE)
     assert ds.observations.dtype == np.float32 and ds.action_masks.dtype == bool
@@ -73,7 +74,7 @@ def test_round_trip(tmp_path: Path, name: str) -> None:
 
 def test_real_versions_are_the_defaults(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(encoder_version=ENCODER_VERSION), sample_records())
+    write_trajectories(path, synthetic_header(SIZE), sample_records())
     ds = load_dataset(path, cache_root=tmp_path / "cache")
     assert ds.header.encoder_version == ENCODER_VERSION
     assert ds.header.action_layout == ACTION_LAYOUT
@@ -84,7 +85,7 @@ def test_real_versions_are_the_defaults(tmp_path: Path) -> None:
 
 def test_second_load_uses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), sample_records())
+    write_trajectories(path, HEADER, sample_records())
     first = load(path, tmp_path / "cache")
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.key]
 
@@ -96,14 +97,14 @@ def test_second_load_uses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert second.key == first.key and isinstance(second.observations, np.memmap)
     np.testing.assert_array_equal(second.observations, first.observations)
     # Other content is another key, so it does compile.
-    write_trajectories(path, sample_header(), sample_records()[:2])
+    write_trajectories(path, HEADER, sample_records()[:2])
     with pytest.raises(AssertionError, match="compiled again"):
         load(path, tmp_path / "cache")
 
 
 def test_cached_load_still_checks_versions(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), sample_records())
+    write_trajectories(path, HEADER, sample_records())
     load(path, tmp_path / "cache")
     with pytest.raises(DatasetError, match=r"data.jsonl:1: header.encoder_version"):
         load(path, tmp_path / "cache", expected_encoder_version="test-v2")
@@ -111,7 +112,7 @@ def test_cached_load_still_checks_versions(tmp_path: Path) -> None:
 
 def test_pickle_reopens_the_cache(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), sample_records())
+    write_trajectories(path, HEADER, sample_records())
     ds = load(path, tmp_path / "cache")
     assert len(pickle.dumps(ds)) < 1000  # by reference, not by value
     copy = pickle.loads(pickle.dumps(ds))
@@ -121,7 +122,7 @@ def test_pickle_reopens_the_cache(tmp_path: Path) -> None:
 
 def test_dataset_info(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), sample_records())
+    write_trajectories(path, HEADER, sample_records())
     info = dataset_info(load(path, tmp_path / "cache"))
     assert info["size_bytes"] == path.stat().st_size
     assert (info["battles"], info["trajectories"], info["transitions"]) == (2, 4, 12)
@@ -140,9 +141,7 @@ def test_dataset_info(tmp_path: Path) -> None:
 
 def test_split_is_by_trajectory_and_seeded(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
-    write_trajectories(
-        path, sample_header(), [sample_record(n, steps=1 + n % 4) for n in range(40)]
-    )
+    write_trajectories(path, HEADER, [sample_record(n, steps=1 + n % 4) for n in range(40)])
     ds = load(path, tmp_path / "cache")
     train, val = ds.split(0.25, seed=3)
     assert len(np.intersect1d(train, val)) == 0

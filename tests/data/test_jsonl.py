@@ -14,13 +14,13 @@ from poke_tune.data.compiled import load_dataset
 from poke_tune.data.jsonl import TrajectoryWriter, read_trajectories, write_trajectories
 from poke_tune.data.records import DatasetError
 from tests.data.trajectory_files import (
+    HEADER,
     SIZE,
     VERSION,
     expect_refusal,
     header_line,
     json_line,
     load,
-    sample_header,
     sample_record,
     sample_records,
     write_lines,
@@ -31,7 +31,7 @@ from tests.synthetic import synthetic_header, synthetic_records
 
 
 def test_gzip_is_detected_by_magic_bytes(tmp_path: Path) -> None:
-    write_trajectories(tmp_path / "data.jsonl.gz", sample_header(), sample_records())
+    write_trajectories(tmp_path / "data.jsonl.gz", HEADER, sample_records())
     renamed = tmp_path / "data.jsonl"
     (tmp_path / "data.jsonl.gz").rename(renamed)
     assert load(renamed, tmp_path / "cache").num_trajectories == len(sample_records())
@@ -39,7 +39,7 @@ def test_gzip_is_detected_by_magic_bytes(tmp_path: Path) -> None:
 
 def test_read_trajectories_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), sample_records())
+    write_trajectories(path, HEADER, sample_records())
     loaded = list(read_trajectories(path, expected_encoder_version=VERSION))
     assert [r.replay_id for r in loaded] == [r["replay_id"] for r in sample_records()]
     assert loaded[1].final_observation == sample_records()[1]["final_observation"].tolist()
@@ -49,9 +49,9 @@ def test_writer_rejects_inconsistent_records(tmp_path: Path) -> None:
     bad = sample_record(0)
     bad["steps"][0]["observation"] = np.zeros(SIZE + 1, dtype=np.float32)
     with pytest.raises(ValueError, match=r"steps\[0\]\.observation: length 9"):
-        write_trajectories(tmp_path / "data.jsonl", sample_header(), [bad])
+        write_trajectories(tmp_path / "data.jsonl", HEADER, [bad])
     assert not (tmp_path / "data.jsonl").exists()
-    with TrajectoryWriter(tmp_path / "ok.jsonl", sample_header()) as writer:
+    with TrajectoryWriter(tmp_path / "ok.jsonl", HEADER) as writer:
         writer.write(sample_record(0))
     assert writer.lines_written == 2 and (tmp_path / "ok.jsonl").exists()
 
@@ -68,14 +68,14 @@ def test_gzip_reader_accepts_concatenated_members(tmp_path: Path) -> None:
 
 def test_rejects_truncated_json_line(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), sample_records())
+    write_trajectories(path, HEADER, sample_records())
     path.write_bytes(path.read_bytes()[:-40])
     expect_refusal(path, tmp_path / "cache", "5: ", "Invalid JSON")
 
 
 def test_rejects_truncated_gzip(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl.gz"
-    write_trajectories(path, sample_header(), sample_records())
+    write_trajectories(path, HEADER, sample_records())
     path.write_bytes(path.read_bytes()[:-30])
     with pytest.raises(DatasetError, match=r"data.jsonl.gz:\d+: "):
         load(path, tmp_path / "cache")

@@ -10,16 +10,17 @@ import numpy as np
 from poke_tune.data.jsonl import write_trajectories
 from poke_tune.data.records import DatasetError
 from tests.data.trajectory_files import (
+    HEADER,
     SIZE,
     VERSION,
     expect_refusal,
     header_line,
     json_line,
-    sample_header,
     sample_record,
     sample_records,
     write_lines,
 )
+from tests.synthetic import synthetic_header
 
 
 def test_rejects_string_instead_of_float(tmp_path: Path) -> None:
@@ -45,9 +46,7 @@ def test_rejects_action_forbidden_by_its_mask(tmp_path: Path) -> None:
     record["steps"][1].update(action_type=1, action_target=1)
     record["steps"][1]["action_mask"][5] = False
     path = tmp_path / "data.jsonl"
-    write_trajectories(
-        path, sample_header(), [sample_record(4), sample_record(5), record], check=False
-    )
+    write_trajectories(path, HEADER, [sample_record(4), sample_record(5), record], check=False)
     expect_refusal(path, tmp_path / "cache", "4: steps[1].action_mask[5]", "forbids", "action 5")
 
 
@@ -55,7 +54,7 @@ def test_rejects_unknown_action(tmp_path: Path) -> None:
     record = sample_record(0)
     record["steps"][0].update(action_type=1, action_target=6)
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), [record], check=False)
+    write_trajectories(path, HEADER, [record], check=False)
     expect_refusal(path, tmp_path / "cache", "2: steps[0].action_target", "(1, 6)")
 
 
@@ -63,13 +62,13 @@ def test_rejects_wrong_observation_length(tmp_path: Path) -> None:
     record = sample_record(0)
     record["steps"][1]["observation"] = np.zeros(SIZE - 1, dtype=np.float32)
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), [record], check=False)
+    write_trajectories(path, HEADER, [record], check=False)
     expect_refusal(path, tmp_path / "cache", "2: steps[1].observation", "length 7", "size 8")
 
 
 def test_rejects_encoder_version_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(encoder_version="obs-v0"), sample_records())
+    write_trajectories(path, synthetic_header(SIZE, encoder_version="obs-v0"), sample_records())
     expect_refusal(
         path, tmp_path / "cache", "1: header.encoder_version", "'obs-v0'", f"'{VERSION}'"
     )
@@ -79,7 +78,7 @@ def test_rejects_done_before_the_last_step(tmp_path: Path) -> None:
     record = sample_record(0)
     record["steps"][1]["done"] = True
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), [sample_record(1), record], check=False)
+    write_trajectories(path, HEADER, [sample_record(1), record], check=False)
     expect_refusal(path, tmp_path / "cache", "3: steps[1].done", "before the last step")
 
 
@@ -87,7 +86,7 @@ def test_rejects_missing_done_on_the_last_step(tmp_path: Path) -> None:
     record = sample_record(0)
     record["steps"][2]["done"] = False
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), [record], check=False)
+    write_trajectories(path, HEADER, [record], check=False)
     expect_refusal(path, tmp_path / "cache", "2: steps[2].done", "last step")
 
 
@@ -95,7 +94,7 @@ def test_rejects_truncated_trajectory_without_final_observation(tmp_path: Path) 
     record = sample_record(0, truncated=True)
     record["final_observation"] = None
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), [record], check=False)
+    write_trajectories(path, HEADER, [record], check=False)
     expect_refusal(path, tmp_path / "cache", "2: final_observation", "truncated is true")
 
 
@@ -103,7 +102,7 @@ def test_rejects_final_observation_after_a_terminal(tmp_path: Path) -> None:
     record = sample_record(0)
     record["final_observation"] = np.zeros(SIZE, dtype=np.float32)
     path = tmp_path / "data.jsonl"
-    write_trajectories(path, sample_header(), [record], check=False)
+    write_trajectories(path, HEADER, [record], check=False)
     expect_refusal(path, tmp_path / "cache", "2: final_observation", "truncated is false")
 
 

@@ -12,16 +12,17 @@ import pytest
 
 from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.records import DatasetError, DatasetHeader
-from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS
+from poke_tune.sim.actions import NUM_ACTIONS
+from tests.synthetic import synthetic_header
 
 __all__ = [
+    "HEADER",
     "SIZE",
     "VERSION",
     "expect_refusal",
     "header_line",
     "json_line",
     "load",
-    "sample_header",
     "sample_record",
     "sample_records",
     "write_lines",
@@ -31,15 +32,8 @@ SIZE = 8
 VERSION = "test-v1"
 
 
-def sample_header(encoder_version: str = VERSION, size: int = SIZE) -> DatasetHeader:
-    return DatasetHeader(
-        encoder_version=encoder_version,
-        observation_size=size,
-        action_layout=ACTION_LAYOUT,
-        num_actions=NUM_ACTIONS,
-        battle_format="gen9randombattle",
-        generator={"test": True},
-    )
+HEADER = synthetic_header(SIZE, encoder_version=VERSION)
+"""The header of the hand-made files (an encoder version of their own)."""
 
 
 def sample_record(
@@ -99,7 +93,7 @@ def json_line(obj: Any) -> bytes:
 
 
 def header_line(header: DatasetHeader | None = None) -> bytes:
-    return json_line({"header": (header or sample_header()).model_dump()})
+    return json_line({"header": (header or HEADER).model_dump()})
 
 
 def expect_refusal(path: Path, cache: Path, where: str, *fragments: str, **kwargs: Any) -> None:

@@ -20,14 +20,15 @@ import pytest
 from mlflow import MlflowClient
 from poke_env.player import RandomPlayer
 
-from poke_tune.play.match import BattleOutcome, make_player, play_match
+from poke_tune.play.factory import make_player
+from poke_tune.play.match import BattleOutcome, play_match
 from poke_tune.play.player import PolicyPlayer, server_configuration
 from poke_tune.play.server import LocalServer, free_port
 
 pytestmark = pytest.mark.slow
 
 POKE_TUNE = str(Path(sys.executable).with_name("poke-tune"))
-POLICY_MODEL = Path(__file__).parents[2] / "poke_tune" / "tuning" / "policy_model.py"
+POLICY_MODEL = Path(__file__).parents[2] / "poke_tune" / "tuning" / "track" / "policy_model.py"
 
 
 def _servers(port: int) -> list[str]:

@@ -106,5 +106,4 @@ def bc_baseline(spec: SearchSpec, dataset: OfflineDataset) -> LearnedPolicy:
     trainer = Trainer(config, spec.training.model_copy(update={"fqe_steps": 0}), dataset)
     for _ in run_training(trainer):
         pass
-    trainer.algorithm.train(False)
-    return LearnedPolicy("bc", trainer.algorithm.action_scores, device=trainer.device)
+    return trainer.policy("bc")

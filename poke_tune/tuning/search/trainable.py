@@ -24,7 +24,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from poke_tune.algos import DivergedError, LearnedPolicy, Trainer, read_checkpoint, run_training
+from poke_tune.algos import DivergedError, Trainer, read_checkpoint, run_training
 from poke_tune.data.compiled import OfflineDataset
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.battles import SimulatorPool
@@ -83,10 +83,7 @@ def _train_loop(
         for metrics in run_training(trainer):
             report: dict[str, Any] = dict(metrics)
             if pool is not None:
-                trainer.algorithm.train(False)
-                policy = LearnedPolicy(
-                    "trial", trainer.algorithm.action_scores, device=trainer.device
-                )
+                policy = trainer.policy("trial")
                 result = evaluate(
                     policy,
                     opponent,

@@ -67,6 +67,15 @@ def _crown(client: MlflowClient, spec: SearchSpec, version: str) -> None:
     client.set_registered_model_alias(registered_name(spec), CHAMPION, version)
 
 
+def _crowned_and_new(
+    client: MlflowClient, spec: SearchSpec, tmp_path: Path, **champion_tags: str
+) -> tuple[str, str]:
+    """A champion version (tagged with `champion_tags`) and a new version after it."""
+    champion = _version(client, spec, tmp_path, **champion_tags)
+    _crown(client, spec, champion)
+    return champion, _version(client, spec, tmp_path)
+
+
 def _champion(client: MlflowClient, spec: SearchSpec) -> str | None:
     found = current_champion(client, registered_name(spec))
     return None if found is None else str(found.version)
@@ -100,9 +109,7 @@ def test_a_winner_that_does_not_beat_the_best_baseline_is_not_promoted(
     client: MlflowClient, store: str, tmp_path: Path
 ) -> None:
     spec = _spec(store)
-    before = _version(client, spec, tmp_path)
-    _crown(client, spec, before)
-    version = _version(client, spec, tmp_path)
+    before, version = _crowned_and_new(client, spec, tmp_path)
     # +0.05 but the interval includes 0: not beyond the interval, even though it beats
     # the champion.
     confirmation = _confirmation(vs_baseline=_gap(0.05, 0.08), vs_champion=_gap(0.2))
@@ -133,9 +140,7 @@ def test_a_winner_that_does_not_beat_the_current_champion_is_not_promoted(
     client: MlflowClient, store: str, tmp_path: Path, difference: float
 ) -> None:
     spec = _spec(store)
-    before = _version(client, spec, tmp_path)
-    _crown(client, spec, before)
-    version = _version(client, spec, tmp_path)
+    before, version = _crowned_and_new(client, spec, tmp_path)
     confirmation = _confirmation(vs_baseline=_gap(0.2), vs_champion=_gap(difference))
     promotion = promote(client, spec, version, _row(), confirmation)
     assert not promotion.promoted
@@ -148,9 +153,7 @@ def test_a_winner_that_beats_baselines_and_champion_takes_the_alias(
     client: MlflowClient, store: str, tmp_path: Path
 ) -> None:
     spec = _spec(store)
-    before = _version(client, spec, tmp_path)
-    _crown(client, spec, before)
-    version = _version(client, spec, tmp_path)
+    before, version = _crowned_and_new(client, spec, tmp_path)
     confirmation = _confirmation(vs_baseline=_gap(0.2), vs_champion=_gap(0.1))
     promotion = promote(client, spec, version, _row(), confirmation)
     assert promotion.promoted
@@ -273,11 +276,9 @@ def test_without_confirmation_the_objective_value_decides_on_the_same_objective(
     promoted: bool,
 ) -> None:
     spec = _spec(store, objective={"metric": "eval/win_rate", "mode": mode, "opponent": "random"})
-    before = _version(
+    before, version = _crowned_and_new(
         client, spec, tmp_path, objective=objective_tag(spec.objective), objective_value="0.5"
     )
-    _crown(client, spec, before)
-    version = _version(client, spec, tmp_path)
     promotion = promote(client, spec, version, _row(score), None)
     assert promotion.promoted is promoted
     assert promotion.reason == f"objective {score:.4g} vs the champion's 0.5"
@@ -306,9 +307,7 @@ def test_without_confirmation_a_champion_on_another_objective_is_not_comparable(
     if champion_tags == "same":
         champion_tags = {"objective": objective_tag(spec.objective), "objective_value": "0.1"}
     assert isinstance(champion_tags, dict)
-    before = _version(client, spec, tmp_path, **champion_tags)
-    _crown(client, spec, before)
-    version = _version(client, spec, tmp_path)
+    before, version = _crowned_and_new(client, spec, tmp_path, **champion_tags)
     promotion = promote(client, spec, version, _row(score), None)
     assert not promotion.promoted
     assert "not comparable" in promotion.reason
