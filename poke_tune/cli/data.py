@@ -176,7 +176,7 @@ def data_record(
 ) -> None:
     """Play bots against each other on a local server that logs every battle; then
     `poke-tune data import LOGS OUT` makes a dataset of them (the logged-data recipe)."""
-    from poke_tune.play.match import check_player_name
+    from poke_tune.play.factory import check_player_name
     from poke_tune.play.record import battle_logs, record_bot_battles
 
     names = [name.strip() for name in opponents.split(",") if name.strip()]

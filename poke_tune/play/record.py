@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from poke_tune.play.match import make_player
+from poke_tune.play.factory import make_player
 from poke_tune.play.server import LocalServer, default_logs_dir, free_port
 
 __all__ = ["DEFAULT_MATCHUPS", "RecordSummary", "battle_logs", "record_bot_battles"]

@@ -16,7 +16,8 @@ from poke_tune.cli.main import app
 from poke_tune.data import importer
 from poke_tune.data.importer import import_battles
 from poke_tune.data.jsonl import read_trajectories
-from poke_tune.play.match import make_player, play_match
+from poke_tune.play.factory import make_player
+from poke_tune.play.match import play_match
 from poke_tune.play.record import battle_logs, record_bot_battles
 from poke_tune.play.server import LocalServer, free_port
 from poke_tune.sim.actions import action_index

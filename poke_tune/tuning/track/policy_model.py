@@ -16,6 +16,7 @@ import torch
 from mlflow.pyfunc.model import PythonModel
 
 from poke_tune.algos import LearnedPolicy, load_policy
+from poke_tune.algos.networks import masked_argmax
 
 __all__ = ["PolicyModel"]
 
@@ -30,10 +31,9 @@ class PolicyModel(PythonModel):
         # Unannotated on purpose: MLflow reads type hints as a schema (and rejects a dict
         # of arrays); the signature comes from the input example instead.
         observations = torch.as_tensor(np.asarray(model_input["observation"], np.float32))
+        mask = torch.as_tensor(np.asarray(model_input["action_mask"], bool))
         with torch.inference_mode():
-            scores = self.policy.scores(observations).numpy().copy()
-        scores[~np.asarray(model_input["action_mask"], bool)] = -np.inf
-        return scores.argmax(axis=1)
+            return masked_argmax(self.policy.scores(observations), mask).numpy()
 
 
 mlflow.models.set_model(PolicyModel())
