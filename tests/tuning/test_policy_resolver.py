@@ -162,3 +162,13 @@ def test_a_bad_behaviour_policy_in_a_spec_names_its_line(tmp_path: Path) -> None
     path = _spec_file(tmp_path, ["max-damage", "nothing.pt"], _store(tmp_path))
     with pytest.raises(SpecError, match=r"spec.yaml:\d+: dataset.generate.policies.1: .*nothing"):
         load_spec(path)
+
+
+def test_a_checkpoint_in_a_spec_is_relative_to_the_spec(
+    learned_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(learned_checkpoint, tmp_path / "behaviour.pt")
+    monkeypatch.chdir(learned_checkpoint.parent)  # another folder
+    spec = load_spec(_spec_file(tmp_path, ["behaviour.pt:eps=0.1"], _store(tmp_path)))
+    assert spec.dataset.generate is not None
+    assert spec.dataset.generate.policies == [f"{tmp_path / 'behaviour.pt'}:eps=0.1"]
