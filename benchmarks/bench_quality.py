@@ -143,14 +143,15 @@ def _train(
 
 def _champion(source: str) -> Policy:
     if source.startswith("models:/"):
-        from poke_tune.tuning.track.registry import load_registered_policy
+        from poke_tune.tuning.policies import load_registered_policy
 
         return load_registered_policy(source)
     path = Path(source)
     if path.is_dir():
         from poke_tune.tuning.experiment import Experiment
         from poke_tune.tuning.locations import resolve_tracking_uri
-        from poke_tune.tuning.track.registry import load_registered_policy, registered_name
+        from poke_tune.tuning.policies import load_registered_policy
+        from poke_tune.tuning.track.registry import registered_name
 
         spec = Experiment.open(path).spec
         uri = resolve_tracking_uri(spec.mlflow.tracking_uri, spec.storage_path)

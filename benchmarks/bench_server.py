@@ -36,11 +36,12 @@ from typing import Any
 import torch
 
 from poke_tune.eval.winrate import BENCHMARK_SEED, evaluate, wilson_interval
-from poke_tune.play import LocalServer, free_port, resolve_policy
+from poke_tune.play import LocalServer, free_port
 from poke_tune.play.factory import make_player
 from poke_tune.play.match import MatchResult, play_match
 from poke_tune.play.player import PolicyPlayer
 from poke_tune.sim.policies import Policy, make_policy
+from poke_tune.tuning.policies import resolve_policy
 
 BOTS = ("poke-env:random", "poke-env:max-base-power", "poke-env:simple-heuristics")
 

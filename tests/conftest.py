@@ -70,6 +70,23 @@ def synthetic_full_size_dataset(tmp_path_factory: pytest.TempPathFactory) -> Off
     return load_dataset(path, cache_root=folder / "cache")
 
 
+@pytest.fixture(scope="session")
+def learned_checkpoint(
+    synthetic_full_size_dataset: OfflineDataset, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A CQL checkpoint of a few steps on noise of the real encoder's size: a learned
+    policy that plays real battles (badly), for the paths that load one."""
+    from poke_tune.algos import CQLConfig, NetworkConfig, TrainConfig, Trainer
+
+    config = CQLConfig(network=NetworkConfig(hidden_sizes=(16,)))
+    training = TrainConfig(steps=4, eval_interval=4, fqe_steps=0)
+    trainer = Trainer(config, training, synthetic_full_size_dataset)
+    trainer.train(2)
+    path = tmp_path_factory.mktemp("learned") / "cql.pt"
+    trainer.save(path)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

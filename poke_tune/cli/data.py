@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -15,6 +16,7 @@ from poke_tune.data.compiled import dataset_info, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.data.importer import ImportSummary, NothingImportedError, Sides, import_battles
 from poke_tune.sim.battles import check_battle_format
+from poke_tune.tuning.policies import pin_policy_name, resolve_policy
 
 __all__ = ["data_app"]
 
@@ -26,7 +28,12 @@ def data_generate(
     out: Annotated[Path, typer.Argument(help="Output file (.jsonl or .jsonl.gz).")],
     battles: Annotated[int, typer.Option(min=1, help="Battles to play.")] = 1000,
     policies: Annotated[
-        str, typer.Option(help="Comma-separated behaviour policies; every ordered pair plays.")
+        str,
+        typer.Option(
+            help="Comma-separated behaviour policies; every ordered pair plays. Built-in "
+            "names, checkpoint files and models:/NAME/VERSION or models:/NAME@ALIAS (recorded "
+            "as the version it points to), each optionally with :eps=E or :softmax=T."
+        ),
     ] = "random,max-damage",
     seed: Annotated[int, typer.Option(help="Seed of teams, battles and policies.")] = 0,
     battle_format: Annotated[str, typer.Option("--format")] = "gen9randombattle",
@@ -35,14 +42,21 @@ def data_generate(
         float, typer.Option(min=0.0, help="HP-balance shaping weight (0 = win/loss only).")
     ] = 0.0,
     workers: Annotated[int | None, typer.Option(min=1, help="Node workers.")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI for models:/ policies.")
+    ] = None,
 ) -> None:
     """Play battles between behaviour policies and record a trajectory-JSONL dataset."""
     with user_errors():
         check_battle_format(battle_format)
+        names = [p.strip() for p in policies.split(",") if p.strip()]
+        if not names:
+            raise ValueError("--policies names no policy")
+        pinned = [pin_policy_name(name, tracking_uri) for name in names]
     with user_errors(), battle_progress(battles, "generating") as advance:
         summary = generate_dataset(
             out.resolve(),
-            policies=[p.strip() for p in policies.split(",") if p.strip()],
+            policies=pinned,
             battles=battles,
             seed=seed,
             battle_format=battle_format,
@@ -50,6 +64,7 @@ def data_generate(
             hp_shaping=hp_shaping,
             num_workers=workers,
             on_result=advance,
+            resolver=partial(resolve_policy, tracking_uri=tracking_uri),
         )
     stdout.print(
         f"wrote {summary.path}: {summary.battles - summary.failed_battles} battles, "

@@ -84,9 +84,9 @@ def play(
     """Win rate of POLICY against --opponent on a Showdown server, with a 95% interval."""
     torch.set_num_threads(1)  # one observation at a time: intra-op threads only compete
     from poke_tune.play.factory import check_player_name
-    from poke_tune.play.loading import resolve_policy
     from poke_tune.play.server import LocalServer, check_server_reachable, free_port
     from poke_tune.sim.battles import check_battle_format
+    from poke_tune.tuning.policies import resolve_policy
 
     with user_errors():
         check_battle_format(battle_format)

@@ -7,10 +7,17 @@ balance ((own HP - opponent HP) / 6, public HP fractions, unrevealed Pokemon cou
 full) between this decision and the next one (or the battle's end). Off by default:
 shaping changes the optimal policy unless it is potential-based; this one is
 potential-based with gamma = 1.
+
+Behaviour policies are named (`policies`) and built by a resolver: the built-ins by
+default (`sim.policies.make_policy`); the tuning layer hands down the one that also loads
+checkpoints and registered models (`poke_tune.tuning.policies.resolve_policy`). A policy
+whose name is a file (a checkpoint) is recorded with the SHA-256 of its bytes
+(`policy_file_digests`), in the header and in a recipe's cache key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,9 +32,9 @@ from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS, action_parts
 from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool, Trajectory
 from poke_tune.sim.dex import load_dex
 from poke_tune.sim.encoding import ENCODER_VERSION, ObservationEncoder
-from poke_tune.sim.policies import make_policy
+from poke_tune.sim.policies import Policy, make_policy, split_policy_name
 
-__all__ = ["GenerationSummary", "generate_dataset", "trajectory_record"]
+__all__ = ["GenerationSummary", "generate_dataset", "policy_file_digests", "trajectory_record"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,17 @@ def trajectory_record(
     }
 
 
+def policy_file_digests(policies: Sequence[str]) -> dict[str, str]:
+    """The SHA-256 of each policy whose name (less its exploration suffix) is a file: what
+    a checkpoint's path alone cannot say (the file can be overwritten)."""
+    digests = {}
+    for name in policies:
+        path = Path(split_policy_name(name)[0])
+        if path.is_file():
+            digests[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
 def generate_dataset(
     out: Path,
     *,
@@ -90,17 +108,20 @@ def generate_dataset(
     num_workers: int | None = None,
     on_result: Callable[[BattleResult], None] | None = None,
     keep_logs: bool = False,
+    resolver: Callable[[str], Policy] = make_policy,
 ) -> GenerationSummary:
     """Play `battles` battles and write both players' trajectories to `out`.
 
     Battle i is played by the i-th ordered pair of `policies` (cycling through all
     pairs, mirror matches included), so `["random", "max-damage"]` gives a mix of
     random and max-damage behaviour on both sides. `keep_logs` keeps each battle's log in
-    the `BattleResult` `on_result` gets (to write battles out as server logs).
+    the `BattleResult` `on_result` gets (to write battles out as server logs). `resolver`
+    builds each policy from its name; name learned policies as they should be recorded
+    (pinned: `poke_tune.tuning.policies.pin_policy_name`).
     """
     if battles < 1:
         raise ValueError(f"battles must be >= 1, got {battles}")
-    built = [make_policy(name) for name in policies]
+    built = [resolver(name) for name in policies]
     pairs = list(itertools.product(built, repeat=2))
     specs = [
         BattleSpec(
@@ -114,6 +135,16 @@ def generate_dataset(
         )
         for i in range(battles)
     ]
+    generator: dict[str, Any] = {
+        "policies": list(policies),
+        "battles": battles,
+        "seed": seed,
+        "max_turns": max_turns,
+        "hp_shaping": hp_shaping,
+    }
+    digests = policy_file_digests(policies)
+    if digests:  # only then: the headers of built-in recipes stay as they were
+        generator["policy_files"] = digests
     header = DatasetHeader(
         format_version=1,
         encoder_version=ENCODER_VERSION,
@@ -121,13 +152,7 @@ def generate_dataset(
         action_layout=ACTION_LAYOUT,
         num_actions=NUM_ACTIONS,
         battle_format=battle_format,
-        generator={
-            "policies": list(policies),
-            "battles": battles,
-            "seed": seed,
-            "max_turns": max_turns,
-            "hp_shaping": hp_shaping,
-        },
+        generator=generator,
     )
     trajectories = transitions = failed = truncated = 0
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """poke-tune policies on a real Showdown server: a local server, a poke-env player, matches.
 
 The only package that imports poke-env (the training and tuning path never does). Its
-poke-env parts load on first use, so `resolve_policy` and `LocalServer` cost nothing
-extra::
+poke-env parts load on first use, so `LocalServer` costs nothing extra (a policy by name
+is `poke_tune.tuning.policies.resolve_policy`)::
 
     from poke_tune.play import PolicyPlayer
     player = PolicyPlayer("models:/poke-tune-cql-alpha@champion")
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from poke_tune.play.loading import resolve_policy
 from poke_tune.play.server import LocalServer, free_port, websocket_url
 
 if TYPE_CHECKING:
@@ -28,7 +27,6 @@ __all__ = [
     "free_port",
     "make_player",
     "play_match",
-    "resolve_policy",
     "websocket_url",
 ]
 

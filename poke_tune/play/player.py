@@ -39,12 +39,12 @@ from poke_env.ps_client import (
     ShowdownServerConfiguration,
 )
 
-from poke_tune.play.loading import resolve_policy
 from poke_tune.sim.actions import action_to_choice, legal_action_mask
 from poke_tune.sim.dex import load_dex
 from poke_tune.sim.encoding import ObservationEncoder
 from poke_tune.sim.policies import PlayerView, Policy
 from poke_tune.sim.state import BattleState
+from poke_tune.tuning.policies import resolve_policy
 
 __all__ = ["PolicyPlayer", "ServerBattle", "server_configuration"]
 

@@ -9,7 +9,9 @@ Names accepted by `make_policy`: `random`, `max-damage`, `heuristic`, any of the
 epsilon-mixture suffix, e.g. `max-damage:eps=0.3` (a uniformly random legal action with
 probability 0.3, else the base policy's), and the scored policies with a softmax suffix,
 e.g. `heuristic:softmax=0.3`: a legal action sampled with probability proportional to
-exp(score / 0.3) over the policy's own action scores.
+exp(score / 0.3) over the policy's own action scores. `split_policy_name` reads the
+suffix off any policy name (learned ones too: `models:/x/3:softmax=0.05`); the learned
+policies are resolved above this layer (`poke_tune.tuning.policies`).
 
 Why softmax: uniformly random exploration teaches a critic that switching is bad (random
 switches lose); sampling near-misses of a scored policy covers the alternatives (the
@@ -18,9 +20,10 @@ second-best move, a good switch-in, terastallizing) with actions worth learning 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -32,6 +35,7 @@ from poke_tune.sim.state import BattleState, parse_condition
 __all__ = [
     "BUILTIN_POLICIES",
     "EpsilonMixturePolicy",
+    "Exploration",
     "HeuristicPolicy",
     "MaxDamagePolicy",
     "PlayerView",
@@ -40,6 +44,7 @@ __all__ = [
     "SoftmaxPolicy",
     "make_policy",
     "masked_softmax_sample",
+    "split_policy_name",
 ]
 
 STAB = 1.5
@@ -306,28 +311,57 @@ BUILTIN_POLICIES: dict[str, type[RandomPolicy | MaxDamagePolicy | HeuristicPolic
 }
 
 
+@dataclass(frozen=True)
+class Exploration:
+    """A policy name's exploration suffix: `eps=E` (epsilon mixture) or `softmax=T`."""
+
+    kind: Literal["eps", "softmax"]
+    value: float
+
+
+_SUFFIX_ERROR = (
+    "expected ':eps=<number in [0, 1]>' or, for a scored policy (max-damage, heuristic, a "
+    "learned one), ':softmax=<temperature > 0>'"
+)
+_SUFFIX = re.compile(r"[A-Za-z_]+(=.*)?")
+"""What follows a policy name's last ':' when it is a suffix: a word, maybe `=value`. A
+name's own colons (`models:/x/3`, `C:\\ckpt.pt`) are followed by other characters."""
+
+
+def split_policy_name(name: str) -> tuple[str, Exploration | None]:
+    """A policy name and its exploration suffix, split at the last ':' when what follows
+    is `word` or `word=value`: `models:/x/3:softmax=0.05` -> (`models:/x/3`, softmax 0.05),
+    `models:/x@champion` -> (itself, None). A suffix other than `eps` in [0, 1] or
+    `softmax` > 0 is a `ValueError` naming `name`."""
+    base, sep, tail = name.rpartition(":")
+    if not sep or not _SUFFIX.fullmatch(tail):
+        return name, None
+    key, _, text = tail.partition("=")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if key == "eps" and 0.0 <= value <= 1.0:
+        return base, Exploration("eps", value)
+    if key == "softmax" and value > 0 and np.isfinite(value):
+        return base, Exploration("softmax", value)
+    raise ValueError(f"bad policy suffix in {name!r}: {_SUFFIX_ERROR}")
+
+
 def make_policy(name: str) -> Policy:
     """A built-in policy by name, e.g. `heuristic`, `max-damage:eps=0.3` or
     `heuristic:softmax=0.3`."""
-    base_name, _, suffix = name.partition(":")
+    base_name, exploration = split_policy_name(name)
     if base_name not in BUILTIN_POLICIES:
         raise ValueError(
             f"unknown policy {name!r}: expected one of {sorted(BUILTIN_POLICIES)}, "
             "optionally with ':eps=<0..1>' or ':softmax=<temperature>'"
         )
     base = BUILTIN_POLICIES[base_name]()
-    if not suffix:
+    if exploration is None:
         return base
-    key, _, text = suffix.partition("=")
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if key == "eps" and 0.0 <= value <= 1.0:
-        return EpsilonMixturePolicy(base=base, epsilon=value, name=name)
-    if key == "softmax" and value > 0 and not isinstance(base, RandomPolicy):
-        return SoftmaxPolicy(base=base, temperature=value, name=name)
-    raise ValueError(
-        f"bad policy suffix in {name!r}: expected ':eps=<number in [0, 1]>' or, for "
-        "max-damage and heuristic, ':softmax=<temperature > 0>'"
-    )
+    if exploration.kind == "eps":
+        return EpsilonMixturePolicy(base=base, epsilon=exploration.value, name=name)
+    if isinstance(base, RandomPolicy):
+        raise ValueError(f"bad policy suffix in {name!r}: random has no scores to softmax")
+    return SoftmaxPolicy(base=base, temperature=exploration.value, name=name)

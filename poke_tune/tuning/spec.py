@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from poke_tune.algos import ALGORITHMS, AlgoConfig, TrainConfig, parse_algo_config
+from poke_tune.data.generate import policy_file_digests
 from poke_tune.eval.winrate import CONFIRM_SEED, EVAL_SEED
 from poke_tune.sim.battles import check_battle_format
 from poke_tune.sim.encoding import ENCODER_VERSION
@@ -139,9 +140,15 @@ class GenerateRecipe(_Strict):
         return battle_format
 
     def key(self) -> str:
-        """The generated file's cache key: the recipe and the encoder that records it (a
-        file written by another encoder version is another dataset)."""
+        """The generated file's cache key: the recipe, the encoder that records it (a file
+        written by another encoder version is another dataset) and the content of every
+        checkpoint among the policies (a checkpoint overwritten is another policy). Pin
+        the names first (`spec_file.load_spec` does): an alias in the key would not move
+        when the model it points to does."""
         values = {**self.model_dump(), "encoder_version": ENCODER_VERSION}
+        digests = policy_file_digests(self.policies)
+        if digests:  # only then: the keys of built-in recipes stay as they were
+            values["policy_files"] = digests
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 

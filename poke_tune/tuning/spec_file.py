@@ -3,7 +3,10 @@ one validation whose errors name the file, the line and the key path, e.g.
 `search_spaces/cql_alpha.yaml:14: search_space.alpha.low: Input should be greater than 0`.
 Relative paths are stored absolute, because Ray trials run in their own working
 directories: `dataset.path` against the spec's folder, a local `storage_path` against the
-current folder (where results are expected).
+current folder (where results are expected). The generate recipe's behaviour policies are
+pinned (`policies.pin_policy_name`): a checkpoint path made absolute, `models:/NAME@ALIAS`
+replaced by the version the alias points to now, so the recipe, its cache key and the
+dataset's header name one policy, whatever the alias does later.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pydantic import ValidationError
 
 from poke_tune.algos import ALGORITHMS
 from poke_tune.tuning.locations import absolute_sqlite, resolve_tracking_uri
+from poke_tune.tuning.policies import pin_policy_name
 from poke_tune.tuning.spec import PARAM_TYPES, SearchSpec, SpecError, set_dotted
 
 __all__ = ["load_spec", "parse_overrides"]
@@ -182,6 +186,18 @@ def _resolve_paths(spec: SearchSpec, spec_path: Path, root: yaml.Node | None) ->
     mlflow = spec.mlflow.model_copy(
         update={"tracking_uri": resolve_tracking_uri(spec.mlflow.tracking_uri, storage)}
     )
+    if dataset.generate is not None:
+        pinned = []
+        for index, name in enumerate(dataset.generate.policies):
+            try:
+                pinned.append(pin_policy_name(name, mlflow.tracking_uri, spec_path.parent))
+            except (ValueError, FileNotFoundError) as error:
+                line = _line_of(root, ("dataset", "generate", "policies", index))
+                raise SpecError(
+                    f"{spec_path}:{line}: dataset.generate.policies.{index}: {error}"
+                ) from None
+        generate = dataset.generate.model_copy(update={"policies": pinned})
+        dataset = dataset.model_copy(update={"generate": generate})
     searcher = spec.searcher
     if searcher.storage is not None:
         searcher = searcher.model_copy(update={"storage": absolute_sqlite(searcher.storage)})

@@ -142,7 +142,9 @@ def run_sweep(
                 f"{experiment.folder}`, see it with `poke-tune best {experiment.folder}`, or "
                 "start a new sweep under another name: --set name=NEW_NAME"
             )
-        dataset = prepare_dataset(spec.dataset, recorder=recorder)
+        dataset = prepare_dataset(
+            spec.dataset, recorder=recorder, tracking_uri=spec.mlflow.tracking_uri
+        )
         experiment.start(record)
         live = [*callbacks, *tracker.callbacks(dataset, record)]
         outcome = search(spec, dataset, address=address, callbacks=live)  # 1
@@ -160,7 +162,11 @@ def resume_sweep(
     experiment = Experiment.open(path)
     with experiment.lock():
         tracker = _tracker(experiment)
-        dataset = prepare_dataset(experiment.spec.dataset, recorder=recorder)
+        dataset = prepare_dataset(
+            experiment.spec.dataset,
+            recorder=recorder,
+            tracking_uri=experiment.spec.mlflow.tracking_uri,
+        )
         outcome = resume_search(path, experiment.spec, dataset, address=address)  # 1
         return _after_search(experiment, outcome, tracker, dataset, on_battle)
 
@@ -176,7 +182,9 @@ def confirm_sweep(experiment: Experiment, *, on_battle: OnBattle | None = None) 
                 f"`poke-tune resume {experiment.location}` first"
             )
         tracker = _tracker(experiment)
-        dataset = prepare_dataset(experiment.spec.dataset)
+        dataset = prepare_dataset(
+            experiment.spec.dataset, tracking_uri=experiment.spec.mlflow.tracking_uri
+        )
         return _after_search(experiment, outcome, tracker, dataset, on_battle, replay="again")
 
 

@@ -10,7 +10,13 @@ import pytest
 
 from poke_tune.sim.actions import action_parts
 from poke_tune.sim.battles import BattleSpec, SimulatorPool
-from poke_tune.sim.policies import PlayerView, Policy, make_policy
+from poke_tune.sim.policies import (
+    Exploration,
+    PlayerView,
+    Policy,
+    make_policy,
+    split_policy_name,
+)
 
 
 @dataclass
@@ -59,3 +65,32 @@ def test_softmax_needs_a_scored_policy_and_a_positive_temperature() -> None:
     with pytest.raises(ValueError, match="softmax"):
         make_policy("heuristic:softmax=0")
     assert make_policy("heuristic:softmax=0.3").name == "heuristic:softmax=0.3"
+
+
+@pytest.mark.parametrize(
+    ("name", "base", "suffix"),
+    [
+        ("heuristic", "heuristic", None),
+        ("max-damage:eps=0.3", "max-damage", Exploration("eps", 0.3)),
+        ("models:/x/3", "models:/x/3", None),
+        ("models:/x@champion", "models:/x@champion", None),
+        ("models:/x/3:softmax=0.05", "models:/x/3", Exploration("softmax", 0.05)),
+        ("models:/x@champion:eps=1", "models:/x@champion", Exploration("eps", 1.0)),
+        ("/runs/a:b/best.pt:softmax=2", "/runs/a:b/best.pt", Exploration("softmax", 2.0)),
+        (r"C:\runs\best.pt", r"C:\runs\best.pt", None),
+        (r"C:\runs\best.pt:eps=0.1", r"C:\runs\best.pt", Exploration("eps", 0.1)),
+    ],
+)
+def test_a_suffix_is_split_off_at_the_last_colon(
+    name: str, base: str, suffix: Exploration | None
+) -> None:
+    assert split_policy_name(name) == (base, suffix)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["heuristic:eps=2", "heuristic:eps", "models:/x/3:softmax=0", "x.pt:temp=1", "a:softmax=inf"],
+)
+def test_a_bad_suffix_names_the_policy(name: str) -> None:
+    with pytest.raises(ValueError, match="bad policy suffix"):
+        split_policy_name(name)

@@ -13,7 +13,8 @@ from typing import Literal
 
 from poke_tune.algos import BCConfig, LearnedPolicy, Trainer, load_policy, run_training
 from poke_tune.data.compiled import OfflineDataset
-from poke_tune.sim.policies import Policy, make_policy
+from poke_tune.sim.policies import Policy
+from poke_tune.tuning.policies import resolve_policy
 from poke_tune.tuning.records import TrialRow, describe
 from poke_tune.tuning.spec import SearchSpec
 
@@ -92,7 +93,8 @@ def contenders(
         bc = Contender(name="bc", policy=bc_baseline(spec, dataset), role="baseline")
     entrants = candidates(ranked[: spec.confirm.top_k], spec)
     for name in behaviour_policies(spec, dataset):
-        entrants.append(Contender(name=name, policy=make_policy(name), role="baseline"))
+        policy = resolve_policy(name, spec.mlflow.tracking_uri)  # learned behaviour too
+        entrants.append(Contender(name=name, policy=policy, role="baseline"))
     if bc is not None:
         entrants.append(bc)
     if champion is not None:

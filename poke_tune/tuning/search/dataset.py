@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from poke_tune.data.combine import combine_datasets
@@ -17,6 +18,7 @@ from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.data.importer import import_battles, sources_digest
 from poke_tune.sim.runtime import cache_dir
+from poke_tune.tuning.policies import resolve_policy
 from poke_tune.tuning.spec import DatasetSpec, GenerateRecipe, ImportRecipe, RecordRecipe
 
 __all__ = ["Recorder", "prepare_dataset"]
@@ -29,13 +31,16 @@ The CLI hands down the play layer's one (`poke_tune.play.record`): tuning never 
 poke-env."""
 
 
-def prepare_dataset(dataset: DatasetSpec, *, recorder: Recorder | None = None) -> OfflineDataset:
-    """Compile the spec's dataset, building it first (once, cached) from its sources."""
+def prepare_dataset(
+    dataset: DatasetSpec, *, recorder: Recorder | None = None, tracking_uri: str | None = None
+) -> OfflineDataset:
+    """Compile the spec's dataset, building it first (once, cached) from its sources;
+    `tracking_uri` is the MLflow store of `models:/` behaviour policies."""
     if dataset.path is not None:
         return load_dataset(dataset.path)
     parts = []
     if dataset.generate is not None:
-        parts.append(_generated(dataset.generate))
+        parts.append(_generated(dataset.generate, tracking_uri))
     if dataset.import_ is not None:
         parts.append(_imported(dataset.import_, recorder))
     if len(parts) == 1:
@@ -59,7 +64,7 @@ def _once(path: Path, build: Callable[[Path], object]) -> Path:
     return path
 
 
-def _generated(recipe: GenerateRecipe) -> Path:
+def _generated(recipe: GenerateRecipe, tracking_uri: str | None) -> Path:
     path = cache_dir() / "generated" / f"{recipe.key()}.jsonl.gz"
     if not path.is_file():
         _logger.info("generating the spec's dataset (%d battles) into %s", recipe.battles, path)
@@ -73,6 +78,7 @@ def _generated(recipe: GenerateRecipe) -> Path:
             battle_format=recipe.battle_format,
             max_turns=recipe.max_turns,
             hp_shaping=recipe.hp_shaping,
+            resolver=partial(resolve_policy, tracking_uri=tracking_uri),
         ),
     )
 

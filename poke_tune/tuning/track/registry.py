@@ -13,9 +13,6 @@ and its numbers are written on the model version (tags and description).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -24,23 +21,20 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from poke_tune.algos import LearnedPolicy, read_checkpoint
+from poke_tune.algos import read_checkpoint
 from poke_tune.eval.paired import PairedDifference
 from poke_tune.tuning.confirm.confirm import Confirmation
 from poke_tune.tuning.confirm.report import verdict
+from poke_tune.tuning.policies import fluent_tracking_uri
 from poke_tune.tuning.records import TrialRow
-from poke_tune.tuning.redaction import redact
 from poke_tune.tuning.spec import ObjectiveSpec, SearchSpec
 from poke_tune.tuning.track.store import EXPERIMENT_TAG, TRIAL_TAG
 from poke_tune.tuning.track.tracker import CHAMPION, Promotion
 
 __all__ = [
     "CHAMPION",
-    "ModelNotFoundError",
     "Promotion",
     "current_champion",
-    "fluent_tracking_uri",
-    "load_registered_policy",
     "promote",
     "register",
     "registered_name",
@@ -49,48 +43,8 @@ __all__ = [
 CHECKPOINT_TAG = "poke_tune.checkpoint"
 
 
-class ModelNotFoundError(ValueError):
-    """A `models:/` URI that names no registered model version."""
-
-
-@contextmanager
-def fluent_tracking_uri(uri: str | None) -> Iterator[None]:
-    """MLflow's fluent API (`log_model`, `load_model`) reads one process-wide URI, and
-    `set_tracking_uri` also exports MLFLOW_TRACKING_URI to every later child process: set
-    it for this call only, then unset it again, so that MLFLOW_TRACKING_URI (restored as
-    it was, unset stays unset) is what counts afterwards."""
-    if not uri:
-        yield
-        return
-    exported = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None unsets (and unexports)
-        if exported is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = exported
-
-
 def registered_name(spec: SearchSpec) -> str:
     return spec.mlflow.registered_model or f"poke-tune-{spec.name}"
-
-
-def load_registered_policy(model_uri: str, tracking_uri: str | None = None) -> LearnedPolicy:
-    """The policy of a registered model, e.g. `models:/poke-tune-cql-alpha@champion`."""
-    try:
-        with fluent_tracking_uri(tracking_uri):
-            model = mlflow.pyfunc.load_model(model_uri)
-    except MlflowException as error:
-        first = (str(error).strip().splitlines() or ["not found"])[0]
-        raise ModelNotFoundError(
-            f"{model_uri}: no such registered model version in "
-            f"{redact(tracking_uri or mlflow.get_tracking_uri())} ({first[:200]}); "
-            "registered models are listed in the MLflow UI (poke-tune ui)"
-        ) from None
-    policy: LearnedPolicy = model.unwrap_python_model().policy
-    policy.name = model_uri
-    return policy
 
 
 def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:

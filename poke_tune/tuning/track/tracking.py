@@ -40,12 +40,12 @@ from poke_tune.sim.policies import Policy
 from poke_tune.tuning.confirm.confirm import Confirmation, winner
 from poke_tune.tuning.confirm.report import Report
 from poke_tune.tuning.experiment import Experiment
+from poke_tune.tuning.policies import load_registered_policy
 from poke_tune.tuning.records import SearchOutcome, SweepRecord, TrialRow, describe, trial_status
 from poke_tune.tuning.redaction import is_redacted, redact, redacted
 from poke_tune.tuning.spec import OBJECTIVE_KEY, MLflowSpec, SearchSpec
 from poke_tune.tuning.track.registry import (
     current_champion,
-    load_registered_policy,
     promote,
     register,
     registered_name,

@@ -32,15 +32,11 @@ from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.confirm.report import verdict
 from poke_tune.tuning.experiment import UNSENT_FILE, Experiment
+from poke_tune.tuning.policies import fluent_tracking_uri, load_registered_policy
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SearchSpec
 from poke_tune.tuning.spec_file import load_spec
 from poke_tune.tuning.sweep import SweepOutcome, run_sweep
-from poke_tune.tuning.track.registry import (
-    fluent_tracking_uri,
-    load_registered_policy,
-    promote,
-    register,
-)
+from poke_tune.tuning.track.registry import promote, register
 from poke_tune.tuning.track.store import TrackingUnavailableError
 from tests.conftest import MLflowServer, free_port, wait_http
 

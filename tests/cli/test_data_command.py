@@ -1,0 +1,39 @@
+"""`poke-tune data generate` with learned behaviour policies (in process, a few battles)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from poke_tune.cli.main import app
+from poke_tune.data.jsonl import read_header
+
+
+def test_generate_with_a_checkpoint_and_its_softmax(
+    learned_checkpoint: Path, tmp_path: Path
+) -> None:
+    checkpoint = shutil.copy(learned_checkpoint, tmp_path / "behaviour.pt")
+    out = tmp_path / "data.jsonl"
+    policies = f"{checkpoint}:softmax=0.5,max-damage"
+    args = ["data", "generate", str(out), "--battles", "2", "--workers", "1", "--policies"]
+    result = CliRunner().invoke(app, [*args, policies])
+    assert result.exit_code == 0, result.stderr
+    generator = read_header(out).generator
+    assert generator["policies"] == [f"{tmp_path / 'behaviour.pt'}:softmax=0.5", "max-damage"]
+    assert set(generator["policy_files"]) == {generator["policies"][0]}
+
+
+def test_generate_with_a_bad_policy_exits_2(tmp_path: Path) -> None:
+    out = tmp_path / "data.jsonl"
+    for policies, text in [
+        ("random,alphago", "unknown policy 'alphago'"),
+        ("random:softmax=0.5", "softmax"),
+        (f"{tmp_path / 'gone.pt'}", "gone.pt does not exist"),
+    ]:
+        result = CliRunner().invoke(app, ["data", "generate", str(out), "--policies", policies])
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr.startswith("error: ") and text in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert not out.exists()
