@@ -154,19 +154,26 @@ class VectorizedLayerNorm(nn.Module):
         return torch.addcmul(self.bias, normalized, self.weight)
 
 
+def _after_linear(width: int, config: NetworkConfig, ensemble_size: int) -> list[nn.Module]:
+    """What follows each hidden linear layer of an ensemble: [LayerNorm] -> ReLU -> [Dropout]."""
+    layers: list[nn.Module] = []
+    if config.layer_norm:
+        layers.append(VectorizedLayerNorm(width, ensemble_size))
+    layers.append(nn.ReLU())
+    if config.dropout > 0:
+        layers.append(nn.Dropout(config.dropout))
+    return layers
+
+
 def _vectorized_hidden(
-    in_features: int, config: NetworkConfig, ensemble_size: int
+    in_features: int, sizes: tuple[int, ...], config: NetworkConfig, ensemble_size: int
 ) -> tuple[list[nn.Module], int]:
-    """The hidden layers of `mlp` for an ensemble, and their output width."""
+    """Hidden layers of widths `sizes`, as in `mlp`, for an ensemble, and their output width."""
     layers: list[nn.Module] = []
     width = in_features
-    for hidden in config.hidden_sizes:
+    for hidden in sizes:
         layers.append(VectorizedLinear(width, hidden, ensemble_size))
-        if config.layer_norm:
-            layers.append(VectorizedLayerNorm(hidden, ensemble_size))
-        layers.append(nn.ReLU())
-        if config.dropout > 0:
-            layers.append(nn.Dropout(config.dropout))
+        layers += _after_linear(hidden, config, ensemble_size)
         width = hidden
     return layers, width
 
@@ -190,7 +197,9 @@ class QEnsemble(nn.Module):
                 observation_size, num_actions, config, ensemble_size=num_critics
             )
             return
-        layers, width = _vectorized_hidden(observation_size, config, num_critics)
+        layers, width = _vectorized_hidden(
+            observation_size, config.hidden_sizes, config, num_critics
+        )
         layers.append(VectorizedLinear(width, num_actions, num_critics))
         self.net = nn.Sequential(*layers)
 
@@ -263,17 +272,14 @@ class ActionScorer(nn.Module):
         embedding = config.slot_embedding
         self.move_encoder = VectorizedLinear(move_features, embedding, ensemble_size)
         self.switch_encoder = VectorizedLinear(switch_features, embedding, ensemble_size)
-        trunk, width = _vectorized_hidden(len(layout.state) + 4 * embedding, config, ensemble_size)
         # The trunk's first linear layer, split into the part on the state features and the
         # part on the pooled slots: the same function as one layer on their concatenation,
         # but backpropagation computes no gradient for the (constant) state features.
-        self.state_layer = VectorizedLinear(
-            len(layout.state), config.hidden_sizes[0], ensemble_size
-        )
-        self.pooled_layer = VectorizedLinear(
-            4 * embedding, config.hidden_sizes[0], ensemble_size, bias=False
-        )
-        self.trunk = nn.Sequential(*trunk[1:])
+        first, *rest = config.hidden_sizes
+        self.state_layer = VectorizedLinear(len(layout.state), first, ensemble_size)
+        self.pooled_layer = VectorizedLinear(4 * embedding, first, ensemble_size, bias=False)
+        hidden, width = _vectorized_hidden(first, tuple(rest), config, ensemble_size)
+        self.trunk = nn.Sequential(*_after_linear(first, config, ensemble_size), *hidden)
         heads = config.head_sizes
         self.move_head = _SlotHead(width, move_features, heads, ensemble_size)
         self.switch_head = _SlotHead(width, switch_features, heads, ensemble_size)
