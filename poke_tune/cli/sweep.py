@@ -214,7 +214,7 @@ def _record_bot_battles(recipe: RecordRecipe, folder: Path) -> None:
         logs_dir=folder,
         battle_format=recipe.battle_format,
     )
-    console.print(f"recorded {summary.battles} bot battles into {folder}")
+    console.print(f"recorded {summary.battles} bot battles on a local server")
 
 
 def _most_battles(spec: SearchSpec) -> int:

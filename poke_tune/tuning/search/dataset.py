@@ -93,12 +93,13 @@ def _recorded(recipe: RecordRecipe, recorder: Recorder | None) -> Path:
             "`poke-tune run` can start; or record them first (`poke-tune data record FOLDER "
             f"--battles {recipe.battles}`) and name FOLDER in dataset.import.paths"
         )
-    _logger.info("recording %d bot battles on a local server into %s", recipe.battles, folder)
+    _logger.info("recording %d bot battles on a local server", recipe.battles)
     partial = folder.with_name(f"partial-{os.getpid()}-{folder.name}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         recorder(recipe, partial)
         partial.rename(folder)
+        _logger.info("the recorded logs are kept in %s", folder)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return folder
