@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +70,7 @@ def replay_json(result: BattleResult) -> dict[str, Any]:
     }
 
 
-def _generate(
-    path: Path, battles: int, max_turns: int = 200
-) -> tuple[list[BattleResult], Callable[[], None]]:
+def _generate(path: Path, battles: int, max_turns: int = 200) -> list[BattleResult]:
     results: list[BattleResult] = []
     generate_dataset(
         path,
@@ -85,8 +82,7 @@ def _generate(
         on_result=results.append,
         keep_logs=True,
     )
-    results.sort(key=lambda r: r.spec.index)
-    return results, lambda: None
+    return sorted(results, key=lambda r: r.spec.index)
 
 
 def _by_battle(path: Path, prefix: str) -> dict[tuple[str, str], TrajectoryRecord]:
@@ -124,7 +120,7 @@ def test_generated_battles_written_as_server_logs_import_to_the_same_trajectorie
     tmp_path: Path, battles: int, max_turns: int
 ) -> None:
     generated = tmp_path / "generated.jsonl"
-    results, _ = _generate(generated, battles, max_turns)
+    results = _generate(generated, battles, max_turns)
     logs = tmp_path / "logs" / "2026-12" / FORMAT / "2026-12-06"
     logs.mkdir(parents=True)
     for result in results:
@@ -139,7 +135,7 @@ def test_generated_battles_written_as_server_logs_import_to_the_same_trajectorie
 @pytest.fixture(scope="module")
 def played(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[BattleResult]]:
     folder = tmp_path_factory.mktemp("played")
-    results, _ = _generate(folder / "generated.jsonl", 6)
+    results = _generate(folder / "generated.jsonl", 6)
     return folder / "generated.jsonl", results
 
 
