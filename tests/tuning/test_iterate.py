@@ -86,8 +86,10 @@ def test_a_killed_loop_resumes_without_generating_any_battle_twice(tmp_path: Pat
     rows = (loop / "report" / "rounds.csv").read_text().splitlines()
     assert len(rows) == 3 and (loop / "report" / "curve.png").stat().st_size > 0
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is not None
     runs = client.search_runs(
-        [client.get_experiment_by_name("tiny").experiment_id],
+        [experiment.experiment_id],
         filter_string=f"tags.`poke_tune.loop` = '{loop}'",
     )
     rounds = sorted(r.data.tags.get("poke_tune.round", "loop") for r in runs)
