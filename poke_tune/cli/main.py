@@ -3,7 +3,7 @@
 Every command validates its input before starting work, shows progress on long work,
 and exits with status 2 and a one-paragraph message on bad input or a missing install
 (the mapping is `poke_tune.cli.errors`). The commands live in one module per topic:
-`setup`, `data`, `train`, `evaluate`, `sweep`, `ui`, `cluster`, `play` and `server`.
+`setup`, `data`, `train`, `evaluate`, `sweep`, `iterate`, `ui`, `cluster`, `play` and `server`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from poke_tune.cli import cluster, data, evaluate, play, server, setup, sweep, train, ui
+from poke_tune.cli import cluster, data, evaluate, iterate, play, server, setup, sweep, train, ui
 from poke_tune.cli.errors import console
 
 __all__ = ["app"]
@@ -44,6 +44,7 @@ app.command()(setup.setup)
 app.command()(train.train)
 for _command in (sweep.validate, sweep.run, sweep.resume, sweep.confirm, sweep.best, sweep.track):
     app.command()(_command)
+app.command()(iterate.iterate)
 app.command()(ui.ui)
 app.command("eval")(evaluate.eval_command)
 app.command()(play.play)

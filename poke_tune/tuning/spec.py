@@ -31,18 +31,20 @@ from pydantic import (
 
 from poke_tune.algos import ALGORITHMS, AlgoConfig, TrainConfig, parse_algo_config
 from poke_tune.data.generate import policy_file_digests
-from poke_tune.eval.winrate import CONFIRM_SEED, EVAL_SEED
+from poke_tune.eval.winrate import BENCHMARK_SEED, CONFIRM_SEED, EVAL_SEED
 from poke_tune.sim.battles import check_battle_format
 from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.locations import resolve_tracking_uri
 
 __all__ = [
+    "CURVE_SEED",
     "OBJECTIVE_KEY",
     "SCORE_KEY",
     "CategoricalParam",
     "FloatParam",
     "IntParam",
+    "RoundsSpec",
     "SearchSpec",
     "SpecError",
     "set_dotted",
@@ -55,6 +57,9 @@ SCORE_KEY = "objective/value"
 """The objective's value at this evaluation. Checkpoints are ranked by it: ranked by the
 running best, every checkpoint after a trial's peak ties with the peak and Ray would keep
 the newest, deleting the peak."""
+CURVE_SEED = 20_261_404
+"""Seed of the data flywheel's curve battles (`rounds.curve_battles`): apart from the
+selection (`EVAL_SEED`), confirmation (`CONFIRM_SEED`) and benchmark seeds."""
 
 
 PARAM_TYPES = ("float", "int", "categorical")
@@ -332,6 +337,46 @@ class MLflowSpec(_Strict):
     saves the unsent records to the experiment folder."""
 
 
+class RoundsSpec(_Strict):
+    """The data flywheel (`poke-tune iterate`): after the spec's sweep (round 0), each
+    round's champion plays new battles with exploration against a pool of opponents, the
+    battles join the data, and the sweep runs again on the grown dataset, warm-started from
+    the previous round's best hyperparameters. Every round registers under the same model,
+    so its confirmation replays the previous champion and promotion must beat it."""
+
+    count: int = Field(default=2, ge=1)
+    """Rounds after round 0."""
+    battles: int = Field(default=400, gt=0)
+    """New battles per round."""
+    temperatures: list[Annotated[float, Field(gt=0)]] = Field(default=[0.02, 0.05], min_length=1)
+    """The champion plays as `:softmax=T` for each T (normalised per decision: the best
+    legal action exp(1/T) times as likely as the worst)."""
+    opponents: list[str] | None = None
+    """The pool besides earlier champions; default: the generate recipe's policies."""
+    earlier_champions: bool = False
+    """Add earlier rounds' champions (greedy) to the pool."""
+    window: int | None = Field(default=None, gt=0)
+    """Train on the last N rounds' data (round 0's data counts as a round); null: all."""
+    num_samples: int | None = Field(default=None, gt=0)
+    """Trials per round after round 0; default the spec's `num_samples`."""
+    min_gain: float | None = None
+    """Stop rule: a round whose champion beats the previous one by less than this (win
+    rate against `reference` on the curve battles) ends the loop; null: never early."""
+    reference: str | None = None
+    """The stop rule's opponent; default the objective's."""
+    curve_battles: int = Field(default=500, gt=0)
+    """Fresh battles (the same for every round: paired) of the loop's curve."""
+    curve_opponents: list[str] = Field(default=["max-damage", "heuristic"], min_length=1)
+    curve_seed: int = CURVE_SEED
+
+    def reference_opponent(self, objective: ObjectiveSpec) -> str:
+        return self.reference or objective.opponent
+
+    def curve_against(self, objective: ObjectiveSpec) -> list[str]:
+        """The curve's opponents, the stop rule's reference among them."""
+        return list(dict.fromkeys([*self.curve_opponents, self.reference_opponent(objective)]))
+
+
 class SearchSpec(_Strict):
     """A whole sweep."""
 
@@ -358,6 +403,8 @@ class SearchSpec(_Strict):
     """Declares a local `storage_path` shared (mounted at the same path on every node, e.g.
     NFS), so a multi-node cluster accepts it; s3:// and gs:// URIs are shared anyway."""
     mlflow: MLflowSpec = MLflowSpec()
+    rounds: RoundsSpec | None = None
+    """The data flywheel's rounds (`poke-tune iterate`); `run` ignores them."""
 
     @model_validator(mode="after")
     def _default_tracking_uri(self) -> SearchSpec:
@@ -398,6 +445,7 @@ class SearchSpec(_Strict):
         found: list[tuple[tuple[str | int, ...], str]] = []
         found += self._policy_problems()
         found += self._searcher_problems()
+        found += self._rounds_problems()
         reported = self.reported_metrics()
         if (
             not self.objective.metric.startswith("train/")
@@ -482,6 +530,58 @@ class SearchSpec(_Strict):
                     found.append((loc, f"unknown parameter {name!r}; expected one of {expected}"))
                 elif (problem := _outside(known, value)) is not None:
                     found.append((loc, problem))
+        return found
+
+    def _rounds_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """The flywheel compares champions by win rate and generates battles like the
+        dataset's recipe; its curve battles must be fresh."""
+        rounds = self.rounds
+        if rounds is None:
+            return []
+        found: list[tuple[tuple[str | int, ...], str]] = []
+        if not self.objective.uses_battles:
+            found.append(
+                (
+                    ("rounds",),
+                    f"the data flywheel compares champions by win rate: the objective "
+                    f"{self.objective.metric!r} plays no battles (use eval/win_rate)",
+                )
+            )
+        if self.dataset.generate is None:
+            found.append(
+                (
+                    ("rounds",),
+                    "the data flywheel generates each round's battles like the dataset's "
+                    "`generate` recipe (format, max_turns, hp_shaping): add `dataset.generate` "
+                    "(beside an `import`, the two are one dataset)",
+                )
+            )
+        named: list[tuple[tuple[str | int, ...], str]] = [
+            (("rounds", "curve_opponents", i), name)
+            for i, name in enumerate(rounds.curve_opponents)
+        ]
+        if rounds.reference is not None:
+            named.append((("rounds", "reference"), rounds.reference))
+        for loc, name in named:
+            try:
+                make_policy(name)
+            except ValueError as error:
+                found.append((loc, str(error)))
+        taken = {
+            EVAL_SEED: "the selection's default",
+            CONFIRM_SEED: "the confirmation's default",
+            BENCHMARK_SEED: "the benchmarks'",
+            self.objective.seed: "the objective's",
+            self.confirm.seed: "the confirmation's",
+        }
+        if rounds.curve_seed in taken:
+            found.append(
+                (
+                    ("rounds", "curve_seed"),
+                    f"{rounds.curve_seed} is {taken[rounds.curve_seed]} seed: the curve's "
+                    "battles must be fresh",
+                )
+            )
         return found
 
     def reported_metrics(self) -> set[str]:

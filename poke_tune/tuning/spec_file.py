@@ -3,10 +3,11 @@ one validation whose errors name the file, the line and the key path, e.g.
 `search_spaces/cql_alpha.yaml:14: search_space.alpha.low: Input should be greater than 0`.
 Relative paths are stored absolute, because Ray trials run in their own working
 directories: `dataset.path` against the spec's folder, a local `storage_path` against the
-current folder (where results are expected). The generate recipe's behaviour policies are
-pinned (`policies.pin_policy_name`): a checkpoint path made absolute, `models:/NAME@ALIAS`
-replaced by the version the alias points to now, so the recipe, its cache key and the
-dataset's header name one policy, whatever the alias does later.
+current folder (where results are expected). The generate recipe's behaviour policies
+(and a loop's `rounds.opponents`) are pinned (`policies.pin_policy_name`): a checkpoint
+path made absolute, `models:/NAME@ALIAS` replaced by the version the alias points to now,
+so the recipe, its cache key and the dataset's header name one policy, whatever the alias
+does later.
 """
 
 from __future__ import annotations
@@ -187,19 +188,48 @@ def _resolve_paths(spec: SearchSpec, spec_path: Path, root: yaml.Node | None) ->
         update={"tracking_uri": resolve_tracking_uri(spec.mlflow.tracking_uri, storage)}
     )
     if dataset.generate is not None:
-        pinned = []
-        for index, name in enumerate(dataset.generate.policies):
-            try:
-                pinned.append(pin_policy_name(name, mlflow.tracking_uri, spec_path.parent))
-            except (ValueError, FileNotFoundError) as error:
-                line = _line_of(root, ("dataset", "generate", "policies", index))
-                raise SpecError(
-                    f"{spec_path}:{line}: dataset.generate.policies.{index}: {error}"
-                ) from None
+        pinned = [
+            _pinned(
+                name,
+                ("dataset", "generate", "policies", index),
+                mlflow.tracking_uri,
+                spec_path,
+                root,
+            )
+            for index, name in enumerate(dataset.generate.policies)
+        ]
         generate = dataset.generate.model_copy(update={"policies": pinned})
         dataset = dataset.model_copy(update={"generate": generate})
+    rounds = spec.rounds
+    if rounds is not None and rounds.opponents is not None:
+        opponents = [
+            _pinned(name, ("rounds", "opponents", index), mlflow.tracking_uri, spec_path, root)
+            for index, name in enumerate(rounds.opponents)
+        ]
+        rounds = rounds.model_copy(update={"opponents": opponents})
     searcher = spec.searcher
     if searcher.storage is not None:
         searcher = searcher.model_copy(update={"storage": absolute_sqlite(searcher.storage)})
-    update = {"dataset": dataset, "storage_path": storage, "mlflow": mlflow, "searcher": searcher}
+    update = {
+        "dataset": dataset,
+        "storage_path": storage,
+        "mlflow": mlflow,
+        "searcher": searcher,
+        "rounds": rounds,
+    }
     return spec.model_copy(update=update)
+
+
+def _pinned(
+    name: str,
+    loc: tuple[str | int, ...],
+    tracking_uri: str | None,
+    spec_path: Path,
+    root: yaml.Node | None,
+) -> str:
+    """A behaviour policy's name pinned (`pin_policy_name`), its errors at its line."""
+    try:
+        return pin_policy_name(name, tracking_uri, spec_path.parent)
+    except (ValueError, FileNotFoundError) as error:
+        line = _line_of(root, loc)
+        raise SpecError(f"{spec_path}:{line}: {'.'.join(map(str, loc))}: {error}") from None

@@ -21,7 +21,7 @@ from poke_tune.sim.runtime import cache_dir
 from poke_tune.tuning.policies import resolve_policy
 from poke_tune.tuning.spec import DatasetSpec, GenerateRecipe, ImportRecipe, RecordRecipe
 
-__all__ = ["Recorder", "prepare_dataset"]
+__all__ = ["Recorder", "build_once", "prepare_dataset"]
 
 _logger = logging.getLogger(__name__)
 
@@ -47,10 +47,10 @@ def prepare_dataset(
         return load_dataset(parts[0])
     key = hashlib.sha256(" ".join(part.name for part in parts).encode()).hexdigest()[:16]
     combined = cache_dir() / "combined" / f"{key}.jsonl.gz"
-    return load_dataset(_once(combined, lambda out: combine_datasets(parts, out)))
+    return load_dataset(build_once(combined, lambda out: combine_datasets(parts, out)))
 
 
-def _once(path: Path, build: Callable[[Path], object]) -> Path:
+def build_once(path: Path, build: Callable[[Path], object]) -> Path:
     """`path`, built by `build` unless it exists; written under another name and renamed, so
     a build cut short never passes for a finished file."""
     if not path.is_file():
@@ -68,7 +68,7 @@ def _generated(recipe: GenerateRecipe, tracking_uri: str | None) -> Path:
     path = cache_dir() / "generated" / f"{recipe.key()}.jsonl.gz"
     if not path.is_file():
         _logger.info("generating the spec's dataset (%d battles) into %s", recipe.battles, path)
-    return _once(
+    return build_once(
         path,
         lambda out: generate_dataset(
             out,
@@ -129,4 +129,4 @@ def _imported(recipe: ImportRecipe, recorder: Recorder | None) -> Path:
             f" (refused: {refused})" if refused else "",
         )
 
-    return _once(path, build)
+    return build_once(path, build)
