@@ -348,9 +348,12 @@ class RoundsSpec(_Strict):
     """Rounds after round 0."""
     battles: int = Field(default=400, gt=0)
     """New battles per round."""
-    temperatures: list[Annotated[float, Field(gt=0)]] = Field(default=[0.02, 0.05], min_length=1)
+    temperatures: list[Annotated[float, Field(gt=0)]] = Field(default=[0.1, 0.2], min_length=1)
     """The champion plays as `:softmax=T` for each T (normalised per decision: the best
-    legal action exp(1/T) times as likely as the worst)."""
+    legal action exp(1/T) times as likely as the worst). The quick start's champion picks
+    its argmax with probability 0.96, 0.89, 0.79, 0.62, 0.50 on average at T = 0.02, 0.05,
+    0.1, 0.2, 0.3 (2,838 decisions of its data): 0.1 and 0.2 are the issue's probe's 0.78
+    and 0.57."""
     opponents: list[str] | None = None
     """The pool besides earlier champions; default: the generate recipe's policies."""
     earlier_champions: bool = False

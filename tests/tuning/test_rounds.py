@@ -39,7 +39,7 @@ def _spec(tmp_path: Path, **rounds: Any) -> SearchSpec:
 def test_the_rounds_section_has_its_defaults(tmp_path: Path) -> None:
     rounds = _spec(tmp_path).rounds
     assert rounds is not None
-    assert rounds.temperatures == [0.02, 0.05] and rounds.window is None
+    assert rounds.temperatures == [0.1, 0.2] and rounds.window is None
     assert rounds.curve_battles == 500 and rounds.curve_opponents == ["max-damage", "heuristic"]
     assert rounds.curve_seed == CURVE_SEED
     # The reference is the objective's opponent, and always on the curve.
@@ -98,8 +98,8 @@ def test_each_round_generates_its_own_seeded_battles_with_the_pinned_champion(
     spec = _spec(tmp_path, opponents=["max-damage"], earlier_champions=True)
     first = generation_recipe(spec, 1, "models:/poke-tune-tiny/1")
     assert first.policies == [
-        "models:/poke-tune-tiny/1:softmax=0.02",
-        "models:/poke-tune-tiny/1:softmax=0.05",
+        "models:/poke-tune-tiny/1:softmax=0.1",
+        "models:/poke-tune-tiny/1:softmax=0.2",
         "max-damage",
     ]
     assert first.battles == 400 and first.seed == 1  # the recipe's seed 0 + round
