@@ -21,7 +21,7 @@ def _row(table: str, key: str) -> str:
 
 
 def test_import_prints_counts_per_reason(tmp_path: Path) -> None:
-    results, _ = _generate(tmp_path / "generated.jsonl", 3)
+    results = _generate(tmp_path / "generated.jsonl", 3)
     for result in results:
         (tmp_path / f"{result.spec.index}.log.json").write_text(json.dumps(server_log(result)))
     (tmp_path / "bad.log.json").write_text('{"inputLog": [')
