@@ -18,6 +18,7 @@ from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.data.importer import import_battles, sources_digest
 from poke_tune.sim.runtime import cache_dir
+from poke_tune.tuning.cluster_battles import cluster_play
 from poke_tune.tuning.policies import resolve_policy
 from poke_tune.tuning.spec import DatasetSpec, GenerateRecipe, ImportRecipe, RecordRecipe
 
@@ -79,6 +80,7 @@ def _generated(recipe: GenerateRecipe, tracking_uri: str | None) -> Path:
             max_turns=recipe.max_turns,
             hp_shaping=recipe.hp_shaping,
             resolver=partial(resolve_policy, tracking_uri=tracking_uri),
+            play=cluster_play(),  # Ray tasks on a started multi-node Ray, else local
         ),
     )
 
