@@ -14,6 +14,7 @@ from poke_tune.data.generate import generate_dataset
 from poke_tune.eval.race import race
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.cluster_battles import RayBattles, cluster_play
+from poke_tune.tuning.policies import resolve_policy
 from tests.cluster.conftest import LocalCluster, driver_of
 
 pytestmark = pytest.mark.slow
@@ -32,13 +33,15 @@ def _two_node_play() -> RayBattles:
 
 
 def test_generation_on_two_nodes_is_byte_identical_to_local(
-    driver: LocalCluster, tmp_path: Path
+    driver: LocalCluster, learned_checkpoint: Path, tmp_path: Path
 ) -> None:
+    """A learned policy (a checkpoint, sampling) plays too: it travels as an object."""
     local, spread = tmp_path / "local.jsonl.gz", tmp_path / "spread.jsonl.gz"
     kwargs = {
-        "policies": ["random", "max-damage:softmax=0.3", "heuristic:eps=0.2"],
+        "policies": ["random", "max-damage:softmax=0.3", f"{learned_checkpoint}:softmax=0.5"],
         "battles": 24,
         "seed": 11,
+        "resolver": resolve_policy,
     }
     generate_dataset(local, **kwargs)  # type: ignore[arg-type]
     play = _two_node_play()
