@@ -82,3 +82,17 @@ def test_a_race_in_chunks_gives_the_same_numbers() -> None:
     for name, result in raced.results.items():
         other = raced_chunked.results[name]
         assert (result.won, result.mean_turns) == (other.won, other.mean_turns)
+
+
+def test_a_named_cluster_is_connected_before_the_dataset_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from poke_tune.tuning.search import search
+
+    calls: list[str | None] = []
+    monkeypatch.setattr(search, "init_ray", calls.append)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not search.connect_named_cluster(None) and calls == []  # a local sweep: later
+    assert search.connect_named_cluster("10.0.0.1:6379") and calls == ["10.0.0.1:6379"]
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # a Ray Job's driver
+    assert search.connect_named_cluster(None) and calls[-1] is None

@@ -1,4 +1,4 @@
-"""The spec's dataset, compiled once on the driver before Ray starts: a trajectory file, or
+"""The spec's dataset, compiled once on the driver before the search: a trajectory file, or
 one built first (once, then cached by content) from the spec's sources: a `generate`
 recipe, an `import` of logged battles (server logs, replays, and the logs of a `record`
 recipe's bot battles), or both combined into one file."""
