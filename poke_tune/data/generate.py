@@ -17,6 +17,7 @@ whose name is a file (a checkpoint) is recorded with the SHA-256 of its bytes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 from collections.abc import Callable, Sequence
@@ -29,7 +30,13 @@ import numpy as np
 from poke_tune.data.jsonl import TrajectoryWriter
 from poke_tune.data.records import DatasetHeader
 from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS, action_parts
-from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool, Trajectory
+from poke_tune.sim.battles import (
+    BattleResult,
+    BattleSpec,
+    PlayBattles,
+    SimulatorPool,
+    Trajectory,
+)
 from poke_tune.sim.dex import load_dex
 from poke_tune.sim.encoding import ENCODER_VERSION, ObservationEncoder
 from poke_tune.sim.policies import Policy, make_policy, split_policy_name
@@ -109,6 +116,7 @@ def generate_dataset(
     on_result: Callable[[BattleResult], None] | None = None,
     keep_logs: bool = False,
     resolver: Callable[[str], Policy] = make_policy,
+    play: PlayBattles | None = None,
 ) -> GenerationSummary:
     """Play `battles` battles and write both players' trajectories to `out`.
 
@@ -117,7 +125,9 @@ def generate_dataset(
     random and max-damage behaviour on both sides. `keep_logs` keeps each battle's log in
     the `BattleResult` `on_result` gets (to write battles out as server logs). `resolver`
     builds each policy from its name; name learned policies as they should be recorded
-    (pinned: `poke_tune.tuning.policies.pin_policy_name`).
+    (pinned: `poke_tune.tuning.policies.pin_policy_name`). `play` plays the battles
+    (default: a `SimulatorPool` of `num_workers` on this machine; the tuning layer hands
+    down Ray tasks on a cluster): the file is the same bytes whoever plays them.
     """
     if battles < 1:
         raise ValueError(f"battles must be >= 1, got {battles}")
@@ -160,8 +170,11 @@ def generate_dataset(
     # order, so the same seed gives a byte-identical file (and the same cache key).
     waiting: dict[int, BattleResult] = {}
     next_index = 0
-    with SimulatorPool(num_workers=num_workers) as pool, TrajectoryWriter(out, header) as writer:
-        for result in pool.play(specs, keep_logs=keep_logs):
+    with contextlib.ExitStack() as stack:
+        if play is None:
+            play = stack.enter_context(SimulatorPool(num_workers=num_workers)).play
+        writer = stack.enter_context(TrajectoryWriter(out, header))
+        for result in play(specs, keep_logs=keep_logs):
             if on_result is not None:
                 on_result(result)
             waiting[result.spec.index] = result

@@ -9,6 +9,7 @@ stops: the fixed budget.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from poke_tune.eval.paired import paired_difference
 from poke_tune.eval.winrate import WinRate, combine, evaluate
-from poke_tune.sim.battles import BattleResult, SimulatorPool
+from poke_tune.sim.battles import BattleResult, PlayBattles, SimulatorPool
 from poke_tune.sim.policies import Policy
 
 __all__ = ["ELIMINATION_Z", "RaceResult", "race"]
@@ -53,15 +54,20 @@ def race(
     rounds: int,
     max_turns: int,
     on_result: Callable[[BattleResult], None] | None = None,
+    play: PlayBattles | None = None,
 ) -> RaceResult:
     """Play `candidates` and `always` (by name) on battles `0 .. battles - 1` of the set
-    `seed` against `opponent`, in `rounds` chunks, stopping the clearly worse candidates."""
+    `seed` against `opponent`, in `rounds` chunks, stopping the clearly worse candidates.
+    `play` plays each entrant's chunk (default: one `SimulatorPool` on this machine; the
+    tuning layer hands down Ray tasks on a cluster); the results are the same either way."""
     chunks = _chunks(battles, rounds)
     active = list(candidates)
     parts: dict[str, list[WinRate]] = {name: [] for name in [*candidates, *always]}
     stopped: set[str] = set()
     policies = {**candidates, **always}
-    with SimulatorPool() as pool:
+    with contextlib.ExitStack() as stack:
+        if play is None:
+            play = stack.enter_context(SimulatorPool()).play
         for number, (first, count) in enumerate(chunks, 1):
             _logger.info(
                 "race round %d/%d: battles %d-%d, %d candidates, %d always playing",
@@ -81,7 +87,7 @@ def race(
                         seed=seed,
                         first=first,
                         max_turns=max_turns,
-                        pool=pool,
+                        play=play,
                         on_result=on_result,
                     )
                 )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool
+from poke_tune.sim.battles import BattleResult, BattleSpec, PlayBattles, SimulatorPool
 from poke_tune.sim.policies import Policy
 
 __all__ = [
@@ -90,6 +90,7 @@ def evaluate(
     num_workers: int | None = None,
     on_result: Callable[[BattleResult], None] | None = None,
     first: int = 0,
+    play: PlayBattles | None = None,
 ) -> WinRate:
     """Play `battles` seeded battles of `policy` against `opponent`; return the win rate.
 
@@ -97,7 +98,8 @@ def evaluate(
     set can be played in chunks (racing) and the chunks add up to the whole set.
 
     Pass an open `pool` to reuse its workers across evaluations (e.g. inside a tuning
-    trial); otherwise one is started for this call. `on_result` sees each finished battle
+    trial), or a `play` (the tuning layer's Ray tasks on a cluster); otherwise a pool is
+    started for this call. `on_result` sees each finished battle
     (progress bars). Raises `EvaluationError` if any battle failed after its retries.
     """
     if battles < 1:
@@ -114,11 +116,13 @@ def evaluate(
         for i in range(first, first + battles)
     ]
     start = time.perf_counter()
-    if pool is None:
+    if play is not None:
+        results = _play(play, specs, on_result)
+    elif pool is None:
         with SimulatorPool(num_workers=num_workers) as own_pool:
-            results = _play(own_pool, specs, on_result)
+            results = _play(own_pool.play, specs, on_result)
     else:
-        results = _play(pool, specs, on_result)
+        results = _play(pool.play, specs, on_result)
     seconds = time.perf_counter() - start
 
     failed = [r for r in results if r.error is not None]
@@ -177,12 +181,12 @@ def combine(parts: Sequence[WinRate]) -> WinRate:
 
 
 def _play(
-    pool: SimulatorPool,
+    play: PlayBattles,
     specs: list[BattleSpec],
     on_result: Callable[[BattleResult], None] | None,
 ) -> list[BattleResult]:
     results = []
-    for result in pool.play(specs):
+    for result in play(specs):
         results.append(result)
         if on_result is not None:
             on_result(result)

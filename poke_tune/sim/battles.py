@@ -21,7 +21,7 @@ import selectors
 import subprocess
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -40,6 +40,7 @@ __all__ = [
     "SIDES",
     "BattleResult",
     "BattleSpec",
+    "PlayBattles",
     "Session",
     "SimulatorError",
     "SimulatorPool",
@@ -127,6 +128,16 @@ class BattleResult:
     log: list[str] = field(default_factory=list)  # battle log, with `keep_logs`
     input_log: list[str] = field(default_factory=list)  # Showdown's input log: replays it
     trajectories: dict[str, Trajectory] = field(default_factory=dict)
+
+
+class PlayBattles(Protocol):
+    """Plays battles and yields one result per spec, in any order: `SimulatorPool.play`,
+    or the tuning layer's Ray tasks spreading chunks of them over a cluster. A battle is
+    fixed by its spec (seed, index, policies), so whoever plays it gives the same result."""
+
+    def __call__(
+        self, specs: Sequence[BattleSpec], *, keep_logs: bool = False
+    ) -> Iterator[BattleResult]: ...
 
 
 def hp_balance(state: BattleState, side: str) -> float:

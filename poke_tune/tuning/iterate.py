@@ -43,6 +43,7 @@ from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.policies import Policy, make_policy
 from poke_tune.sim.runtime import cache_dir
+from poke_tune.tuning.cluster_battles import cluster_play
 from poke_tune.tuning.confirm.confirm import winner
 from poke_tune.tuning.experiment import Experiment, SweepLockedError
 from poke_tune.tuning.policies import resolve_policy
@@ -433,6 +434,7 @@ def _measure(
             battle_format=_battle_format(spec),
             max_turns=spec.objective.max_turns,
             on_result=on_battle,
+            play=cluster_play(),
         )
         current.curve.append(
             CurvePoint(

@@ -38,7 +38,12 @@ from poke_tune.tuning.confirm.report import write_report
 from poke_tune.tuning.experiment import Experiment
 from poke_tune.tuning.records import SearchOutcome, SweepRecord, SweepStage, TrialRow
 from poke_tune.tuning.search.dataset import Recorder, prepare_dataset
-from poke_tune.tuning.search.search import resume_search, search, searched
+from poke_tune.tuning.search.search import (
+    connect_named_cluster,
+    resume_search,
+    search,
+    searched,
+)
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.track.tracker import NullTracker, Tracker, TrackingSummary
 
@@ -142,6 +147,7 @@ def run_sweep(
                 f"{experiment.folder}`, see it with `poke-tune best {experiment.folder}`, or "
                 "start a new sweep under another name: --set name=NEW_NAME"
             )
+        connect_named_cluster(address)  # a cluster's nodes play the dataset's battles
         dataset = prepare_dataset(
             spec.dataset, recorder=recorder, tracking_uri=spec.mlflow.tracking_uri
         )
@@ -162,6 +168,7 @@ def resume_sweep(
     experiment = Experiment.open(path)
     with experiment.lock():
         tracker = _tracker(experiment)
+        connect_named_cluster(address)
         dataset = prepare_dataset(
             experiment.spec.dataset,
             recorder=recorder,
@@ -182,6 +189,7 @@ def confirm_sweep(experiment: Experiment, *, on_battle: OnBattle | None = None) 
                 f"`poke-tune resume {experiment.location}` first"
             )
         tracker = _tracker(experiment)
+        connect_named_cluster(None)  # RAY_ADDRESS: the confirmation spreads
         dataset = prepare_dataset(
             experiment.spec.dataset, tracking_uri=experiment.spec.mlflow.tracking_uri
         )

@@ -1,25 +1,14 @@
 """`poke-tune submit` against a real two-node Ray cluster on this machine.
 
-A head (`ray start --head`, everything on 127.0.0.1, token authentication on) and a second
-node joining it, one CPU each, so the two concurrent trials must run on different nodes.
-Both nodes run from a dedicated temp dir and ports, and are stopped by killing their own
-process groups: `ray stop` would stop every Ray instance of this user, other tests' too.
-Shared storage is a tmp folder both nodes see, declared with `storage_shared: true`.
+The cluster is conftest.py's (one CPU on each of two nodes), so the two concurrent trials
+must run on different nodes. Shared storage is a tmp folder both nodes see, declared with
+`storage_shared: true`.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,157 +23,13 @@ from poke_tune.cli.main import app
 from poke_tune.tuning.search.trainable import CHECKPOINT_FILE
 from poke_tune.tuning.spec import OBJECTIVE_KEY
 from poke_tune.tuning.submit import connect, job_info
+from tests.cluster.conftest import BIN, LocalCluster
 from tests.conftest import MLflowServer
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 SPEC = Path(__file__).with_name("tiny_cluster.yaml")
 runner = CliRunner()
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-@dataclass(frozen=True)
-class LocalCluster:
-    address: str
-    """Dashboard URL, for `--address`."""
-    token: str
-    shared: Path
-    """A folder every node sees: the sweep's storage."""
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`ray start --block` in its own session, so its whole process group can be killed."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _stop(nodes: list[subprocess.Popen[bytes]]) -> None:
-    """TERM, then KILL, every node's process group at once (not one node after another)."""
-    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        alive = []
-        for node in nodes:
-            try:
-                os.killpg(node.pid, sig)
-                alive.append(node)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while alive and time.monotonic() < deadline:
-            time.sleep(0.2)
-            alive = [node for node in alive if _group_alive(node)]
-        if not alive:
-            return
-
-
-def _group_alive(node: subprocess.Popen[bytes]) -> bool:
-    node.poll()  # reap the leader: a zombie would keep its group "alive"
-    try:
-        os.killpg(node.pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _alive_nodes(cluster: LocalCluster) -> int:
-    try:
-        client = StateApiClient(cluster.address, headers=cluster.headers())
-        nodes = client.list(
-            StateResource.NODES,
-            options=ListApiOptions(filters=[("state", "=", "ALIVE")]),
-            raise_on_missing_output=False,
-        )
-    except Exception:
-        return 0
-    return len(nodes)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    # A short root: Ray's unix sockets live under the temp dir (path limit ~107 bytes).
-    root = Path(tempfile.mkdtemp(prefix="ptc-", dir="/tmp"))
-    gcs, dashboard, client, agent, metrics, agent2, metrics2 = _free_ports(7)
-    token = secrets.token_hex(16)
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
-    env |= {
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # the job runs `poke-tune`
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token,
-    }
-    nodes = [
-        _start(
-            [
-                "--head",
-                "--node-ip-address=127.0.0.1",
-                f"--port={gcs}",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={dashboard}",
-                f"--ray-client-server-port={client}",
-                f"--dashboard-agent-listen-port={agent}",
-                f"--metrics-export-port={metrics}",
-                f"--temp-dir={root / 'ray'}",
-                "--num-cpus=1",
-                "--num-gpus=0",
-            ],
-            env,
-            root / "head.log",
-        )
-    ]
-    started = LocalCluster(f"http://127.0.0.1:{dashboard}", token, root / "shared")
-    started.shared.mkdir()
-    try:
-        deadline = time.monotonic() + 120
-        while _alive_nodes(started) < 1:
-            assert time.monotonic() < deadline, (root / "head.log").read_text()[-3000:]
-            assert nodes[0].poll() is None, (root / "head.log").read_text()[-3000:]
-            time.sleep(1)
-        nodes.append(
-            _start(
-                [
-                    f"--address=127.0.0.1:{gcs}",
-                    "--node-ip-address=127.0.0.1",
-                    f"--dashboard-agent-listen-port={agent2}",
-                    f"--metrics-export-port={metrics2}",
-                    # Its own temp dir, as on a separate machine: nodes sharing one would
-                    # share (and garbage-collect) the job's unpacked working directory.
-                    f"--temp-dir={root / 'ray2'}",
-                    "--num-cpus=1",
-                    "--num-gpus=0",
-                ],
-                env,
-                root / "worker.log",
-            )
-        )
-        while _alive_nodes(started) < 2:
-            assert time.monotonic() < deadline, (root / "worker.log").read_text()[-3000:]
-            time.sleep(1)
-        yield started
-    finally:
-        _stop(nodes)
-        leftovers = subprocess.run(
-            ["pgrep", "-f", str(root)], capture_output=True, text=True
-        ).stdout.split()
-        shutil.rmtree(root, ignore_errors=True)
-        assert not leftovers, f"Ray processes of the test cluster survived: {leftovers}"
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from poke_tune.eval.race import race
 from poke_tune.eval.winrate import WinRate
 from poke_tune.sim.battles import BattleResult
 from poke_tune.sim.policies import make_policy
+from poke_tune.tuning.cluster_battles import cluster_play
 from poke_tune.tuning.confirm.contenders import Contender, Entrant
 from poke_tune.tuning.records import TrialRow
 from poke_tune.tuning.spec import ConfirmSpec, ObjectiveSpec
@@ -120,6 +121,7 @@ def confirm(
         rounds=settings.rounds if settings.race else 1,
         max_turns=objective.max_turns,
         on_result=on_result,
+        play=cluster_play(),  # Ray tasks on a started multi-node Ray, else local
     )
     results = raced.results
     baselines = [c for c in contenders if c.role == "baseline"]

@@ -1,4 +1,4 @@
-"""The spec's dataset, compiled once on the driver before Ray starts: a trajectory file, or
+"""The spec's dataset, compiled once on the driver before the search: a trajectory file, or
 one built first (once, then cached by content) from the spec's sources: a `generate`
 recipe, an `import` of logged battles (server logs, replays, and the logs of a `record`
 recipe's bot battles), or both combined into one file."""
@@ -18,6 +18,7 @@ from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset
 from poke_tune.data.importer import import_battles, sources_digest
 from poke_tune.sim.runtime import cache_dir
+from poke_tune.tuning.cluster_battles import cluster_play
 from poke_tune.tuning.policies import resolve_policy
 from poke_tune.tuning.spec import DatasetSpec, GenerateRecipe, ImportRecipe, RecordRecipe
 
@@ -79,6 +80,7 @@ def _generated(recipe: GenerateRecipe, tracking_uri: str | None) -> Path:
             max_turns=recipe.max_turns,
             hp_shaping=recipe.hp_shaping,
             resolver=partial(resolve_policy, tracking_uri=tracking_uri),
+            play=cluster_play(),  # Ray tasks on a started multi-node Ray, else local
         ),
     )
 

@@ -8,6 +8,7 @@ for a search that is not running).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,11 +16,22 @@ from ray import tune
 
 from poke_tune.data.compiled import OfflineDataset
 from poke_tune.tuning.records import SearchOutcome, TrialRow, ranked, trial_status
-from poke_tune.tuning.search.cluster import fit_on_cluster
+from poke_tune.tuning.search.cluster import fit_on_cluster, init_ray
 from poke_tune.tuning.search.trainable import CHECKPOINT_FILE
 from poke_tune.tuning.spec import OBJECTIVE_KEY, SCORE_KEY, ObjectiveSpec, SearchSpec
 
-__all__ = ["resume_search", "search", "searched", "trial_rows"]
+__all__ = ["connect_named_cluster", "resume_search", "search", "searched", "trial_rows"]
+
+
+def connect_named_cluster(address: str | None) -> bool:
+    """Connect to the cluster `address` or RAY_ADDRESS names (a Ray Job's driver has it),
+    before the dataset is built, so that its battles spread over the nodes
+    (`tuning.cluster_battles`); True if connected. Without a named cluster nothing starts
+    here: the search starts its local Ray later, as before."""
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        return False
+    init_ray(address)
+    return True
 
 
 def search(

@@ -1,0 +1,168 @@
+"""Battles on the whole cluster: data generation and confirmation battles as Ray tasks.
+
+On a Ray cluster of more than one node, `cluster_play()` gives a `PlayBattles` (the seam of
+`generate_dataset`, `evaluate` and `race`) that splits the battles into chunks of
+consecutive indices and plays each chunk as a Ray task (one CPU, a one-worker
+`SimulatorPool` on whichever node Ray picks). A battle is fixed by its spec (the seed and
+index give the simulator's seeds, `battle_seeds`, and the policies' RNGs,
+`BattleSpec.policy_rng`), so a battle played on another node is the same battle: the
+callers put results back in index order and write the same dataset bytes and the same
+confirmation numbers as the local pool.
+
+Policies travel as objects: each distinct policy of a call is pickled into the object
+store once (`ray.put`) and every task reads it from there. Built-ins are a few bytes; a
+learned policy is its network (a small MLP), so no node needs the checkpoint file, shared
+storage or the MLflow registry. A spec's policies are swapped for name-only stand-ins
+before its result travels back, and the driver puts its own specs back in.
+
+Without Ray, or on a one-node Ray, `cluster_play()` is None and the callers keep their
+local pool, unchanged. `POKE_TUNE_CLUSTER_BATTLES=1` forces the Ray tasks on any Ray that
+is started (tests, benchmarks), `=0` turns them off. Ray is imported only once it is
+already loaded (a Ray that is not imported is not started), so confirming or generating
+without Ray loads none.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from poke_tune.sim.battles import BattleResult, BattleSpec, PlayBattles, SimulatorPool
+from poke_tune.sim.policies import PlayerView, Policy
+
+__all__ = ["CLUSTER_BATTLES_ENV", "RayBattles", "chunk_plan", "cluster_play"]
+
+_logger = logging.getLogger(__name__)
+
+CLUSTER_BATTLES_ENV = "POKE_TUNE_CLUSTER_BATTLES"
+"""`1`: play battles as Ray tasks whenever Ray is started; `0`: never; unset: on a Ray of
+more than one node."""
+
+CHUNKS_PER_CPU = 2
+"""Chunks per cluster CPU: enough to even out slow and fast chunks, few enough that each
+task's worker start (about a second) stays small next to its battles."""
+
+
+def chunk_plan(count: int, chunks: int) -> list[range]:
+    """Positions `0 .. count - 1` split into at most `chunks` near-equal runs of consecutive
+    positions, in order: concatenated, they are `range(count)` again."""
+    chunks = max(1, min(chunks, count))
+    edges = [count * c // chunks for c in range(chunks + 1)]
+    return [range(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def cluster_play(*, chunks: int | None = None) -> PlayBattles | None:
+    """Ray tasks that play battles over the cluster, when Ray is started and has more than
+    one node (or `POKE_TUNE_CLUSTER_BATTLES=1`); None for the local pool."""
+    setting = os.environ.get(CLUSTER_BATTLES_ENV, "")
+    if setting == "0" or "ray" not in sys.modules:
+        return None
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes < 2 and setting != "1":
+        return None
+    return RayBattles(chunks=chunks)
+
+
+@dataclass(frozen=True)
+class _Named:
+    """A policy's stand-in on a result's way back: its name only."""
+
+    name: str
+
+    def act(self, view: PlayerView, rng: np.random.Generator) -> int:
+        raise RuntimeError(f"{self.name!r} is a name-only stand-in: it cannot play")
+
+
+class RayBattles:
+    """`PlayBattles` as Ray tasks, one per chunk of consecutive battles; `played_on` counts
+    the battles each node played (by node id)."""
+
+    def __init__(self, *, chunks: int | None = None) -> None:
+        self.chunks = chunks
+        self.played_on: Counter[str] = Counter()
+
+    def __call__(
+        self, specs: Sequence[BattleSpec], *, keep_logs: bool = False
+    ) -> Iterator[BattleResult]:
+        if not specs:
+            return iter(())
+        return self._play(list(specs), keep_logs)
+
+    def _play(self, specs: list[BattleSpec], keep_logs: bool) -> Iterator[BattleResult]:
+        import ray
+
+        chunks = self.chunks or CHUNKS_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        refs: dict[int, Any] = {}  # one object per distinct policy
+        for spec in specs:
+            for policy in (spec.p1, spec.p2):
+                if id(policy) not in refs:
+                    refs[id(policy)] = ray.put(policy)
+        pending = {
+            _remote_chunk().remote(
+                [_wire(specs[i], refs) for i in positions], keep_logs
+            ): positions
+            for positions in chunk_plan(len(specs), chunks)
+        }
+        _logger.info("playing %d battles as %d Ray tasks", len(specs), len(pending))
+        try:
+            while pending:
+                [done], _ = ray.wait(list(pending), num_returns=1)
+                positions = pending.pop(done)
+                node, results = ray.get(done)
+                self.played_on[node] += len(results)
+                for position, result in zip(positions, results, strict=True):
+                    yield replace(result, spec=specs[position])
+        finally:
+            for ref in pending:  # the caller stopped early (an error, a closed generator)
+                ray.cancel(ref)
+
+
+def _wire(spec: BattleSpec, refs: dict[int, Any]) -> dict[str, Any]:
+    """A spec as a task argument: the policies as object refs, inside a dict so that Ray
+    passes the refs through instead of resolving them (the task gets each policy once)."""
+    return {
+        "spec": replace(spec, p1=_Named(spec.p1.name), p2=_Named(spec.p2.name)),
+        "p1": refs[id(spec.p1)],
+        "p2": refs[id(spec.p2)],
+    }
+
+
+@functools.cache
+def _remote_chunk() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=1)(_play_chunk)
+
+
+def _play_chunk(wired: list[dict[str, Any]], keep_logs: bool) -> tuple[str, list[BattleResult]]:
+    """Play one chunk on this node; the results in the chunk's order, their specs with
+    name-only policies."""
+    import ray
+
+    policies: dict[Any, Policy] = {}
+
+    def policy(ref: Any) -> Policy:
+        if ref not in policies:
+            policies[ref] = ray.get(ref)
+        return policies[ref]
+
+    specs = [replace(w["spec"], p1=policy(w["p1"]), p2=policy(w["p2"])) for w in wired]
+    with SimulatorPool(num_workers=1) as pool:
+        by_index = {r.spec.index: r for r in pool.play(specs, keep_logs=keep_logs)}
+    results = [
+        replace(by_index[s.index], spec=w["spec"]) for s, w in zip(specs, wired, strict=True)
+    ]
+    return ray.get_runtime_context().get_node_id(), results
