@@ -137,10 +137,15 @@ def promote(
                 f"does not beat the best baseline {confirmation.best_baseline} beyond the "
                 f"interval ({_interval(baseline) if baseline else 'n/a'})"
             )
-        elif versus is not None and versus.difference <= 0:
+        elif versus is not None and not versus.a_better:
+            # The same bar as against the baselines: a champion is replaced only by a
+            # policy that beats it beyond the paired interval (a flywheel round must earn it).
             promoted = False
             current = champion.version if champion else "?"
-            reason = f"does not beat the current champion v{current} ({_interval(versus)})"
+            reason = (
+                f"does not beat the current champion v{current} beyond the interval "
+                f"({_interval(versus)})"
+            )
         else:
             promoted = True
             reason = "beats the best baseline" + (

@@ -135,7 +135,7 @@ def test_without_a_champion_a_winner_below_the_baselines_is_still_not_promoted(
     assert _champion(client, spec) is None
 
 
-@pytest.mark.parametrize("difference", [0.0, -0.1])
+@pytest.mark.parametrize("difference", [0.03, 0.0, -0.1])  # 0.03: ahead, inside the interval
 def test_a_winner_that_does_not_beat_the_current_champion_is_not_promoted(
     client: MlflowClient, store: str, tmp_path: Path, difference: float
 ) -> None:
@@ -144,7 +144,9 @@ def test_a_winner_that_does_not_beat_the_current_champion_is_not_promoted(
     confirmation = _confirmation(vs_baseline=_gap(0.2), vs_champion=_gap(difference))
     promotion = promote(client, spec, version, _row(), confirmation)
     assert not promotion.promoted
-    assert promotion.reason.startswith(f"does not beat the current champion v{before} (")
+    assert promotion.reason.startswith(
+        f"does not beat the current champion v{before} beyond the interval ("
+    )
     assert "current champion" in _tags(client, spec, version)["promotion"]
     assert _champion(client, spec) == before
 
