@@ -10,6 +10,7 @@ poke-tune policy name `make_player` takes.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -19,7 +20,13 @@ from pathlib import Path
 from poke_tune.play.factory import make_player
 from poke_tune.play.server import LocalServer, default_logs_dir, free_port
 
-__all__ = ["DEFAULT_MATCHUPS", "RecordSummary", "battle_logs", "record_bot_battles"]
+__all__ = [
+    "DEFAULT_MATCHUPS",
+    "RecordSummary",
+    "battle_logs",
+    "record_bot_battles",
+    "wait_for_logs",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -77,13 +84,33 @@ def battle_logs(logs_dir: Path) -> list[Path]:
     return sorted(logs_dir.rglob("*.log.json")) if logs_dir.is_dir() else []
 
 
-def _wait_for_logs(logs_dir: Path, expected: int) -> None:
-    deadline = time.monotonic() + _LOG_WRITE_WAIT_S
-    while len(battle_logs(logs_dir)) < expected and time.monotonic() < deadline:
+def _written(path: Path) -> bool:
+    """The server has written the whole log: it creates the file first and fills it after,
+    so a log read too early is empty or cut off (and an import would refuse it)."""
+    try:
+        json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def wait_for_logs(logs_dir: Path, expected: int, timeout_s: float = _LOG_WRITE_WAIT_S) -> int:
+    """Wait until `logs_dir` holds `expected` whole battle logs (the server writes each
+    asynchronously after its battle ends); return how many it holds, with a warning if
+    that is fewer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        logs = battle_logs(logs_dir)
+        # The cheap count first; parse only once enough files are there.
+        if len(logs) >= expected and all(_written(log) for log in logs):
+            return len(logs)
+        if time.monotonic() >= deadline:
+            whole = sum(_written(log) for log in logs)
+            _logger.warning(
+                "%s holds %d whole battle logs, expected %d", logs_dir, whole, expected
+            )
+            return whole
         time.sleep(0.1)
-    found = len(battle_logs(logs_dir))
-    if found < expected:
-        _logger.warning("%s holds %d battle logs, expected %d", logs_dir, found, expected)
 
 
 def record_bot_battles(
@@ -109,5 +136,5 @@ def record_bot_battles(
             _play(server.url, matchups, counts, battle_format, concurrency, timeout_s)
         )
         # Stopping the server before its last writes land would lose those battles.
-        _wait_for_logs(logs, before + sum(finished.values()))
+        wait_for_logs(logs, before + sum(finished.values()))
     return RecordSummary(logs, finished)

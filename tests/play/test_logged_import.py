@@ -18,7 +18,7 @@ from poke_tune.data.importer import import_battles
 from poke_tune.data.jsonl import read_trajectories
 from poke_tune.play.factory import make_player
 from poke_tune.play.match import play_match
-from poke_tune.play.record import battle_logs, record_bot_battles
+from poke_tune.play.record import battle_logs, record_bot_battles, wait_for_logs
 from poke_tune.play.server import LocalServer, free_port
 from poke_tune.sim.actions import action_index
 from poke_tune.sim.policies import make_policy
@@ -65,10 +65,7 @@ def test_a_policy_player_battle_imports_to_what_the_player_saw(tmp_path: Path) -
             return result.invalid_choices + result.failed
 
         assert asyncio.run(match()) == 0
-        for _ in range(100):  # the server writes the log just after the battle ends
-            if battle_logs(logs):
-                break
-            asyncio.run(asyncio.sleep(0.1))
+        assert wait_for_logs(logs, 1) == 1  # written whole just after the battle ends
     summary = import_battles([logs], tmp_path / "out.jsonl", num_workers=1)
     assert summary.imported == 1, summary.refusals
     side = recording.decisions[0][0]
