@@ -34,7 +34,7 @@ from poke_tune.tuning.records import SweepRecord, SweepStage
 from poke_tune.tuning.redaction import is_redacted, redact, redacted
 from poke_tune.tuning.spec import SearchSpec
 
-__all__ = ["Experiment", "SweepLockedError", "is_local", "storage_problem"]
+__all__ = ["Experiment", "SweepLockedError", "folder_lock", "is_local", "storage_problem"]
 
 SPEC_FILE = "poke_tune_spec.json"
 RUN_FILE = "poke_tune_run.json"
@@ -66,6 +66,18 @@ def storage_problem(storage_path: str, *, shared: bool, nodes: int) -> str | Non
         "mounted at the same path on every node (NFS) declared with `storage_shared: true` "
         "(or --set storage_shared=true)."
     )
+
+
+@contextmanager
+def folder_lock(lock_file: Path, busy: str) -> Iterator[None]:
+    """Hold a folder for this process through its `lock_file` (an OS lock, freed on any
+    exit); another process holding it is a `SweepLockedError` with the message `busy`."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(lock_file, timeout=0):
+            yield
+    except Timeout:
+        raise SweepLockedError(busy) from None
 
 
 @dataclass(frozen=True)
@@ -141,15 +153,12 @@ class Experiment:
         if self.folder is None:
             yield  # object storage has no locks; one driver per sweep is the user's rule
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            with FileLock(self.folder / LOCK_FILE, timeout=0):
-                yield
-        except Timeout:
-            raise SweepLockedError(
-                f"sweep {self.spec.name!r} in {self.folder} is in use by another process: "
-                "wait for it to finish, or give this sweep another name (--set name=...)"
-            ) from None
+        busy = (
+            f"sweep {self.spec.name!r} in {self.folder} is in use by another process: "
+            "wait for it to finish, or give this sweep another name (--set name=...)"
+        )
+        with folder_lock(self.folder / LOCK_FILE, busy):
+            yield
 
     def start(self, record: SweepRecord) -> None:
         """Keep the spec as run and how the sweep was started."""

@@ -36,8 +36,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from poke_tune.data.combine import combine_datasets
 from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.eval.winrate import evaluate
@@ -45,7 +43,7 @@ from poke_tune.sim.policies import Policy, make_policy
 from poke_tune.sim.runtime import cache_dir
 from poke_tune.tuning.cluster_battles import cluster_play
 from poke_tune.tuning.confirm.confirm import winner
-from poke_tune.tuning.experiment import Experiment, SweepLockedError
+from poke_tune.tuning.experiment import Experiment, folder_lock
 from poke_tune.tuning.policies import resolve_policy
 from poke_tune.tuning.records import SweepRecord
 from poke_tune.tuning.redaction import redact
@@ -125,14 +123,9 @@ class Loop:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            with FileLock(self.folder / LOCK_FILE, timeout=0):
-                yield
-        except Timeout:
-            raise SweepLockedError(
-                f"loop {self.spec.name!r} in {self.folder} is in use by another process"
-            ) from None
+        busy = f"loop {self.spec.name!r} in {self.folder} is in use by another process"
+        with folder_lock(self.folder / LOCK_FILE, busy):
+            yield
 
     def start(self, record: LoopRecord) -> None:
         _write(self.folder / LOOP_SPEC_FILE, self.spec.model_dump_json(indent=2))
