@@ -152,7 +152,10 @@ def round_spec(
     """The sweep of round `index`, in the loop folder, registering under the loop's model
     and logging into the loop's MLflow experiment. Later rounds train on `dataset`, start
     from `warm_start` (the previous round's best), run `rounds.num_samples` trials and keep
-    the spec's baselines (not the learned behaviour policies of the grown data)."""
+    the spec's baselines (not the learned behaviour policies of the grown data). Each
+    round's sampler is seeded apart (the searcher's seed + index): with one seed, TPE's
+    first random proposals repeat every round and one of them can be the warm start
+    again, a duplicate trial."""
     rounds = spec.rounds
     assert rounds is not None
     mlflow = spec.mlflow.model_copy(
@@ -177,7 +180,9 @@ def round_spec(
         update |= {
             "dataset": DatasetSpec(path=dataset),
             "confirm": spec.confirm.model_copy(update={"baselines": baselines}),
-            "searcher": spec.searcher.model_copy(update={"warm_start": starts}),
+            "searcher": spec.searcher.model_copy(
+                update={"warm_start": starts, "seed": spec.searcher.seed + index}
+            ),
             "num_samples": rounds.num_samples or spec.num_samples,
         }
     return spec.model_copy(update=update)

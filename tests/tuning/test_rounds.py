@@ -126,6 +126,8 @@ def test_a_round_spec_keeps_one_model_and_warm_starts_from_the_previous_best(
     assert one.name == "tiny-r1" and one.num_samples == 2
     assert one.dataset.path == tmp_path / "combined.jsonl.gz"
     assert one.searcher.warm_start[0] == best and len(one.searcher.warm_start) == 2
+    # A sampler seeded apart per round: the same seed re-proposed the same points.
+    assert one.searcher.seed == spec.searcher.seed + 1
     assert one.confirm.baselines == ["random"]
     for each in (zero, one):
         assert each.mlflow.registered_model == "poke-tune-tiny"
