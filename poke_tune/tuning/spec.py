@@ -163,13 +163,12 @@ class RecordRecipe(_Strict):
     Server battles are not seeded, so a rebuild holds other battles of the same recipe."""
 
     battles: int = Field(gt=0)
-    matchups: list[tuple[str, str]] = Field(
+    matchups: list[Annotated[tuple[str, str], Field(strict=False)]] = Field(
         default=[
             ("poke-env:simple-heuristics", "poke-env:max-base-power"),
             ("poke-env:simple-heuristics", "poke-env:random"),
         ],
         min_length=1,
-        strict=False,
     )
     """(player, opponent) pairs sharing the battles: poke-env bots or poke-tune policies."""
     battle_format: str = "gen9randombattle"

@@ -239,6 +239,21 @@ def test_checked_in_spec_validates(path: Path) -> None:
         spec.algorithm_config(point)
 
 
+def test_record_matchups_are_yaml_pairs(write_spec: WriteSpec) -> None:
+    pair = ["poke-env:simple-heuristics", "heuristic:softmax=0.1"]
+
+    def record(matchups: list[list[str]]) -> Callable[[dict[str, Any]], None]:
+        def edit(raw: dict[str, Any]) -> None:
+            raw["dataset"] = {"import": {"record": {"battles": 4, "matchups": matchups}}}
+
+        return edit
+
+    spec = load_spec(write_spec(record([pair])))
+    assert spec.dataset.import_ is not None and spec.dataset.import_.record is not None
+    assert spec.dataset.import_.record.matchups == [tuple(pair)]
+    assert "dataset.import.record.matchups.0" in _error(write_spec(record([pair[:1]])))
+
+
 def test_the_algorithm_block_is_its_typed_config() -> None:
     spec = load_spec(SEARCH_SPACES / "cql_alpha.yaml")
     assert isinstance(spec.algorithm, CQLConfig)
