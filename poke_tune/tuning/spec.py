@@ -144,16 +144,20 @@ class GenerateRecipe(_Strict):
         check_battle_format(battle_format)
         return battle_format
 
-    def key(self) -> str:
+    def key(self, registry: str | None = None) -> str:
         """The generated file's cache key: the recipe, the encoder that records it (a file
-        written by another encoder version is another dataset) and the content of every
-        checkpoint among the policies (a checkpoint overwritten is another policy). Pin
-        the names first (`spec_file.load_spec` does): an alias in the key would not move
-        when the model it points to does."""
+        written by another encoder version is another dataset), the content of every
+        checkpoint among the policies (a checkpoint overwritten is another policy) and,
+        with a `models:/` policy, the `registry` (MLflow tracking URI) it is read from:
+        `models:/x/1` of another store is another policy. Pin the names first
+        (`spec_file.load_spec` does): an alias in the key would not move when the model it
+        points to does."""
         values = {**self.model_dump(), "encoder_version": ENCODER_VERSION}
         digests = policy_file_digests(self.policies)
         if digests:  # only then: the keys of built-in recipes stay as they were
             values["policy_files"] = digests
+        if registry and any(name.startswith("models:/") for name in self.policies):
+            values["registry"] = registry
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 

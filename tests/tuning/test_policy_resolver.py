@@ -155,7 +155,9 @@ def test_a_registered_behaviour_policy_is_recorded_by_its_version(
     assert recipe is not None and recipe.policies[0] == "models:/flywheel/1:softmax=0.5"
     dataset = prepare_dataset(spec.dataset, tracking_uri=store)
     assert dataset.header.generator["policies"] == recipe.policies
-    assert (tmp_path / "cache" / "generated" / f"{recipe.key()}.jsonl.gz").is_file()
+    # Keyed with its registry: models:/flywheel/1 of another store is another policy.
+    assert (tmp_path / "cache" / "generated" / f"{recipe.key(store)}.jsonl.gz").is_file()
+    assert recipe.key(store) != recipe.key()
 
 
 def test_a_bad_behaviour_policy_in_a_spec_names_its_line(tmp_path: Path) -> None:

@@ -471,3 +471,15 @@ def test_generated_datasets_are_keyed_by_recipe_and_encoder(
     assert key != GenerateRecipe(battles=10, hp_shaping=1.0).key()
     monkeypatch.setattr(spec_module, "ENCODER_VERSION", "obs-v0")
     assert recipe.key() != key  # a file another encoder wrote is another dataset
+
+
+def test_a_registered_behaviour_policy_is_keyed_with_its_registry() -> None:
+    from poke_tune.tuning.spec import GenerateRecipe
+
+    # models:/x/1 of another MLflow store is another policy: a second loop with its own
+    # store once reused the battles of the first loop's champions of the same names.
+    learned = GenerateRecipe(battles=10, policies=["models:/m/1:softmax=0.1", "random"])
+    assert learned.key("sqlite:///a/mlflow.db") != learned.key("sqlite:///b/mlflow.db")
+    assert learned.key("sqlite:///a/mlflow.db") == learned.key("sqlite:///a/mlflow.db")
+    built_in = GenerateRecipe(battles=10)
+    assert built_in.key("sqlite:///a/mlflow.db") == built_in.key()  # cached files stay valid

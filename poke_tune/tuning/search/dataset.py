@@ -66,7 +66,7 @@ def build_once(path: Path, build: Callable[[Path], object]) -> Path:
 
 
 def _generated(recipe: GenerateRecipe, tracking_uri: str | None) -> Path:
-    path = cache_dir() / "generated" / f"{recipe.key()}.jsonl.gz"
+    path = cache_dir() / "generated" / f"{recipe.key(registry=tracking_uri)}.jsonl.gz"
     if not path.is_file():
         _logger.info("generating the spec's dataset (%d battles) into %s", recipe.battles, path)
     return build_once(
