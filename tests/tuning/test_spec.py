@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from poke_tune.algos import CQLConfig
-from poke_tune.tuning.spec import FloatParam, SearchSpec, SpecError
+from poke_tune.tuning.spec import FloatParam, GenerateRecipe, SearchSpec, SpecError
 from poke_tune.tuning.spec_file import load_spec
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -463,7 +463,6 @@ def test_generated_datasets_are_keyed_by_recipe_and_encoder(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from poke_tune.tuning import spec as spec_module
-    from poke_tune.tuning.spec import GenerateRecipe
 
     recipe = GenerateRecipe(battles=10)
     key = recipe.key()
@@ -474,8 +473,6 @@ def test_generated_datasets_are_keyed_by_recipe_and_encoder(
 
 
 def test_a_registered_behaviour_policy_is_keyed_with_its_registry() -> None:
-    from poke_tune.tuning.spec import GenerateRecipe
-
     # models:/x/1 of another MLflow store is another policy: a second loop with its own
     # store once reused the battles of the first loop's champions of the same names.
     learned = GenerateRecipe(battles=10, policies=["models:/m/1:softmax=0.1", "random"])
