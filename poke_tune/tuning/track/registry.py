@@ -13,6 +13,7 @@ and its numbers are written on the model version (tags and description).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import mlflow
@@ -21,11 +22,12 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from poke_tune.algos import read_checkpoint
+from poke_tune.algos import CheckpointError, read_checkpoint
 from poke_tune.eval.paired import PairedDifference
+from poke_tune.sim.policies import Policy
 from poke_tune.tuning.confirm.confirm import Confirmation
 from poke_tune.tuning.confirm.report import verdict
-from poke_tune.tuning.policies import fluent_tracking_uri
+from poke_tune.tuning.policies import fluent_tracking_uri, load_registered_policy
 from poke_tune.tuning.records import TrialRow
 from poke_tune.tuning.spec import ObjectiveSpec, SearchSpec
 from poke_tune.tuning.track.store import EXPERIMENT_TAG, TRIAL_TAG
@@ -38,7 +40,10 @@ __all__ = [
     "promote",
     "register",
     "registered_name",
+    "replayable_champion",
 ]
+
+_logger = logging.getLogger(__name__)
 
 CHECKPOINT_TAG = "poke_tune.checkpoint"
 
@@ -52,6 +57,22 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
+
+
+def replayable_champion(client: MlflowClient, name: str, tracking_uri: str) -> Policy | None:
+    """The current champion as a policy to replay on the confirmation battles; `None` when
+    there is none, or when it was trained on another encoder version and cannot play here:
+    the winner is then judged against the baselines alone (logged), not blocked forever."""
+    champion = current_champion(client, name)
+    if champion is None:
+        return None
+    try:
+        policy = load_registered_policy(f"models:/{name}/{champion.version}", tracking_uri)
+    except CheckpointError as error:
+        _logger.warning("champion v%s is not replayed: %s", champion.version, error)
+        return None
+    policy.name = f"champion v{champion.version}"
+    return policy
 
 
 def register(
@@ -151,6 +172,8 @@ def promote(
             reason = "beats the best baseline" + (
                 f" and the previous champion ({_interval(versus)})" if versus else ""
             )
+            if versus is None and champion is not None and not already:
+                reason += f"; the previous champion v{champion.version} was not replayed"
     elif already:
         promoted, reason = True, ""
     else:

@@ -40,15 +40,14 @@ from poke_tune.sim.policies import Policy
 from poke_tune.tuning.confirm.confirm import Confirmation, winner
 from poke_tune.tuning.confirm.report import Report
 from poke_tune.tuning.experiment import Experiment
-from poke_tune.tuning.policies import load_registered_policy
 from poke_tune.tuning.records import SearchOutcome, SweepRecord, TrialRow, describe, trial_status
 from poke_tune.tuning.redaction import is_redacted, redact, redacted
 from poke_tune.tuning.spec import OBJECTIVE_KEY, MLflowSpec, SearchSpec
 from poke_tune.tuning.track.registry import (
-    current_champion,
     promote,
     register,
     registered_name,
+    replayable_champion,
 )
 from poke_tune.tuning.track.store import (
     EXPERIMENT_TAG,
@@ -321,13 +320,7 @@ class MLflowTracker:
         return [LiveLogging(self.spec, sweep_tags(self.spec, dataset, record))]
 
     def champion_policy(self) -> Policy | None:
-        champion = current_champion(self.client, registered_name(self.spec))
-        if champion is None:
-            return None
-        uri = f"models:/{champion.name}/{champion.version}"
-        policy = load_registered_policy(uri, self.uri)
-        policy.name = f"champion v{champion.version}"
-        return policy
+        return replayable_champion(self.client, registered_name(self.spec), self.uri)
 
     def _runs(self) -> dict[str, str]:
         """Run ids of the sweep by key (`parent`, trial ids), found by their tags."""

@@ -1,22 +1,27 @@
 """`promote` against a real file-backed MLflow store: every branch of the champion rule.
 
 Model versions are registered without a logged model (a bare source path): `promote`
-reads and writes only the registry (aliases, tags, descriptions), so that is enough.
+reads and writes only the registry (aliases, tags, descriptions), so that is enough. The
+champion replayed on the confirmation battles is a real logged model (a slow test).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from poke_tune.eval.paired import PairedDifference
 from poke_tune.eval.winrate import WinRate
 from poke_tune.tuning.confirm.confirm import Confirmation, Standing
 from poke_tune.tuning.confirm.report import verdict
+from poke_tune.tuning.policies import fluent_tracking_uri
 from poke_tune.tuning.records import TrialRow
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.spec_file import load_spec
@@ -25,7 +30,9 @@ from poke_tune.tuning.track.registry import (
     current_champion,
     objective_tag,
     promote,
+    register,
     registered_name,
+    replayable_champion,
 )
 
 TINY = Path(__file__).parents[1] / "tiny.yaml"
@@ -182,6 +189,19 @@ def test_a_winner_that_beats_baselines_and_champion_takes_the_alias(
     assert "promotion" not in _tags(client, spec, before)
 
 
+def test_a_champion_that_was_not_replayed_is_named_in_the_reason(
+    client: MlflowClient, store: str, tmp_path: Path
+) -> None:
+    spec = _spec(store)
+    before, version = _crowned_and_new(client, spec, tmp_path)
+    confirmation = _confirmation(vs_baseline=_gap(0.2), vs_champion=None)
+    promotion = promote(client, spec, version, _row(), confirmation)
+    assert promotion.promoted and _champion(client, spec) == version
+    assert promotion.reason == (
+        f"beats the best baseline; the previous champion v{before} was not replayed"
+    )
+
+
 def test_the_first_winner_that_beats_the_baselines_becomes_champion(
     client: MlflowClient, store: str, tmp_path: Path
 ) -> None:
@@ -315,3 +335,33 @@ def test_without_confirmation_a_champion_on_another_objective_is_not_comparable(
     assert "not comparable" in promotion.reason
     assert _champion(client, spec) == before
     assert "not comparable" in _tags(client, spec, version)["promotion"]
+
+
+@pytest.mark.slow  # logs two real pyfunc models
+def test_a_champion_of_another_encoder_version_is_not_replayed(
+    learned_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the store's default artifact root is ./mlruns
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(store)
+    spec = _spec(store)
+    name = registered_name(spec)
+    row = TrialRow("t1", {"alpha": 0.1}, 0.6, "completed", 3, learned_checkpoint)
+    with fluent_tracking_uri(store):
+        run_id = mlflow.start_run().info.run_id
+        mlflow.end_run()
+    _crown(client, spec, register(client, spec, "e", row, run_id))
+    champion = replayable_champion(client, name, store)
+    assert champion is not None and champion.name == "champion v1"
+
+    # The same weights, as saved by a poke-tune that encoded observations differently.
+    state = torch.load(learned_checkpoint, weights_only=True)
+    (logged,) = (tmp_path / "mlruns").rglob(learned_checkpoint.name)
+    torch.save({**state, "encoder_version": "obs-v0"}, logged)
+    with caplog.at_level(logging.WARNING):
+        assert replayable_champion(client, name, store) is None
+    assert "champion v1 is not replayed" in caplog.text
+    assert "trained on obs-v0" in caplog.text
