@@ -61,8 +61,9 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
 
 def replayable_champion(client: MlflowClient, name: str, tracking_uri: str) -> Policy | None:
     """The current champion as a policy to replay on the confirmation battles; `None` when
-    there is none, or when it was trained on another encoder version and cannot play here:
-    the winner is then judged against the baselines alone (logged), not blocked forever."""
+    there is none, or when its checkpoint cannot be loaded here (typically: saved with
+    another encoder version). The winner is then judged against the baselines alone, with
+    a warning, instead of every later sweep failing at its confirmation."""
     champion = current_champion(client, name)
     if champion is None:
         return None

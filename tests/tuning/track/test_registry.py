@@ -337,7 +337,7 @@ def test_without_confirmation_a_champion_on_another_objective_is_not_comparable(
     assert "not comparable" in _tags(client, spec, version)["promotion"]
 
 
-@pytest.mark.slow  # logs two real pyfunc models
+@pytest.mark.slow  # logs a real pyfunc model and loads it
 def test_a_champion_of_another_encoder_version_is_not_replayed(
     learned_checkpoint: Path,
     tmp_path: Path,
