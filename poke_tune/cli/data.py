@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -14,7 +15,15 @@ from poke_tune.cli.errors import console, stdout, user_errors
 from poke_tune.cli.progress import battle_progress
 from poke_tune.data.compiled import dataset_info, load_dataset
 from poke_tune.data.generate import generate_dataset
-from poke_tune.data.importer import ImportSummary, NothingImportedError, Sides, import_battles
+from poke_tune.data.importer import (
+    ImportSummary,
+    MixedFormatsError,
+    NothingImportedError,
+    Sides,
+    check_output,
+    import_battles,
+)
+from poke_tune.data.sources import MIB, ReadLimits
 from poke_tune.sim.battles import check_battle_format
 from poke_tune.tuning.policies import pin_policy_name, resolve_policy
 
@@ -112,7 +121,10 @@ def data_import(
         ),
     ],
     battle_format: Annotated[
-        str | None, typer.Option("--format", help="Dataset format (default: the first battle's).")
+        str | None,
+        typer.Option(
+            "--format", help="Dataset format (default: the one format of the verified battles)."
+        ),
     ] = None,
     min_rating: Annotated[
         float | None, typer.Option(help="Refuse battles rated below it (or unrated).")
@@ -123,33 +135,76 @@ def data_import(
     hp_shaping: Annotated[
         float, typer.Option(min=0.0, help="HP-balance shaping weight (0 = win/loss only).")
     ] = 0.0,
-    workers: Annotated[int | None, typer.Option(min=1, help="Node workers.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Node workers (1 to the machine's CPU count).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT.")] = False,
+    max_file_mb: Annotated[
+        int, typer.Option(help="Largest source file read, MiB on disk.")
+    ] = ReadLimits.max_file_bytes // MIB,
+    max_battle_mb: Annotated[
+        int, typer.Option(help="Largest battle read, MiB (a .log.json file or a JSONL line).")
+    ] = ReadLimits.max_battle_bytes // MIB,
+    max_decompressed_mb: Annotated[
+        int, typer.Option(help="Most a JSONL(.gz) file may decompress to, MiB.")
+    ] = ReadLimits.max_decompressed_bytes // MIB,
 ) -> None:
     """Re-simulate logged battles and write the verified ones as a trajectory-JSONL dataset."""
     with user_errors():
-        if len(paths) < 2:
-            raise ValueError("give at least one SOURCE and the OUT file")
-        if sides not in ("both", "winner", "p1", "p2"):
-            raise ValueError(f"--sides {sides!r}: expected both, winner, p1 or p2")
-        if battle_format is not None:
-            check_battle_format(battle_format)
-    *sources, out = paths
+        *sources, out = _import_paths(paths)
+        _check_import_options(sides, workers, battle_format)
+        limits = _read_limits(max_file_mb, max_battle_mb, max_decompressed_mb)
+        check_output(sources, out, overwrite=force)
     with user_errors(), battle_progress(None, "re-simulating") as advance:
         try:
             summary = import_battles(
-                [source.resolve() for source in sources],
-                out.resolve(),
+                sources,
+                out,
                 battle_format=battle_format,
                 min_rating=min_rating,
                 sides=cast(Sides, sides),  # checked above
                 hp_shaping=hp_shaping,
                 num_workers=workers,
                 on_result=advance,
+                limits=limits,
+                overwrite=force,
             )
-        except NothingImportedError as error:
+        except (NothingImportedError, MixedFormatsError) as error:
             _print_import_summary(error.summary)
             raise
     _print_import_summary(summary)
+
+
+def _import_paths(paths: list[Path]) -> list[Path]:
+    """SOURCE... OUT, resolved; a missing source named before anything is read."""
+    if len(paths) < 2:
+        raise ValueError("give at least one SOURCE and the OUT file")
+    *sources, out = paths
+    for source in sources:
+        if not os.path.lexists(source):
+            raise FileNotFoundError(f"{source}: no such file or folder (a SOURCE)")
+    return [*(source.absolute() for source in sources), out.absolute()]
+
+
+def _check_import_options(sides: str, workers: int | None, battle_format: str | None) -> None:
+    if sides not in ("both", "winner", "p1", "p2"):
+        raise ValueError(f"--sides {sides!r}: expected both, winner, p1 or p2")
+    cpus = os.cpu_count() or 1
+    if workers is not None and not 1 <= workers <= cpus:
+        raise ValueError(f"--workers {workers}: expected 1 to {cpus} (this machine's CPUs)")
+    if battle_format is not None:
+        check_battle_format(battle_format)
+
+
+def _read_limits(file_mb: int, battle_mb: int, decompressed_mb: int) -> ReadLimits:
+    for flag, value in (
+        ("--max-file-mb", file_mb),
+        ("--max-battle-mb", battle_mb),
+        ("--max-decompressed-mb", decompressed_mb),
+    ):
+        if not 1 <= value <= 1 << 20:
+            raise ValueError(f"{flag} {value}: expected 1 to {1 << 20} (MiB)")
+    return ReadLimits(file_mb * MIB, battle_mb * MIB, decompressed_mb * MIB)
 
 
 def _print_import_summary(summary: ImportSummary) -> None:

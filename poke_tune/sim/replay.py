@@ -98,6 +98,7 @@ class ReplayResult:
     trajectories: dict[str, Trajectory] = field(default_factory=dict)
     attempts: int = 1
     error: str | None = None  # why it could not be re-simulated (then nothing else counts)
+    error_at: int | None = None  # len(log) when the error happened: the log before it is sound
 
 
 @dataclass(frozen=True)
@@ -126,10 +127,12 @@ def parse_input_log(lines: Sequence[str]) -> _ParsedLog:
         if line.startswith(">player "):
             side, _, options = line[len(">player ") :].partition(" ")
             try:
-                name = orjson.loads(options).get("name", side)
+                parsed = orjson.loads(options)
             except orjson.JSONDecodeError as error:
                 raise ReplayError(f"input log line {number}: {error}") from None
-            names[str(name)] = side
+            if not isinstance(parsed, dict):
+                raise ReplayError(f"input log line {number}: `>player` options not an object")
+            names.setdefault(str(parsed.get("name", side)), side)
         elif line[:4] in _CHOICE_SIDES:
             choices[_CHOICE_SIDES[line[:4]]].append(line[4:])
         elif line.startswith(_BATTLE_END_COMMANDS):
@@ -246,7 +249,7 @@ class _Replay:
         try:
             self.parsed = parse_input_log(item.input_log)
         except ReplayError as error:
-            self._result.error = str(error)
+            self._fail(str(error))
             return
         self.queues = {side: deque(self.parsed.choices[side]) for side in SIDES}
         for side, record in zip(SIDES, item.record, strict=True):
@@ -270,6 +273,7 @@ class _Replay:
     def _fail(self, reason: str) -> None:
         if self._result.error is None:
             self._result.error = reason
+            self._result.error_at = len(self._result.log)
 
     def on_chunk(self, chunk: str) -> list[str]:
         kind, _, body = chunk.partition("\n")
@@ -325,9 +329,10 @@ class _Replay:
         assert self.parsed is not None
         self.ended = True
         end = self.parsed.end or ""
-        winner = self.parsed.names.get(str(summary.get("winner") or ""))
         result = self._result
-        result.winner = winner if winner in SIDES else None
+        result.winner = _winner_side(summary, end)
+        if summary.get("winner") and result.winner is None:
+            self._fail("both players have one name and the end does not say which side won")
         result.turns = int(summary.get("turns", self.state.turn))
         result.truncated = end.startswith(">forcetie")
         if end.startswith((">forcelose", ">forcewin")):
@@ -342,6 +347,32 @@ class _Replay:
             trajectory.final_hp_balance = hp_balance(self.state, side)
             if result.truncated and side in self.pending:
                 trajectory.final_observation, trajectory.final_mask = self.pending[side]
+
+
+def _winner_side(summary: dict[str, Any], end: str) -> str | None:
+    """The side that won, by side, never by name: two players may share a name. The
+    simulator's end summary names the winner and both sides; where the names are the same,
+    the side with Pokemon left (or the side a `>forcewin`/`>forcelose` names) won."""
+    winner = summary.get("winner")
+    if not winner:
+        return None
+    named = [side for side in SIDES if summary.get(side) == winner]
+    if len(named) == 1:
+        return named[0]
+    command, _, target = end.partition(" ")
+    if target.strip() in SIDES and command in (">forcewin", ">forcelose"):
+        won = (
+            target.strip()
+            if command == ">forcewin"
+            else next(side for side in SIDES if side != target.strip())
+        )
+        return won
+    score = summary.get("score")
+    if isinstance(score, list) and len(score) == 2:
+        left = [side for side, count in zip(SIDES, score, strict=True) if count]
+        if len(left) == 1:
+            return left[0]
+    return None
 
 
 def replay_battles(pool: SimulatorPool, inputs: Iterable[ReplayInput]) -> Iterator[ReplayResult]:

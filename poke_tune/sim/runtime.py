@@ -44,11 +44,17 @@ class SimulatorNotFoundError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    """The project cache folder (simulator install, Dex extract, compiled datasets)."""
+    """The project cache folder (simulator install, Dex extract, compiled datasets, the
+    local server's raw battle logs and the import name key). Created mode 0700 when it does
+    not exist yet: it holds players' clear names; an existing folder is left as it is."""
     if "POKE_TUNE_CACHE" in os.environ:
-        return Path(os.environ["POKE_TUNE_CACHE"]).expanduser().resolve()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser().resolve() / "poke-tune"
+        folder = Path(os.environ["POKE_TUNE_CACHE"]).expanduser().resolve()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        folder = Path(xdg).expanduser().resolve() / "poke-tune"
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
 
 
 def usable_cpus() -> int:

@@ -22,6 +22,7 @@ from poke_tune.sim.battles import BattleResult
 from poke_tune.sim.replay import spectator_log
 
 FORMAT = "gen9randombattle"
+KEY = b"0123456789abcdef0123456789abcdef"
 
 
 def server_log(result: BattleResult, names: tuple[str, str] = ("p1", "p2")) -> dict[str, Any]:
@@ -83,6 +84,14 @@ def _generate(path: Path, battles: int, max_turns: int = 200) -> list[BattleResu
         keep_logs=True,
     )
     return sorted(results, key=lambda r: r.spec.index)
+
+
+def _write_logs(folder: Path, results: list[BattleResult]) -> Path:
+    """Each battle as a server log file in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        (folder / f"{result.spec.index}.log.json").write_text(json.dumps(server_log(result)))
+    return folder
 
 
 def _by_battle(path: Path, prefix: str) -> dict[tuple[str, str], TrajectoryRecord]:
@@ -167,11 +176,10 @@ def test_sides_keeps_the_winner_or_one_player(
     tmp_path: Path, played: tuple[Path, list[BattleResult]]
 ) -> None:
     _, results = played
-    for result in results:
-        (tmp_path / f"{result.spec.index}.log.json").write_text(json.dumps(server_log(result)))
-    winner = import_battles([tmp_path], tmp_path / "w.jsonl", sides="winner", num_workers=1)
+    logs = _write_logs(tmp_path / "logs", results)
+    winner = import_battles([logs], tmp_path / "w.jsonl", sides="winner", num_workers=1)
     assert all(r.total_reward > 0 for r in read_trajectories(winner.path))
-    p2 = import_battles([tmp_path], tmp_path / "p2.jsonl", sides="p2", num_workers=1)
+    p2 = import_battles([logs], tmp_path / "p2.jsonl", sides="p2", num_workers=1)
     assert {r.player for r in read_trajectories(p2.path)} == {"p2"}
 
 
@@ -207,8 +215,10 @@ def test_every_bad_battle_is_refused_with_its_reason_and_the_rest_imported(
         importer.NO_GENERATED_TEAMS: 1,
     }
     details = {refusal.reason: refusal.detail for refusal in summary.refusals}
-    assert "truncated.log.json" in details[importer.CORRUPT]
-    assert "seed.log.json: other-4: line " in details[importer.DIVERGED]
+    # File names that could be usernames are shown hashed: `#HASH.log.json`.
+    assert ".log.json: unexpected end of data" in details[importer.CORRUPT]
+    assert "truncated" not in details[importer.CORRUPT]
+    assert ".log.json: other-4: line " in details[importer.DIVERGED]
     assert "POKE_TUNE_SHOWDOWN_DIR" in details[importer.DIVERGED]
     assert "the same battle as" in details[importer.REPEATED]
     assert "'inputlog'" in details[importer.NO_INPUT_LOG]
@@ -227,7 +237,7 @@ def test_names_and_chat_never_reach_the_dataset(
     tmp_path: Path, played: tuple[Path, list[BattleResult]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, results = played
-    monkeypatch.setenv(importer.NAME_KEY_ENV, "test-key")
+    monkeypatch.setenv(importer.NAME_KEY_ENV, KEY.decode())
     log = server_log(results[0], names=("Alice Quux", "Bob Zyzzy"))
     log["inputLog"].insert(5, ">chat Alice Quux|my secret plan")
     log["log"].insert(5, "|c|☆Alice Quux|my secret plan")
@@ -239,18 +249,17 @@ def test_names_and_chat_never_reach_the_dataset(
     for secret in ("alice", "quux", "bob", "zyzzy", "secret plan"):
         assert secret not in text
     records = list(read_trajectories(out))
-    alice = importer.name_hash("Alice Quux", b"test-key")
+    alice = importer.name_hash("Alice Quux", KEY)
     assert {r.player: r.provenance.player for r in records if r.provenance}["p1"] == alice
-    assert importer.name_hash("alicequux", b"test-key") == alice  # one user id, one hash
+    assert importer.name_hash("alicequux", KEY) == alice  # one user id, one hash
 
 
 def test_an_import_and_a_generated_file_combine_into_one_dataset(
     tmp_path: Path, played: tuple[Path, list[BattleResult]]
 ) -> None:
     generated, results = played
-    for result in results:
-        (tmp_path / f"{result.spec.index}.log.json").write_text(json.dumps(server_log(result)))
-    imported = import_battles([tmp_path], tmp_path / "imported.jsonl", num_workers=1).path
+    logs = _write_logs(tmp_path / "logs", results)
+    imported = import_battles([logs], tmp_path / "imported.jsonl", num_workers=1).path
     # The same battles twice (an import of generated battles) go in once...
     twice = combine_datasets([generated, imported], tmp_path / "twice.jsonl")
     assert (twice.trajectories, twice.repeats_dropped) == (2 * len(results), 2 * len(results))
