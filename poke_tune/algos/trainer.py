@@ -92,16 +92,18 @@ class Trainer:
         self.dataset = dataset
         self.device = resolve_device(train_config.device)
         set_seed(train_config.seed)
-        train_index, val_index = dataset.split(train_config.val_fraction, train_config.seed)
+        train_trajectories, val_trajectories = dataset.split(
+            train_config.val_fraction, train_config.seed
+        )
         # BC learns no values: FQE still needs a discount to evaluate its policy.
         td = algo_config if isinstance(algo_config, TDConfig) else TDConfig()
         n_step, gamma = td.n_step, td.gamma
         self.train_data = TransitionTensors(
-            dataset, train_index, self.device, n_step=n_step, gamma=gamma
+            dataset, train_trajectories, self.device, n_step=n_step, gamma=gamma
         )
         self.val_data = (
-            TransitionTensors(dataset, val_index, self.device, n_step=n_step, gamma=gamma)
-            if len(val_index)
+            TransitionTensors(dataset, val_trajectories, self.device, n_step=n_step, gamma=gamma)
+            if len(val_trajectories)
             else None
         )
         self.algorithm = build_algorithm(
@@ -186,10 +188,8 @@ class Trainer:
                     self.config.batch_size, self.fqe_generator, one_step=True
                 )
                 self.fqe.update(fqe_batch, self._policy_scores)
-            rows = data.initial_rows
-            metrics["offline/fqe_value"] = self.fqe.value(
-                data.observations[rows], data.masks[rows], self._policy_scores
-            )
+            observations, masks = data.initial_states()
+            metrics["offline/fqe_value"] = self.fqe.value(observations, masks, self._policy_scores)
         self._check_divergence(metrics)
         return metrics
 

@@ -1,5 +1,7 @@
-"""One dataset from several trajectory files: an import and a `generate` recipe, or two
-imports. The header lists every part's own header provenance (`generator.parts`)."""
+"""One dataset from several: an import and a `generate` recipe, two imports, or a flywheel's
+rounds. Combining concatenates the parts' manifests: no shard is copied or recompiled, so
+adding a round costs its own battles alone. The header lists every part's own header
+provenance (`generator.parts`)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from poke_tune.data.jsonl import TrajectoryWriter, open_trajectories, read_header
-from poke_tune.data.records import DatasetError, DatasetHeader, TrajectoryRecord
+from poke_tune.data.compiled import load_dataset, write_manifest
+from poke_tune.data.records import DatasetError, DatasetHeader
 
 __all__ = ["CombinedDataset", "combine_datasets"]
 
@@ -21,70 +21,75 @@ class CombinedDataset:
     """What `combine_datasets` wrote."""
 
     path: Path
+    """The manifest (load it with `load_dataset`)."""
     header: DatasetHeader
     trajectories: int
     repeats_dropped: int
     """Trajectories already in an earlier part (the same decisions, whatever their ids)."""
 
 
-def _decisions_digest(record: TrajectoryRecord) -> bytes:
-    """The same player's same decisions in the same battle, whatever the labels around them
-    (policy, provenance, replay id): two imports of one server log, or a log and its replay."""
-    digest = hashlib.blake2b(record.player.encode(), digest_size=16)
-    for step in record.steps:
-        digest.update(np.asarray(step.observation, dtype=np.float32).tobytes())
-        digest.update(bytes((step.action_type, step.action_target)))
-    return digest.digest()
-
-
 _MUST_AGREE = ("encoder_version", "observation_size", "action_layout", "num_actions")
 
 
-def combine_datasets(parts: Sequence[Path], out: Path) -> CombinedDataset:
-    """Write the trajectories of `parts`, in order, to `out`.
+def combine_datasets(
+    parts: Sequence[Path], out: Path, *, cache_root: Path | None = None
+) -> CombinedDataset:
+    """Write a manifest `out` (`.json`) listing the shards of `parts`, in order.
 
-    The parts must agree on encoder, action layout, sizes and battle format (a
-    `DatasetError` names the first part that does not). Each replay id gets its part's
-    index as a prefix (`0/...`, `1/...`): two sources may number battles alike. A
-    trajectory already written from an earlier part is dropped and counted (overlapping
-    imports would otherwise weigh a battle twice and could put it on both sides of the split).
+    Each part is a trajectory file (compiled first if it is not yet) or a manifest. The
+    parts must agree on encoder, action layout, sizes and battle format (a `DatasetError`
+    names the first part that does not). Replay ids read with their part's index as a
+    prefix (`0/...`, `1/...`): two sources may number battles alike. A trajectory already
+    in an earlier part is excluded and counted (overlapping imports would otherwise weigh a
+    battle twice and could put it on both sides of the split).
     """
     if not parts:
         raise ValueError("combine_datasets needs at least one part")
-    headers = [read_header(part) for part in parts]
-    first = headers[0]
-    for part, header in zip(parts, headers, strict=True):
+    if out.suffix != ".json":
+        raise ValueError(f"{out}: a combined dataset is a manifest, name it *.json")
+    datasets = [load_dataset(part, cache_root=cache_root) for part in parts]
+    first = datasets[0].header
+    for part, dataset in zip(parts, datasets, strict=True):
         for name in (*_MUST_AGREE, "battle_format"):
-            if getattr(header, name) != getattr(first, name):
+            if getattr(dataset.header, name) != getattr(first, name):
                 raise DatasetError(
                     part,
                     1,
                     f"header.{name}",
-                    f"{getattr(header, name)!r}, but {parts[0]} has {getattr(first, name)!r}: "
-                    "combined parts must agree",
+                    f"{getattr(dataset.header, name)!r}, but {parts[0]} has "
+                    f"{getattr(first, name)!r}: combined parts must agree",
                 )
-    combined = first.model_copy(
+    header = first.model_copy(
         update={
             "generator": {
                 "parts": [
-                    {"path": str(part), "generator": header.generator}
-                    for part, header in zip(parts, headers, strict=True)
+                    {"path": str(part), "generator": dataset.header.generator}
+                    for part, dataset in zip(parts, datasets, strict=True)
                 ]
             }
         }
     )
-    seen: set[bytes] = set()
-    written = dropped = 0
-    with TrajectoryWriter(out, combined) as writer:
-        for index, part in enumerate(parts):
-            with open_trajectories(part) as (_, records):
-                for _, record in records:
-                    digest = _decisions_digest(record)
-                    if digest in seen:
-                        dropped += 1
-                        continue
-                    seen.add(digest)
-                    replay_id = f"{index}/{record.replay_id}"
-                    writer.write(record.model_copy(update={"replay_id": replay_id}))
-                    written += 1
-    return CombinedDataset(out, combined, written, dropped)
+    seen: set[str] = set()
+    excluded: list[int] = []
+    shards = []
+    index = 0
+    for part, dataset in enumerate(datasets):
+        for shard in dataset.shards:
+            shards.append((shard, part))
+            for trajectory in shard.meta["trajectories"]:
+                if trajectory["digest"] in seen:
+                    excluded.append(index)
+                seen.add(trajectory["digest"])
+                index += 1
+    key = hashlib.sha256(
+        " ".join([*(s.key for s, _ in shards), *map(str, excluded)]).encode()
+    ).hexdigest()[:16]
+    write_manifest(
+        out,
+        key=key,
+        header=header,
+        size_bytes=sum(dataset.size_bytes for dataset in datasets),
+        shards=shards,
+        excluded=excluded,
+    )
+    return CombinedDataset(out, header, index - len(excluded), len(excluded))

@@ -1,13 +1,18 @@
-"""The compiled dataset: a trajectory file validated once and cached as memory-mapped arrays.
+"""The compiled dataset: a manifest of content-addressed shards, memory-mapped read-only.
 
-`load_dataset` validates a file once and compiles it into
-`<cache>/datasets/<sha256[:16]>/`, one `.npy` per array, in the *row layout*: each
-trajectory of n steps owns n + 1 consecutive rows of `observations`/`action_masks`, the
-last holding s' of its final step (zeros and an all-False mask after a real terminal; the
-recorded `final_observation`/`final_action_mask` when the battle was cut off). Transition
-i starts at row `rows[i]` and its next observation is row `rows[i] + 1`, so s' needs no
-copy. Later loads memory-map the arrays read-only, so processes share their pages.
-The file format is `jsonl.py`'s job.
+`load_dataset` takes a trajectory file (compiled once, streaming, into shards of at most
+`shard_rows` rows: memory bounded by one shard whatever the file's size, cached by the
+file's content hash) or a manifest (`*.json`, as `combine.py` writes: the shards of
+several sources, concatenated). Shards live in `<cache>/shards/<content hash>/`
+(`shards.py`) and are shared by every dataset that lists them, so appending a round adds
+its own shards and nothing else is rewritten.
+
+The layout is the *row layout*: each trajectory of n steps owns n + 1 consecutive rows of
+observations and masks, the last holding s' of its final step (zeros and an all-False
+mask after a real terminal; the recorded `final_observation`/`final_action_mask` when the
+battle was cut off). Transitions are numbered across shards in manifest order; transition
+g of trajectory t lies in row g + t, so s' is row g + t + 1. Nothing is loaded whole:
+`observations_at`, `masks_at` and `transitions_at` gather the rows asked for.
 """
 
 from __future__ import annotations
@@ -15,13 +20,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 import time
-import uuid
 from collections import Counter
-from contextlib import suppress
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,100 +37,257 @@ from poke_tune.data.records import (
     ACTION_TYPES,
     DatasetError,
     DatasetHeader,
+    TrajectoryRecord,
     header_problem,
 )
+from poke_tune.data.shards import Shard, ShardContent, open_shard, write_shard
 from poke_tune.sim.actions import ACTION_LAYOUT, action_index, action_parts
 from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.runtime import cache_dir
 
-__all__ = ["OfflineDataset", "dataset_info", "load_dataset"]
+__all__ = [
+    "MANIFEST_FORMAT",
+    "OfflineDataset",
+    "dataset_info",
+    "decisions_digest",
+    "load_dataset",
+    "open_manifest",
+    "write_manifest",
+]
 
 _logger = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 1  # bump when the compiled layout changes: stale cache folders are rebuilt
-_TRANSITION_ARRAYS = ("rows", "actions", "rewards", "terminals", "trajectory_ids")
-_TRAJECTORY_ARRAYS = ("trajectory_returns", "trajectory_truncated")
-_ROW_ARRAYS = ("observations", "action_masks")
+MANIFEST_FORMAT = 1
+SHARD_ROWS = 100_000
+"""Rows per shard (about 1,400 battles): the compile holds one shard's float32 rows."""
+_MUST_AGREE = ("encoder_version", "observation_size", "action_layout", "num_actions")
+
+
+def decisions_digest(player: str, observations: npt.NDArray[np.float32], actions: Any) -> str:
+    """The same player's same decisions in the same battle, whatever the labels around them
+    (policy, provenance, replay id): two imports of one server log, or a log and its replay."""
+    digest = hashlib.blake2b(player.encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(observations, dtype=np.float32).tobytes())
+    digest.update(np.asarray(actions, dtype=np.uint8).tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class OfflineDataset:
-    """A compiled trajectory file, memory-mapped read-only (row layout, see the module doc)."""
+    """Shards listed by a manifest, memory-mapped read-only (row layout: the module doc)."""
 
     source: Path
-    """The trajectory file this was loaded from."""
-    folder: Path
-    """The cache folder holding the arrays."""
+    """The trajectory file or manifest this was loaded from."""
+    manifest: Path
+    """The manifest listing the shards (the dataset pickles as this path)."""
     key: str
-    """First 16 hex digits of the source file's sha256."""
+    """16 hex digits: the source file's sha256, or the hash of a combined manifest."""
     header: DatasetHeader
     size_bytes: int
-    """Size of the source file."""
-    observations: npt.NDArray[np.float32]
-    """[rows, observation_size]."""
-    action_masks: npt.NDArray[np.bool_]
-    """[rows, num_actions]; the legal actions at each row's observation."""
-    rows: npt.NDArray[np.int64]
-    """[transitions] row of s; s' is row + 1."""
-    actions: npt.NDArray[np.int64]
-    """[transitions] flat action index."""
-    rewards: npt.NDArray[np.float32]
-    terminals: npt.NDArray[np.float32]
-    """[transitions] 1.0 on the last step of a trajectory that was not cut off."""
-    trajectory_ids: npt.NDArray[np.int32]
-    """[transitions] index of the trajectory (ascending, contiguous)."""
-    trajectory_returns: npt.NDArray[np.float32]
-    """[trajectories] recorded total_reward."""
-    trajectory_truncated: npt.NDArray[np.bool_]
-    replay_ids: tuple[str, ...]
-    players: tuple[str, ...]
-    policies: tuple[str, ...]
+    """Size of the source file(s)."""
+    shards: tuple[Shard, ...] = field(repr=False)
+    parts: tuple[int, ...] = field(repr=False)
+    """The source part of each shard (a combined manifest's index; 0 otherwise)."""
+    excluded: npt.NDArray[np.bool_] = field(repr=False)
+    """[trajectories] repeats of an earlier part's trajectory, never trained on."""
+
+    # -- sizes -----------------------------------------------------------------------------
+
+    @cached_property
+    def trajectory_lengths(self) -> npt.NDArray[np.int64]:
+        """[trajectories] steps of every trajectory, shards in order (excluded included)."""
+        return np.concatenate([np.asarray(s.arrays["lengths"]) for s in self.shards])
+
+    @cached_property
+    def trajectory_starts(self) -> npt.NDArray[np.int64]:
+        """[trajectories + 1] first transition of every trajectory, and the total."""
+        return np.r_[0, np.cumsum(self.trajectory_lengths)].astype(np.int64)
+
+    @cached_property
+    def trajectory_returns(self) -> npt.NDArray[np.float32]:
+        return np.concatenate([np.asarray(s.arrays["returns"]) for s in self.shards])
+
+    @cached_property
+    def trajectory_truncated(self) -> npt.NDArray[np.bool_]:
+        return np.concatenate([np.asarray(s.arrays["truncated"]) for s in self.shards])
+
+    @cached_property
+    def _transition_offsets(self) -> npt.NDArray[np.int64]:
+        return np.r_[0, np.cumsum([s.num_transitions for s in self.shards])].astype(np.int64)
+
+    @cached_property
+    def _row_offsets(self) -> npt.NDArray[np.int64]:
+        return np.r_[0, np.cumsum([s.num_rows for s in self.shards])].astype(np.int64)
 
     @property
     def num_transitions(self) -> int:
-        """Number of (s, a, r, s') transitions."""
-        return len(self.rows)
+        """Number of (s, a, r, s') transitions (repeats of an earlier part excluded)."""
+        return int(self.trajectory_lengths[~self.excluded].sum())
 
     @property
     def num_trajectories(self) -> int:
-        """Number of trajectories (one per player per battle)."""
-        return len(self.trajectory_returns)
+        """Number of trajectories (one per player per battle; repeats excluded)."""
+        return int((~self.excluded).sum())
 
     @property
     def observation_size(self) -> int:
-        """Length of one observation vector."""
         return self.header.observation_size
 
     @property
     def num_actions(self) -> int:
-        """Number of flat actions."""
         return self.header.num_actions
 
+    def nbytes(self) -> int:
+        """Bytes of the compact arrays (the compiled cache, what a process maps)."""
+        return sum(shard.nbytes() for shard in self.shards)
+
+    # -- labels (read from the shards' metadata when asked) ---------------------------------
+
+    def _trajectory_labels(self, name: str) -> list[str]:
+        return [str(t[name]) for s in self.shards for t in s.meta["trajectories"]]
+
+    @cached_property
+    def replay_ids(self) -> tuple[str, ...]:
+        """Per trajectory; a combined manifest prefixes each with its part (`0/...`)."""
+        ids = self._trajectory_labels("replay_id")
+        if max(self.parts) == 0:
+            return tuple(ids)
+        per_trajectory = np.repeat(self.parts, [s.num_trajectories for s in self.shards])
+        return tuple(f"{part}/{id_}" for part, id_ in zip(per_trajectory, ids, strict=True))
+
     @property
-    def next_rows(self) -> npt.NDArray[np.int64]:
-        """[transitions] row of s' (a new array on every access)."""
-        return self.rows + 1
+    def players(self) -> tuple[str, ...]:
+        return tuple(self._trajectory_labels("player"))
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        return tuple(self._trajectory_labels("policy"))
+
+    # -- the split and gathering -----------------------------------------------------------
 
     def split(
         self, val_fraction: float = 0.1, seed: int = 0
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """(train, val) sorted transition indices, split by trajectory with a seeded shuffle.
+        """(train, val) sorted *trajectory* indices, split with a seeded shuffle.
 
         The validation side gets round(val_fraction * trajectories) trajectories, at least
-        one when val_fraction > 0, and never all of them.
+        one when val_fraction > 0, and never all of them. Excluded repeats are in neither.
         """
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        count = self.num_trajectories
+        kept = np.flatnonzero(~self.excluded)
+        count = len(kept)
         num_val = 0 if val_fraction == 0 else min(count - 1, max(1, round(val_fraction * count)))
         in_val = np.zeros(count, dtype=bool)
         in_val[np.random.default_rng(seed).permutation(count)[:num_val]] = True
-        val_transitions = in_val[self.trajectory_ids]
-        return np.flatnonzero(~val_transitions), np.flatnonzero(val_transitions)
+        return kept[~in_val], kept[in_val]
+
+    def _by_shard(
+        self, index: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]
+    ) -> Iterator[tuple[Shard, npt.NDArray[np.bool_], npt.NDArray[np.int64]]]:
+        """(shard, which entries of `index` it holds, their local index), shards with hits."""
+        shard_of = np.searchsorted(offsets, index, side="right") - 1
+        for shard_index in np.unique(shard_of):
+            hits = shard_of == shard_index
+            yield self.shards[shard_index], hits, index[hits] - offsets[shard_index]
+
+    def observations_at(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """[len(rows), observation_size] float32 observations of global rows."""
+        out = np.empty((len(rows), self.observation_size), dtype=np.float32)
+        for shard, hits, local in self._by_shard(rows, self._row_offsets):
+            out[hits] = shard.observations(local)
+        return out
+
+    def masks_at(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """[len(rows), num_actions] legal-action masks of global rows."""
+        out = np.empty((len(rows), self.num_actions), dtype=bool)
+        for shard, hits, local in self._by_shard(rows, self._row_offsets):
+            out[hits] = shard.masks(local)
+        return out
+
+    def transitions_at(
+        self, index: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """(actions, rewards, terminals) of global transitions."""
+        actions = np.empty(len(index), dtype=np.int64)
+        rewards = np.empty(len(index), dtype=np.float32)
+        terminals = np.empty(len(index), dtype=np.float32)
+        for shard, hits, local in self._by_shard(index, self._transition_offsets):
+            actions[hits] = shard.arrays["actions"][local]
+            rewards[hits] = shard.arrays["rewards"][local]
+            terminals[hits] = shard.arrays["terminals"][local]
+        return actions, rewards, terminals
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Pickle by reference to the cache folder: workers re-map the same files.
-        return (_open_compiled, (self.folder, self.source))
+        # Pickle by reference to the manifest: workers re-map the same shard files.
+        return (open_manifest, (self.manifest, self.source))
+
+
+# -- manifests ---------------------------------------------------------------------------------
+
+
+def write_manifest(
+    path: Path,
+    *,
+    key: str,
+    header: DatasetHeader,
+    size_bytes: int,
+    shards: list[tuple[Shard, int]],
+    excluded: list[int] | None = None,
+) -> None:
+    """Write a manifest atomically: the header, the shards (with their part) and the
+    excluded trajectories."""
+    manifest = {
+        "manifest_format": MANIFEST_FORMAT,
+        "key": key,
+        "header": header.model_dump(),
+        "source_size_bytes": size_bytes,
+        "shards": [{"folder": str(s.folder.resolve()), "part": part} for s, part in shards],
+        "excluded": excluded or [],
+        "counts": {
+            "trajectories": sum(s.num_trajectories for s, _ in shards) - len(excluded or []),
+            "battles": sum(
+                len({t["replay_id"] for t in s.meta["trajectories"]}) for s, _ in shards
+            ),
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    os.replace(staging, path)
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        manifest: dict[str, Any] = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("manifest_format") != MANIFEST_FORMAT:
+        return None
+    return manifest
+
+
+def open_manifest(path: Path, source: Path | None = None) -> OfflineDataset:
+    """The dataset a manifest lists; FileNotFoundError if it or a shard is missing."""
+    manifest = _read_manifest(Path(path))
+    if manifest is None:
+        raise FileNotFoundError(f"{path} is not a poke-tune dataset manifest")
+    shards = tuple(open_shard(Path(entry["folder"])) for entry in manifest["shards"])
+    excluded = np.zeros(sum(s.num_trajectories for s in shards), dtype=bool)
+    excluded[np.asarray(manifest["excluded"], dtype=np.int64)] = True
+    return OfflineDataset(
+        source=Path(source if source is not None else path),
+        manifest=Path(path),
+        key=manifest["key"],
+        header=DatasetHeader.model_validate(manifest["header"]),
+        size_bytes=manifest["source_size_bytes"],
+        shards=shards,
+        parts=tuple(int(entry["part"]) for entry in manifest["shards"]),
+        excluded=excluded,
+    )
+
+
+# -- compiling a trajectory file, streaming ----------------------------------------------------
 
 
 def _file_key(path: Path) -> str:
@@ -135,268 +295,239 @@ def _file_key(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()[:16]
 
 
-def _read_meta(folder: Path) -> dict[str, Any] | None:
-    """The folder's meta.json, or None when missing, unreadable or of an older layout."""
-    try:
-        meta: dict[str, Any] = orjson.loads((folder / "meta.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return meta if meta.get("cache_format") == _CACHE_FORMAT else None
-
-
-def _open_compiled(folder: Path, source: Path) -> OfflineDataset:
-    meta = _read_meta(folder)
-    if meta is None:
-        raise FileNotFoundError(f"no compiled dataset in {folder}")
-    arrays = {
-        name: np.load(folder / f"{name}.npy", mmap_mode="r")
-        for name in _ROW_ARRAYS + _TRANSITION_ARRAYS + _TRAJECTORY_ARRAYS
-    }
-    counts = meta["counts"]
-    if (
-        len(arrays["rows"]) != counts["transitions"]
-        or len(arrays["observations"]) != counts["rows"]
-    ):
-        raise ValueError(f"corrupt dataset cache {folder}: array lengths disagree with meta.json")
-    return OfflineDataset(
-        source=Path(source),
-        folder=folder,
-        key=meta["key"],
-        header=DatasetHeader.model_validate(meta["header"]),
-        size_bytes=meta["source_size_bytes"],
-        replay_ids=tuple(meta["replay_ids"]),
-        players=tuple(meta["players"]),
-        policies=tuple(meta["policies"]),
-        **arrays,
-    )
-
-
 def _first_nonfinite(block: npt.NDArray[np.float32], steps: int) -> str:
     row, column = (int(v) for v in np.argwhere(~np.isfinite(block))[0])
     return f"steps[{row}].observation[{column}]" if row < steps else f"final_observation[{column}]"
 
 
+class _ShardBuilder:
+    """Collects trajectories until a shard is full, then writes it and starts over."""
+
+    def __init__(self, path: Path, header: DatasetHeader, store: Path) -> None:
+        self.path, self.header, self.store = path, header, store
+        self.shard_header = {
+            name: getattr(header, name) for name in (*_MUST_AGREE, "battle_format")
+        }
+        self._clear()
+
+    def _clear(self) -> None:
+        self.blocks: list[npt.NDArray[np.float32]] = []
+        self.masks: list[npt.NDArray[np.bool_]] = []
+        self.actions: list[npt.NDArray[np.int64]] = []
+        self.rewards: list[npt.NDArray[np.float32]] = []
+        self.trajectories: list[dict[str, Any]] = []
+        self.returns: list[float] = []
+        self.truncated: list[bool] = []
+        self.rows = 0
+
+    def add(self, line_no: int, record: TrajectoryRecord) -> None:
+        steps, size = record.steps, self.header.observation_size
+        n = len(steps)
+        block = np.zeros((n + 1, size), dtype=np.float32)
+        mask = np.zeros((n + 1, self.header.num_actions), dtype=bool)
+        with np.errstate(over="ignore", invalid="ignore"):
+            block[:n] = [step.observation for step in steps]
+            if record.final_observation is not None:
+                block[n] = record.final_observation
+            step_rewards = np.array([step.reward for step in steps], dtype=np.float32)
+            total = np.float32(record.total_reward)
+        if not np.isfinite(block).all():
+            raise DatasetError(
+                self.path, line_no, _first_nonfinite(block, n), "value overflows float32"
+            )
+        if not (np.isfinite(step_rewards).all() and np.isfinite(total)):
+            raise DatasetError(self.path, line_no, "reward", "a reward overflows float32")
+        mask[:n] = [step.action_mask for step in steps]
+        if record.final_action_mask is not None:
+            mask[n] = record.final_action_mask
+        actions = np.array([action_index(s.action_type, s.action_target) for s in steps])
+        self.blocks.append(block)
+        self.masks.append(mask)
+        self.actions.append(actions)
+        self.rewards.append(step_rewards)
+        self.returns.append(float(total))
+        self.truncated.append(record.truncated)
+        provenance = record.provenance.model_dump() if record.provenance is not None else None
+        self.trajectories.append(
+            {
+                "replay_id": record.replay_id,
+                "player": record.player,
+                "policy": record.policy,
+                "provenance": provenance,
+                "digest": decisions_digest(record.player, block[:n], actions),
+            }
+        )
+        self.rows += n + 1
+
+    def flush(self) -> Shard | None:
+        if not self.blocks:
+            return None
+        lengths = np.array([len(a) for a in self.actions], dtype=np.int64)
+        terminals = np.zeros(int(lengths.sum()), dtype=np.float32)
+        ends = np.cumsum(lengths) - 1
+        terminals[ends[~np.asarray(self.truncated, dtype=bool)]] = 1.0
+        content = ShardContent(
+            observations=np.concatenate(self.blocks),
+            masks=np.concatenate(self.masks),
+            actions=np.concatenate(self.actions),
+            rewards=np.concatenate(self.rewards),
+            terminals=terminals,
+            lengths=lengths,
+            returns=np.asarray(self.returns, dtype=np.float32),
+            truncated=np.asarray(self.truncated, dtype=bool),
+            trajectories=self.trajectories,
+        )
+        self._clear()
+        return write_shard(content, self.store, self.shard_header)
+
+
 def _compile(
     path: Path,
-    out: Path,
+    manifest: Path,
     key: str,
+    *,
+    store: Path,
+    shard_rows: int,
     expected_encoder_version: str | None,
     expected_action_layout: str | None,
 ) -> None:
-    """Validate the trajectory file `path` in one pass (its header before any record) and
-    write its arrays and meta.json into the empty folder `out`."""
+    """Validate the trajectory file `path` in one pass (its header before any record),
+    writing a shard every `shard_rows` rows, then the manifest listing them."""
     started = time.perf_counter()
+    shards: list[Shard] = []
     with open_trajectories(
         path,
         expected_encoder_version=expected_encoder_version,
         expected_action_layout=expected_action_layout,
     ) as (header, records):
-        size, num_actions = header.observation_size, header.num_actions
-        observations: list[npt.NDArray[np.float32]] = []
-        masks: list[npt.NDArray[np.bool_]] = []
-        actions: list[int] = []
-        rewards: list[npt.NDArray[np.float32]] = []
-        lengths: list[int] = []
-        truncated: list[bool] = []
-        returns: list[float] = []
-        replay_ids: list[str] = []
-        players: list[str] = []
-        policies: list[str] = []
+        builder = _ShardBuilder(path, header, store)
         for line_no, record in records:
-            steps = record.steps
-            n = len(steps)
-            block = np.zeros((n + 1, size), dtype=np.float32)
-            mask = np.zeros((n + 1, num_actions), dtype=bool)
-            with np.errstate(over="ignore", invalid="ignore"):
-                block[:n] = [step.observation for step in steps]
-                if record.final_observation is not None:
-                    block[n] = record.final_observation
-                step_rewards = np.array([step.reward for step in steps], dtype=np.float32)
-                total = np.float32(record.total_reward)
-            if not np.isfinite(block).all():
-                field = _first_nonfinite(block, n)
-                raise DatasetError(path, line_no, field, "value overflows float32")
-            if not (np.isfinite(step_rewards).all() and np.isfinite(total)):
-                raise DatasetError(path, line_no, "reward", "a reward overflows float32")
-            mask[:n] = [step.action_mask for step in steps]
-            if record.final_action_mask is not None:
-                mask[n] = record.final_action_mask
-            observations.append(block)
-            masks.append(mask)
-            rewards.append(step_rewards)
-            actions.extend(action_index(step.action_type, step.action_target) for step in steps)
-            lengths.append(n)
-            truncated.append(record.truncated)
-            returns.append(float(total))
-            replay_ids.append(record.replay_id)
-            players.append(record.player)
-            policies.append(record.policy)
-    if not lengths:
+            builder.add(line_no, record)
+            if builder.rows >= shard_rows and (shard := builder.flush()) is not None:
+                shards.append(shard)
+        if (shard := builder.flush()) is not None:
+            shards.append(shard)
+    if not shards:
         raise DatasetError(path, 2, "", "no trajectories after the header")
-
-    steps_per = np.asarray(lengths, dtype=np.int64)
-    num_rows = int(steps_per.sum()) + len(lengths)
-    trajectory_ids = np.repeat(np.arange(len(lengths), dtype=np.int32), steps_per)
-    rows = np.arange(len(actions), dtype=np.int64) + trajectory_ids  # one extra row per trajectory
-    terminals = np.zeros(len(actions), dtype=np.float32)
-    ends = np.cumsum(steps_per) - 1
-    terminals[ends[~np.asarray(truncated)]] = 1.0
-
-    for name, chunks, dtype, width in (
-        ("observations", observations, np.float32, size),
-        ("action_masks", masks, np.bool_, num_actions),
-    ):
-        target = np.lib.format.open_memmap(
-            out / f"{name}.npy", mode="w+", dtype=dtype, shape=(num_rows, width)
-        )
-        np.concatenate(chunks, out=target)
-        target.flush()
-        del target
-    columns: dict[str, npt.NDArray[Any]] = {
-        "rows": rows,
-        "actions": np.asarray(actions, dtype=np.int64),
-        "rewards": np.concatenate(rewards),
-        "terminals": terminals,
-        "trajectory_ids": trajectory_ids,
-        "trajectory_returns": np.asarray(returns, dtype=np.float32),
-        "trajectory_truncated": np.asarray(truncated, dtype=bool),
-    }
-    for name, array in columns.items():
-        np.save(out / f"{name}.npy", array)
-    meta = {
-        "cache_format": _CACHE_FORMAT,
-        "key": key,
-        "source": str(path.resolve()),
-        "source_size_bytes": path.stat().st_size,
-        "header": header.model_dump(),
-        "counts": {
-            "battles": len(set(replay_ids)),
-            "trajectories": len(lengths),
-            "transitions": len(actions),
-            "rows": num_rows,
-        },
-        "replay_ids": replay_ids,
-        "players": players,
-        "policies": policies,
-    }
-    (out / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+    write_manifest(
+        manifest,
+        key=key,
+        header=header,
+        size_bytes=path.stat().st_size,
+        shards=[(shard, 0) for shard in shards],
+    )
+    transitions = sum(s.num_transitions for s in shards)
     elapsed = time.perf_counter() - started
     _logger.info(
-        "compiled %s: %d trajectories, %d transitions in %.1f s (%.0f transitions/s)",
+        "compiled %s: %d shards, %d transitions in %.1f s (%.0f transitions/s)",
         path,
-        len(lengths),
-        len(actions),
+        len(shards),
+        transitions,
         elapsed,
-        len(actions) / max(elapsed, 1e-9),
+        transitions / max(elapsed, 1e-9),
     )
-
-
-def _compile_into(
-    path: Path,
-    folder: Path,
-    key: str,
-    expected_encoder_version: str | None,
-    expected_action_layout: str | None,
-) -> None:
-    """Compile into a private temp folder, then move it into place atomically."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=folder.parent))
-    try:
-        _compile(path, staging, key, expected_encoder_version, expected_action_layout)
-        if folder.exists() and _read_meta(folder) is None:  # stale layout or a broken folder
-            stale = folder.with_name(f".{key}.stale-{uuid.uuid4().hex}")
-            with suppress(FileNotFoundError):  # another process moved it first
-                os.replace(folder, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.replace(staging, folder)
-        except OSError:
-            if _read_meta(folder) is None:
-                raise
-            _logger.debug("another process compiled %s first", folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _compiled_folder(
-    path: Path,
-    cache_root: Path | None,
-    expected_encoder_version: str | None,
-    expected_action_layout: str | None,
-) -> Path:
-    """The cache folder of `path`'s arrays, compiled first if it holds none."""
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"{path} is a directory, expected a dataset file (.jsonl or .jsonl.gz)"
-        )
-    key = _file_key(path)
-    folder = (cache_root if cache_root is not None else cache_dir() / "datasets") / key
-    meta = _read_meta(folder)
-    if meta is None:
-        _compile_into(path, folder, key, expected_encoder_version, expected_action_layout)
-        return folder
-    refused = header_problem(
-        DatasetHeader.model_validate(meta["header"]),
-        expected_encoder_version,
-        expected_action_layout,
-    )
-    if refused is not None:
-        raise DatasetError(path, 1, *refused)
-    return folder
 
 
 def load_dataset(
     path: Path,
     *,
     cache_root: Path | None = None,
+    shard_rows: int = SHARD_ROWS,
     expected_encoder_version: str | None = ENCODER_VERSION,
     expected_action_layout: str | None = ACTION_LAYOUT,
 ) -> OfflineDataset:
-    """Validate and compile a trajectory file once, then memory-map the cached arrays.
+    """Open a manifest, or validate and compile a trajectory file once (streaming, into
+    shards), then memory-map the shards.
 
     Args:
-        cache_root: where compiled datasets live; default `<poke-tune cache>/datasets`.
+        cache_root: where compiled datasets live (`shards/` and one manifest per file);
+            default `<poke-tune cache>/datasets`.
+        shard_rows: rows per shard when compiling (bounds the compile's memory).
         expected_encoder_version: header value required (None accepts any).
         expected_action_layout: header value required (None accepts any this code decodes).
     """
     path = Path(path)
-    return _open_compiled(
-        _compiled_folder(path, cache_root, expected_encoder_version, expected_action_layout),
-        source=path,
-    )
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a directory, expected a dataset file (.jsonl, .jsonl.gz or a manifest)"
+        )
+    root = cache_root if cache_root is not None else cache_dir() / "datasets"
+    if path.suffix == ".json":
+        manifest = path
+    else:
+        key = _file_key(path)
+        manifest = root / f"{key}.json"
+        if _read_manifest(manifest) is None or not _shards_present(manifest):
+            _compile(
+                path,
+                manifest,
+                key,
+                store=root / "shards",
+                shard_rows=shard_rows,
+                expected_encoder_version=expected_encoder_version,
+                expected_action_layout=expected_action_layout,
+            )
+    dataset = open_manifest(manifest, source=path)
+    refused = header_problem(dataset.header, expected_encoder_version, expected_action_layout)
+    if refused is not None:
+        raise DatasetError(path, 1, *refused)
+    return dataset
+
+
+def _shards_present(manifest: Path) -> bool:
+    entries = (_read_manifest(manifest) or {}).get("shards", [])
+    return all((Path(entry["folder"]) / "meta.json").is_file() for entry in entries)
+
+
+# -- summary -----------------------------------------------------------------------------------
 
 
 def dataset_info(dataset: OfflineDataset) -> dict[str, Any]:
-    """Summary statistics of a compiled dataset (for `poke-tune data info` and logs).
+    """Summary statistics of a compiled dataset (for `poke-tune data info` and logs),
+    read shard by shard.
 
     Outcomes (`wins`/`losses`/`draws`) count trajectories that ended in a real terminal by
     the sign of their last step's reward, which holds the battle result; this assumes any
     reward shaping on that step is smaller than the +-1 outcome. Cut-off trajectories are
-    counted apart, under `truncated`.
+    counted apart, under `truncated`. Repeats excluded by a combined manifest are left out.
     """
-    ids = dataset.trajectory_ids
+    kept = ~dataset.excluded
     count, transitions = dataset.num_trajectories, dataset.num_transitions
-    ends = np.flatnonzero(np.r_[ids[1:] != ids[:-1], True])
-    final_rewards = np.asarray(dataset.rewards[ends])
-    finished = ~np.asarray(dataset.trajectory_truncated)
-    returns = np.asarray(dataset.trajectory_returns, dtype=np.float64)
-    action_counts = np.bincount(dataset.actions, minlength=dataset.num_actions)
+    ends = dataset.trajectory_starts[1:][kept] - 1
+    _, final_rewards, _ = dataset.transitions_at(ends)
+    finished = ~dataset.trajectory_truncated[kept]
+    returns = dataset.trajectory_returns[kept].astype(np.float64)
+    action_counts = np.zeros(dataset.num_actions, dtype=np.int64)
+    legal = 0
+    first = 0
+    for shard in dataset.shards:
+        lengths = np.asarray(shard.arrays["lengths"])
+        keep = np.repeat(kept[first : first + len(lengths)], lengths)
+        first += len(lengths)
+        actions = np.asarray(shard.arrays["actions"])[keep]
+        action_counts += np.bincount(actions, minlength=dataset.num_actions)
+        rows = np.arange(len(keep)) + np.repeat(np.arange(len(lengths)), lengths)
+        legal += int(shard.masks(rows[keep]).sum())
     by_type = np.zeros(len(ACTION_TYPES))
     for index, frequency in enumerate(action_counts):
         by_type[action_parts(index)[0]] += frequency
-    legal = np.asarray(dataset.action_masks[dataset.rows]).sum(axis=1)
+    replay_ids = np.asarray(dataset.replay_ids)[kept]
+    policies = np.asarray(dataset.policies)[kept]
     return {
         "path": str(dataset.source),
         "key": dataset.key,
         "size_bytes": dataset.size_bytes,
+        "cache_bytes": dataset.nbytes(),
+        "cache_bytes_per_transition": dataset.nbytes() / transitions,
+        "shards": len(dataset.shards),
         "encoder_version": dataset.header.encoder_version,
         "action_layout": dataset.header.action_layout,
         "battle_format": dataset.header.battle_format,
-        "battles": len(set(dataset.replay_ids)),
+        "battles": len(set(replay_ids.tolist())),
         "trajectories": count,
         "transitions": transitions,
         "mean_steps_per_trajectory": transitions / count,
-        "truncated_fraction": float(np.mean(dataset.trajectory_truncated)),
+        "truncated_fraction": float(np.mean(~finished)),
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
         "return_min": float(returns.min()),
@@ -409,6 +540,6 @@ def dataset_info(dataset: OfflineDataset) -> dict[str, Any]:
         "action_type_frequency": dict(
             zip(ACTION_TYPES, (by_type / transitions).tolist(), strict=True)
         ),
-        "mean_legal_actions": float(legal.mean()),
-        "policies": dict(sorted(Counter(dataset.policies).items())),
+        "mean_legal_actions": legal / transitions,
+        "policies": dict(sorted(Counter(policies.tolist()).items())),
     }

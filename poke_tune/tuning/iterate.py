@@ -296,7 +296,7 @@ def _combined(parts: list[str]) -> OfflineDataset:
     if len(parts) == 1:
         return load_dataset(Path(parts[0]))
     key = hashlib.sha256(" ".join(Path(p).name for p in parts).encode()).hexdigest()[:16]
-    out = cache_dir() / "combined" / f"{key}.jsonl.gz"
+    out = cache_dir() / "combined" / f"{key}.json"  # the rounds' shards listed, not copied
     paths = [Path(p) for p in parts]
     return load_dataset(build_once(out, lambda path: combine_datasets(paths, path)))
 

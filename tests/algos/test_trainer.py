@@ -5,12 +5,15 @@ divergence, BC initialisation. Real battles: test_battles_e2e.py; the checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from poke_tune.algos import (
+    Batch,
     BCConfig,
     CQLConfig,
     DivergedError,
@@ -111,9 +114,22 @@ def test_resume_continues_bit_for_bit(synthetic_dataset: OfflineDataset, tmp_pat
     assert _states_equal(resumed.state_dict(), straight.state_dict())
 
 
-def test_nan_stops_the_run_as_diverged(synthetic_dataset: OfflineDataset) -> None:
+def poison_rewards(trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every training batch's rewards become NaN from now on."""
+    sample = trainer.train_data.sample
+
+    def nan_rewards(*args: Any, **kwargs: Any) -> Batch:
+        batch = sample(*args, **kwargs)
+        return dataclasses.replace(batch, rewards=torch.full_like(batch.rewards, float("nan")))
+
+    monkeypatch.setattr(trainer.train_data, "sample", nan_rewards)
+
+
+def test_nan_stops_the_run_as_diverged(
+    synthetic_dataset: OfflineDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trainer = _trainer(CQLConfig(network=SMALL), synthetic_dataset)
-    trainer.train_data.rewards[:] = float("nan")
+    poison_rewards(trainer, monkeypatch)
     with pytest.raises(DivergedError, match="nan"):
         trainer.train(10)
 

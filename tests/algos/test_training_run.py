@@ -11,6 +11,7 @@ import pytest
 
 from poke_tune.algos.training_run import prepare_trainer, run_in_folder
 from poke_tune.data.compiled import OfflineDataset
+from tests.algos.test_trainer import poison_rewards
 
 SMALL = {"network": {"hidden_sizes": [16]}}
 FAST = {"steps": 20, "eval_interval": 10, "fqe_steps": 2, "batch_size": 32}
@@ -101,10 +102,10 @@ def test_a_new_run_needs_an_algorithm(synthetic_dataset: OfflineDataset) -> None
 
 
 def test_a_diverged_run_says_so_in_its_record_and_metrics(
-    synthetic_dataset: OfflineDataset, tmp_path: Path
+    synthetic_dataset: OfflineDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trainer = prepare_trainer(synthetic_dataset, algo="cql", algo_values=SMALL, train_values=FAST)
-    trainer.train_data.rewards[:] = float("nan")
+    poison_rewards(trainer, monkeypatch)
     run = run_in_folder(trainer, tmp_path / "run", data_path=synthetic_dataset.source)
     assert run.status == "diverged" and run.reason is not None and "nan" in run.reason
     last = json.loads(run.metrics_file.read_text().splitlines()[-1])

@@ -261,17 +261,17 @@ def test_an_import_and_a_generated_file_combine_into_one_dataset(
     logs = _write_logs(tmp_path / "logs", results)
     imported = import_battles([logs], tmp_path / "imported.jsonl", num_workers=1).path
     # The same battles twice (an import of generated battles) go in once...
-    twice = combine_datasets([generated, imported], tmp_path / "twice.jsonl")
+    twice = combine_datasets([generated, imported], tmp_path / "twice.json")
     assert (twice.trajectories, twice.repeats_dropped) == (2 * len(results), 2 * len(results))
     # ...other battles combine, the header listing both parts.
     other = tmp_path / "other.jsonl"
     generate_dataset(other, policies=["random"], battles=2, seed=99, num_workers=1)
-    both = combine_datasets([imported, other], tmp_path / "both.jsonl")
+    both = combine_datasets([imported, other], tmp_path / "both.json")
     assert [part["generator"].keys() for part in both.header.generator["parts"]] == [
         {"import"},
         {"policies", "battles", "seed", "max_turns", "hp_shaping"},
     ]
-    dataset = load_dataset(tmp_path / "both.jsonl", cache_root=tmp_path / "cache")
+    dataset = load_dataset(tmp_path / "both.json", cache_root=tmp_path / "cache")
     assert dataset.num_trajectories == 2 * len(results) + 4
 
 
@@ -282,4 +282,4 @@ def test_parts_of_other_formats_do_not_combine(
     gen8 = tmp_path / "gen8.jsonl"
     generate_dataset(gen8, policies=["random"], battles=1, battle_format="gen8randombattle")
     with pytest.raises(DatasetError, match=r"header\.(observation_size|battle_format)"):
-        combine_datasets([generated, gen8], tmp_path / "mixed.jsonl")
+        combine_datasets([generated, gen8], tmp_path / "mixed.json")

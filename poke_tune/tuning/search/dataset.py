@@ -1,7 +1,7 @@
 """The spec's dataset, compiled once on the driver before the search: a trajectory file, or
 one built first (once, then cached by content) from the spec's sources: a `generate`
 recipe, an `import` of logged battles (server logs, replays, and the logs of a `record`
-recipe's bot battles), or both combined into one file."""
+recipe's bot battles), or both combined into one manifest of their shards."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def prepare_dataset(
     if len(parts) == 1:
         return load_dataset(parts[0])
     key = hashlib.sha256(" ".join(part.name for part in parts).encode()).hexdigest()[:16]
-    combined = cache_dir() / "combined" / f"{key}.jsonl.gz"
+    combined = cache_dir() / "combined" / f"{key}.json"  # a manifest: no shard is copied
     return load_dataset(build_once(combined, lambda out: combine_datasets(parts, out)))
 
 
