@@ -23,6 +23,7 @@ output (the spectator log is only compared, never stored).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -277,6 +278,7 @@ def import_battles(
     on_result: Callable[[object], None] | None = None,
     limits: ReadLimits | None = None,
     overwrite: bool = False,
+    pool: SimulatorPool | None = None,
 ) -> ImportSummary:
     """Re-simulate the logged battles of `sources` and write the verified ones' trajectories
     to `out` (trajectory-JSONL, gzip for `.gz`), in the order the sources hold them.
@@ -290,6 +292,7 @@ def import_battles(
         on_result: called once per re-simulated battle (progress).
         limits: what is read at most (`ReadLimits`' defaults).
         overwrite: replace an existing `out` (else `OutputError`).
+        pool: an open pool to re-simulate on (default: one opened for this import).
 
     Raises `OutputError` before reading anything for an `out` that is or lies in a source,
     `NothingImportedError` or `MixedFormatsError` (no file written) when no dataset can be.
@@ -316,8 +319,10 @@ def import_battles(
     record = (sides in ("both", "winner", "p1"), sides in ("both", "winner", "p2"))
     logged = read_logged_battles(sources, limits, key)
     battles = _selected(logged, battle_format, min_rating, tally)
-    with SimulatorPool(num_workers=num_workers, runtime=runtime) as pool:
-        writers = FormatWriters(out, pool, generator, runtime.version)
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(SimulatorPool(num_workers=num_workers, runtime=runtime))
+        writers = FormatWriters(out, pool, generator, runtime)
         try:
             for chunk in _chunks(battles, imported, tally):
                 usable = []

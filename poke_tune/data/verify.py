@@ -16,7 +16,10 @@ or Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,20 @@ _FREE_TEXT = frozenset(
     {"win", "tie", "c", "c:", "chat", "j", "J", "l", "L", "n", "N", "player", "raw", "html",
      "uhtml", "uhtmlchange", "-message", "message", "inactive", "title", "bigerror", "error"}
 )  # fmt: skip
+
+
+@lru_cache(maxsize=4)
+def simulator_formats(runtime: ShowdownRuntime) -> frozenset[str]:
+    """The format ids the installed simulator knows (asked once per install)."""
+    script = (
+        f"const {{Dex}} = require({json.dumps(str(runtime.package_dir / 'dist' / 'sim'))});"
+        "console.log(JSON.stringify(Dex.formats.all()"
+        ".filter(f => f.effectType === 'Format').map(f => f.id)))"
+    )
+    proc = subprocess.run(
+        [runtime.node, "-e", script], capture_output=True, timeout=120, check=True, text=True
+    )
+    return frozenset(json.loads(proc.stdout))
 
 
 def _shown(line: str, names: dict[str, str], key: bytes) -> str:
@@ -147,7 +164,7 @@ class FormatWriters:
     """One staging file per format next to OUT (see the module docstring)."""
 
     def __init__(
-        self, out: Path, pool: SimulatorPool, generator: dict[str, Any], version: str
+        self, out: Path, pool: SimulatorPool, generator: dict[str, Any], runtime: ShowdownRuntime
     ) -> None:
         self._out = out
         self._pool = pool
@@ -156,11 +173,16 @@ class FormatWriters:
         self._writers: dict[str, TrajectoryWriter] = {}
         self._failed: dict[str, str] = {}
         self._used_ids: set[str] = set()
+        self._version = runtime.version
+        self._formats = simulator_formats(runtime)
 
     def unusable(self, battle: LoggedBattle) -> Refusal | None:
         """A refusal when the simulator has no encoder for the battle's format."""
         name = battle.battle_format
         if name not in self._failed and name not in self._writers:
+            if name not in self._formats:
+                self._failed[name] = f"not a format of pokemon-showdown {self._version}"
+                return self.unusable(battle)
             try:
                 self._pool.encoder(name)
             except Exception as error:  # any failure: this format is unusable
