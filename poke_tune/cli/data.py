@@ -13,7 +13,9 @@ from rich.table import Table
 
 from poke_tune.cli.errors import console, stdout, user_errors
 from poke_tune.cli.progress import battle_progress
-from poke_tune.data.compiled import dataset_info, load_dataset
+from poke_tune.data.combine import combine_datasets
+from poke_tune.data.compiled import load_dataset
+from poke_tune.data.export import export_trajectories
 from poke_tune.data.generate import generate_dataset
 from poke_tune.data.importer import (
     ImportSummary,
@@ -23,6 +25,7 @@ from poke_tune.data.importer import (
     check_output,
     import_battles,
 )
+from poke_tune.data.info import dataset_info
 from poke_tune.data.sources import MIB, ReadLimits
 from poke_tune.sim.battles import check_battle_format
 from poke_tune.tuning.policies import pin_policy_name, resolve_policy
@@ -87,7 +90,7 @@ def data_generate(
 
 @data_app.command("info")
 def data_info(
-    path: Annotated[Path, typer.Argument(help="A trajectory-JSONL dataset.")],
+    path: Annotated[Path, typer.Argument(help="A trajectory-JSONL dataset or a manifest.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Validate and compile a dataset (cached), then print its statistics."""
@@ -97,6 +100,32 @@ def data_info(
         stdout.print_json(json.dumps(info))
         return
     _print_mapping(f"dataset {path}", info)
+
+
+@data_app.command("combine")
+def data_combine(
+    parts: Annotated[list[Path], typer.Argument(help="Trajectory files or manifests.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The manifest to write (*.json).")],
+) -> None:
+    """One dataset from several: a manifest listing their shards (compiled first where
+    needed; no shard is copied). Repeated trajectories are excluded."""
+    with user_errors():
+        combined = combine_datasets([part.resolve() for part in parts], out.resolve())
+    stdout.print(
+        f"wrote {out}: {combined.trajectories} trajectories from {len(parts)} parts "
+        f"({combined.repeats_dropped} repeats excluded)"
+    )
+
+
+@data_app.command("export")
+def data_export(
+    dataset: Annotated[Path, typer.Argument(help="A trajectory file or a manifest.")],
+    out: Annotated[Path, typer.Argument(help="The trajectory file to write (.jsonl[.gz]).")],
+) -> None:
+    """Write a compiled dataset out as a trajectory file (header and provenance kept)."""
+    with user_errors():
+        written = export_trajectories(load_dataset(dataset.resolve()), out)
+    stdout.print(f"wrote {out}: {written} trajectories")
 
 
 def _print_mapping(title: str, values: dict[str, Any]) -> None:

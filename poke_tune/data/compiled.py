@@ -21,7 +21,6 @@ import hashlib
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -34,22 +33,18 @@ import orjson
 
 from poke_tune.data.jsonl import open_trajectories
 from poke_tune.data.records import (
-    ACTION_TYPES,
     DatasetError,
     DatasetHeader,
-    TrajectoryRecord,
     header_problem,
 )
-from poke_tune.data.shards import Shard, ShardContent, open_shard, write_shard
-from poke_tune.sim.actions import ACTION_LAYOUT, action_index, action_parts
+from poke_tune.data.shards import Shard, ShardBuilder, open_shard
+from poke_tune.sim.actions import ACTION_LAYOUT
 from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.runtime import cache_dir
 
 __all__ = [
     "MANIFEST_FORMAT",
     "OfflineDataset",
-    "dataset_info",
-    "decisions_digest",
     "load_dataset",
     "open_manifest",
     "write_manifest",
@@ -60,16 +55,6 @@ _logger = logging.getLogger(__name__)
 MANIFEST_FORMAT = 1
 SHARD_ROWS = 100_000
 """Rows per shard (about 1,400 battles): the compile holds one shard's float32 rows."""
-_MUST_AGREE = ("encoder_version", "observation_size", "action_layout", "num_actions")
-
-
-def decisions_digest(player: str, observations: npt.NDArray[np.float32], actions: Any) -> str:
-    """The same player's same decisions in the same battle, whatever the labels around them
-    (policy, provenance, replay id): two imports of one server log, or a log and its replay."""
-    digest = hashlib.blake2b(player.encode(), digest_size=16)
-    digest.update(np.ascontiguousarray(observations, dtype=np.float32).tobytes())
-    digest.update(np.asarray(actions, dtype=np.uint8).tobytes())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -295,92 +280,6 @@ def _file_key(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()[:16]
 
 
-def _first_nonfinite(block: npt.NDArray[np.float32], steps: int) -> str:
-    row, column = (int(v) for v in np.argwhere(~np.isfinite(block))[0])
-    return f"steps[{row}].observation[{column}]" if row < steps else f"final_observation[{column}]"
-
-
-class _ShardBuilder:
-    """Collects trajectories until a shard is full, then writes it and starts over."""
-
-    def __init__(self, path: Path, header: DatasetHeader, store: Path) -> None:
-        self.path, self.header, self.store = path, header, store
-        self.shard_header = {
-            name: getattr(header, name) for name in (*_MUST_AGREE, "battle_format")
-        }
-        self._clear()
-
-    def _clear(self) -> None:
-        self.blocks: list[npt.NDArray[np.float32]] = []
-        self.masks: list[npt.NDArray[np.bool_]] = []
-        self.actions: list[npt.NDArray[np.int64]] = []
-        self.rewards: list[npt.NDArray[np.float32]] = []
-        self.trajectories: list[dict[str, Any]] = []
-        self.returns: list[float] = []
-        self.truncated: list[bool] = []
-        self.rows = 0
-
-    def add(self, line_no: int, record: TrajectoryRecord) -> None:
-        steps, size = record.steps, self.header.observation_size
-        n = len(steps)
-        block = np.zeros((n + 1, size), dtype=np.float32)
-        mask = np.zeros((n + 1, self.header.num_actions), dtype=bool)
-        with np.errstate(over="ignore", invalid="ignore"):
-            block[:n] = [step.observation for step in steps]
-            if record.final_observation is not None:
-                block[n] = record.final_observation
-            step_rewards = np.array([step.reward for step in steps], dtype=np.float32)
-            total = np.float32(record.total_reward)
-        if not np.isfinite(block).all():
-            raise DatasetError(
-                self.path, line_no, _first_nonfinite(block, n), "value overflows float32"
-            )
-        if not (np.isfinite(step_rewards).all() and np.isfinite(total)):
-            raise DatasetError(self.path, line_no, "reward", "a reward overflows float32")
-        mask[:n] = [step.action_mask for step in steps]
-        if record.final_action_mask is not None:
-            mask[n] = record.final_action_mask
-        actions = np.array([action_index(s.action_type, s.action_target) for s in steps])
-        self.blocks.append(block)
-        self.masks.append(mask)
-        self.actions.append(actions)
-        self.rewards.append(step_rewards)
-        self.returns.append(float(total))
-        self.truncated.append(record.truncated)
-        provenance = record.provenance.model_dump() if record.provenance is not None else None
-        self.trajectories.append(
-            {
-                "replay_id": record.replay_id,
-                "player": record.player,
-                "policy": record.policy,
-                "provenance": provenance,
-                "digest": decisions_digest(record.player, block[:n], actions),
-            }
-        )
-        self.rows += n + 1
-
-    def flush(self) -> Shard | None:
-        if not self.blocks:
-            return None
-        lengths = np.array([len(a) for a in self.actions], dtype=np.int64)
-        terminals = np.zeros(int(lengths.sum()), dtype=np.float32)
-        ends = np.cumsum(lengths) - 1
-        terminals[ends[~np.asarray(self.truncated, dtype=bool)]] = 1.0
-        content = ShardContent(
-            observations=np.concatenate(self.blocks),
-            masks=np.concatenate(self.masks),
-            actions=np.concatenate(self.actions),
-            rewards=np.concatenate(self.rewards),
-            terminals=terminals,
-            lengths=lengths,
-            returns=np.asarray(self.returns, dtype=np.float32),
-            truncated=np.asarray(self.truncated, dtype=bool),
-            trajectories=self.trajectories,
-        )
-        self._clear()
-        return write_shard(content, self.store, self.shard_header)
-
-
 def _compile(
     path: Path,
     manifest: Path,
@@ -400,7 +299,7 @@ def _compile(
         expected_encoder_version=expected_encoder_version,
         expected_action_layout=expected_action_layout,
     ) as (header, records):
-        builder = _ShardBuilder(path, header, store)
+        builder = ShardBuilder(path, header, store)
         for line_no, record in records:
             builder.add(line_no, record)
             if builder.rows >= shard_rows and (shard := builder.flush()) is not None:
@@ -477,69 +376,3 @@ def load_dataset(
 def _shards_present(manifest: Path) -> bool:
     entries = (_read_manifest(manifest) or {}).get("shards", [])
     return all((Path(entry["folder"]) / "meta.json").is_file() for entry in entries)
-
-
-# -- summary -----------------------------------------------------------------------------------
-
-
-def dataset_info(dataset: OfflineDataset) -> dict[str, Any]:
-    """Summary statistics of a compiled dataset (for `poke-tune data info` and logs),
-    read shard by shard.
-
-    Outcomes (`wins`/`losses`/`draws`) count trajectories that ended in a real terminal by
-    the sign of their last step's reward, which holds the battle result; this assumes any
-    reward shaping on that step is smaller than the +-1 outcome. Cut-off trajectories are
-    counted apart, under `truncated`. Repeats excluded by a combined manifest are left out.
-    """
-    kept = ~dataset.excluded
-    count, transitions = dataset.num_trajectories, dataset.num_transitions
-    ends = dataset.trajectory_starts[1:][kept] - 1
-    _, final_rewards, _ = dataset.transitions_at(ends)
-    finished = ~dataset.trajectory_truncated[kept]
-    returns = dataset.trajectory_returns[kept].astype(np.float64)
-    action_counts = np.zeros(dataset.num_actions, dtype=np.int64)
-    legal = 0
-    first = 0
-    for shard in dataset.shards:
-        lengths = np.asarray(shard.arrays["lengths"])
-        keep = np.repeat(kept[first : first + len(lengths)], lengths)
-        first += len(lengths)
-        actions = np.asarray(shard.arrays["actions"])[keep]
-        action_counts += np.bincount(actions, minlength=dataset.num_actions)
-        rows = np.arange(len(keep)) + np.repeat(np.arange(len(lengths)), lengths)
-        legal += int(shard.masks(rows[keep]).sum())
-    by_type = np.zeros(len(ACTION_TYPES))
-    for index, frequency in enumerate(action_counts):
-        by_type[action_parts(index)[0]] += frequency
-    replay_ids = np.asarray(dataset.replay_ids)[kept]
-    policies = np.asarray(dataset.policies)[kept]
-    return {
-        "path": str(dataset.source),
-        "key": dataset.key,
-        "size_bytes": dataset.size_bytes,
-        "cache_bytes": dataset.nbytes(),
-        "cache_bytes_per_transition": dataset.nbytes() / transitions,
-        "shards": len(dataset.shards),
-        "encoder_version": dataset.header.encoder_version,
-        "action_layout": dataset.header.action_layout,
-        "battle_format": dataset.header.battle_format,
-        "battles": len(set(replay_ids.tolist())),
-        "trajectories": count,
-        "transitions": transitions,
-        "mean_steps_per_trajectory": transitions / count,
-        "truncated_fraction": float(np.mean(~finished)),
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
-        "return_min": float(returns.min()),
-        "return_max": float(returns.max()),
-        "wins": int(np.sum(finished & (final_rewards > 0))),
-        "losses": int(np.sum(finished & (final_rewards < 0))),
-        "draws": int(np.sum(finished & (final_rewards == 0))),
-        "truncated": int(np.sum(~finished)),
-        "action_frequency": (action_counts / transitions).tolist(),
-        "action_type_frequency": dict(
-            zip(ACTION_TYPES, (by_type / transitions).tolist(), strict=True)
-        ),
-        "mean_legal_actions": legal / transitions,
-        "policies": dict(sorted(Counter(policies.tolist()).items())),
-    }

@@ -32,8 +32,26 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-__all__ = ["SHARD_FORMAT", "Shard", "ShardContent", "open_shard", "write_shard"]
+from poke_tune.data.records import DatasetError, DatasetHeader, TrajectoryRecord
+from poke_tune.sim.actions import action_index
 
+__all__ = [
+    "SHARD_FORMAT",
+    "Shard",
+    "ShardBuilder",
+    "ShardContent",
+    "decisions_digest",
+    "open_shard",
+    "write_shard",
+]
+
+_SHARD_HEADER = (
+    "encoder_version",
+    "observation_size",
+    "action_layout",
+    "num_actions",
+    "battle_format",
+)
 SHARD_FORMAT = 1
 """Bump when the stored layout changes: the format is part of every shard's key."""
 
@@ -204,3 +222,96 @@ def open_shard(folder: Path) -> Shard:
         raise FileNotFoundError(f"{folder} holds shard format {meta.get('shard_format')}")
     arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in _ARRAYS}
     return Shard(folder=folder, meta=meta, arrays=arrays)
+
+
+def decisions_digest(player: str, observations: npt.NDArray[np.float32], actions: Any) -> str:
+    """The same player's same decisions in the same battle, whatever the labels around them
+    (policy, provenance, replay id): two imports of one server log, or a log and its replay."""
+    digest = hashlib.blake2b(player.encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(observations, dtype=np.float32).tobytes())
+    digest.update(np.asarray(actions, dtype=np.uint8).tobytes())
+    return digest.hexdigest()
+
+
+def _first_nonfinite(block: npt.NDArray[np.float32], steps: int) -> str:
+    row, column = (int(v) for v in np.argwhere(~np.isfinite(block))[0])
+    return f"steps[{row}].observation[{column}]" if row < steps else f"final_observation[{column}]"
+
+
+class ShardBuilder:
+    """Collects trajectories until a shard is full, then writes it and starts over."""
+
+    def __init__(self, path: Path, header: DatasetHeader, store: Path) -> None:
+        self.path, self.header, self.store = path, header, store
+        self.shard_header = {name: getattr(header, name) for name in _SHARD_HEADER}
+        self._clear()
+
+    def _clear(self) -> None:
+        self.blocks: list[npt.NDArray[np.float32]] = []
+        self.masks: list[npt.NDArray[np.bool_]] = []
+        self.actions: list[npt.NDArray[np.int64]] = []
+        self.rewards: list[npt.NDArray[np.float32]] = []
+        self.trajectories: list[dict[str, Any]] = []
+        self.returns: list[float] = []
+        self.truncated: list[bool] = []
+        self.rows = 0
+
+    def add(self, line_no: int, record: TrajectoryRecord) -> None:
+        steps, size = record.steps, self.header.observation_size
+        n = len(steps)
+        block = np.zeros((n + 1, size), dtype=np.float32)
+        mask = np.zeros((n + 1, self.header.num_actions), dtype=bool)
+        with np.errstate(over="ignore", invalid="ignore"):
+            block[:n] = [step.observation for step in steps]
+            if record.final_observation is not None:
+                block[n] = record.final_observation
+            step_rewards = np.array([step.reward for step in steps], dtype=np.float32)
+            total = np.float32(record.total_reward)
+        if not np.isfinite(block).all():
+            raise DatasetError(
+                self.path, line_no, _first_nonfinite(block, n), "value overflows float32"
+            )
+        if not (np.isfinite(step_rewards).all() and np.isfinite(total)):
+            raise DatasetError(self.path, line_no, "reward", "a reward overflows float32")
+        mask[:n] = [step.action_mask for step in steps]
+        if record.final_action_mask is not None:
+            mask[n] = record.final_action_mask
+        actions = np.array([action_index(s.action_type, s.action_target) for s in steps])
+        self.blocks.append(block)
+        self.masks.append(mask)
+        self.actions.append(actions)
+        self.rewards.append(step_rewards)
+        self.returns.append(float(total))
+        self.truncated.append(record.truncated)
+        provenance = record.provenance.model_dump() if record.provenance is not None else None
+        self.trajectories.append(
+            {
+                "replay_id": record.replay_id,
+                "player": record.player,
+                "policy": record.policy,
+                "provenance": provenance,
+                "digest": decisions_digest(record.player, block[:n], actions),
+            }
+        )
+        self.rows += n + 1
+
+    def flush(self) -> Shard | None:
+        if not self.blocks:
+            return None
+        lengths = np.array([len(a) for a in self.actions], dtype=np.int64)
+        terminals = np.zeros(int(lengths.sum()), dtype=np.float32)
+        ends = np.cumsum(lengths) - 1
+        terminals[ends[~np.asarray(self.truncated, dtype=bool)]] = 1.0
+        content = ShardContent(
+            observations=np.concatenate(self.blocks),
+            masks=np.concatenate(self.masks),
+            actions=np.concatenate(self.actions),
+            rewards=np.concatenate(self.rewards),
+            terminals=terminals,
+            lengths=lengths,
+            returns=np.asarray(self.returns, dtype=np.float32),
+            truncated=np.asarray(self.truncated, dtype=bool),
+            trajectories=self.trajectories,
+        )
+        self._clear()
+        return write_shard(content, self.store, self.shard_header)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from poke_tune.cli.main import app
-from poke_tune.data.jsonl import read_header
+from poke_tune.data.jsonl import read_header, read_trajectories
+from tests.synthetic import write_synthetic
 
 
 def test_generate_with_a_checkpoint_and_its_softmax(
@@ -37,3 +39,28 @@ def test_generate_with_a_bad_policy_exits_2(tmp_path: Path) -> None:
         assert result.stderr.startswith("error: ") and text in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_combine_info_and_export(tmp_path: Path) -> None:
+    """Two files combine into a manifest (no shard copied), which `info` reads and
+    `export` writes back out as one trajectory file; a bad name exits 2."""
+    first = write_synthetic(tmp_path / "a.jsonl", 6, seed=1)
+    second = write_synthetic(tmp_path / "b.jsonl.gz", 4, seed=2)
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["data", "combine", str(first), str(second), "-o", str(tmp_path / "ab.json")]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "10 trajectories from 2 parts (0 repeats excluded)" in result.stdout
+    result = runner.invoke(app, ["data", "info", str(tmp_path / "ab.json"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert (info["trajectories"], info["shards"]) == (10, 2)
+    result = runner.invoke(
+        app, ["data", "export", str(tmp_path / "ab.json"), str(tmp_path / "ab.jsonl")]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert len(list(read_trajectories(tmp_path / "ab.jsonl"))) == 10
+    result = runner.invoke(app, ["data", "combine", str(first), "-o", str(tmp_path / "x.jsonl")])
+    assert result.exit_code == 2 and "name it *.json" in result.stderr
+    assert "Traceback" not in result.stderr

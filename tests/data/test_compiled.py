@@ -11,8 +11,10 @@ import pytest
 
 from poke_tune.data import compiled
 from poke_tune.data.combine import combine_datasets
-from poke_tune.data.compiled import OfflineDataset, dataset_info, load_dataset
-from poke_tune.data.jsonl import write_trajectories
+from poke_tune.data.compiled import OfflineDataset, load_dataset
+from poke_tune.data.export import export_trajectories
+from poke_tune.data.info import dataset_info
+from poke_tune.data.jsonl import read_header, read_trajectories, write_trajectories
 from poke_tune.data.records import DatasetError
 from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS, action_index
 from poke_tune.sim.encoding import ENCODER_VERSION
@@ -256,3 +258,43 @@ def test_rejects_header_without_trajectories(tmp_path: Path) -> None:
 def test_a_directory_is_not_a_dataset(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError, match="is a directory, expected a dataset file"):
         load_dataset(tmp_path, cache_root=tmp_path / "cache")
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+def test_export_gives_back_the_trajectories_and_their_header(tmp_path: Path) -> None:
+    records, header = sample_records(), synthetic_header(SIZE)
+    records[0]["provenance"] = {
+        "source": "a.log.json",
+        "battle_id": "1",
+        "player": "ab",
+        "opponent": "cd",
+    }
+    write_trajectories(tmp_path / "a.jsonl", header, records)
+    write_trajectories(tmp_path / "b.jsonl", header, [records[3], sample_record(8)])
+    cache = tmp_path / "cache"
+    combine_datasets(
+        [tmp_path / "a.jsonl", tmp_path / "b.jsonl"], tmp_path / "ab.json", cache_root=cache
+    )
+    combined = load_dataset(tmp_path / "ab.json", cache_root=cache, shard_rows=4)
+    assert export_trajectories(combined, tmp_path / "out.jsonl.gz") == 5  # the repeat left out
+    exported = list(read_trajectories(tmp_path / "out.jsonl.gz"))
+    assert [r.replay_id for r in exported] == list(
+        np.asarray(combined.replay_ids)[~combined.excluded]
+    )
+    assert exported[0].provenance is not None and exported[0].provenance.player == "ab"
+    assert read_header(tmp_path / "out.jsonl.gz") == combined.header
+    again = load_dataset(tmp_path / "out.jsonl.gz", cache_root=cache)
+    rows = np.arange(again.num_transitions + again.num_trajectories)
+    kept_rows = np.concatenate(
+        [
+            np.arange(start + t, end + t + 1)
+            for t, (start, end) in enumerate(
+                zip(combined.trajectory_starts[:-1], combined.trajectory_starts[1:], strict=True)
+            )
+            if not combined.excluded[t]
+        ]
+    )
+    assert again.observations_at(rows).tobytes() == combined.observations_at(kept_rows).tobytes()
+    np.testing.assert_array_equal(again.masks_at(rows), combined.masks_at(kept_rows))
