@@ -2,9 +2,9 @@
 
 For each size (battles of the quick start's recipe: random + max-damage:softmax=0.3, HP
 shaping 1.0), in one run on this machine:
-1. the trajectory file: generated once (battles/s) and kept in `--work`; sizes above the
-   largest generated one are that file repeated under new replay ids (`--repeat`), which
-   measures storage, compile and training at that size (not new battles: say so);
+1. the trajectory file: generated once (battles/s) and kept in `--work`, or, for a size
+   given as `N=FILE+FILE`, files generated beforehand (e.g. in the background, as 4,000
+   battles of seed 0 and 36,000 of seed 1), compiled each and combined by a manifest;
 2. import (battles/s): `--import-battles` of the generated battles written as server logs
    and imported back (re-simulated and verified);
 3. compile, in a child process: transitions/s and peak RSS, bytes per transition of the
@@ -19,7 +19,8 @@ shaping 1.0), in one run on this machine:
    (every round rewritten into one file and compiled again) and the new way (the round's
    file compiled into its own shards, the manifests concatenated).
 
-usage: python benchmarks/bench_scale.py [--sizes 400,4000,40000] [--work /tmp/bench-scale]
+usage: python benchmarks/bench_scale.py [--sizes 400,4000,40000=A.jsonl.gz+B.jsonl.gz]
+       [--work /tmp/bench-scale]
        [--steps 300] [--compare 4000] [--baseline d2b8267] [--round-battles 1000]
 """
 
@@ -44,15 +45,21 @@ POLICIES = ["random", "max-damage:softmax=0.3"]
 _COMPILE = """
 import json, resource, sys, time
 from pathlib import Path
+from poke_tune.data.combine import combine_datasets
 from poke_tune.data.compiled import load_dataset
-source, cache = Path(sys.argv[1]), Path(sys.argv[2])
+cache, sources = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
 started = time.perf_counter()
-dataset = load_dataset(source, cache_root=cache)
+parts = [load_dataset(source, cache_root=cache) for source in sources]
+dataset = parts[0]
+if len(sources) > 1:
+    combine_datasets(sources, cache / "combined.json", cache_root=cache)
+    dataset = load_dataset(cache / "combined.json", cache_root=cache)
 seconds = time.perf_counter() - started
 cache_bytes = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
 print(json.dumps({"transitions": dataset.num_transitions, "seconds": seconds,
     "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    "cache_bytes": cache_bytes}))
+    "cache_bytes": cache_bytes, "shards": len(getattr(dataset, "shards", [None])),
+    "dataset": str(cache / "combined.json") if len(sources) > 1 else str(sources[0])}))
 """
 
 _TRAIN = """
@@ -68,16 +75,20 @@ def status():
     return {k: int(fields[k].split()[0]) * 1024 for k in ("VmHWM", "RssAnon", "RssFile")}
 source, cache, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 dataset = load_dataset(source, cache_root=cache)
-before = status()
 config = TrainConfig(steps=steps + 20, batch_size=256, fqe_steps=0, device="cpu", seed=0)
 trainer = Trainer(CQLConfig(network=NetworkConfig(kind="action")), config, dataset)
 trainer.train(20)
 started = time.perf_counter()
 metrics = trainer.train(steps + 20)
 seconds = time.perf_counter() - started
+generator = torch.Generator().manual_seed(1)
+started = time.perf_counter()
+for _ in range(100):
+    trainer.train_data.sample(256, generator)
+batch_ms = (time.perf_counter() - started) * 10
 after = status()
-print(json.dumps({"steps_per_s": steps / seconds, "peak_rss": after["VmHWM"],
-    "anon_before": before["RssAnon"], "anon": after["RssAnon"], "file": after["RssFile"],
+print(json.dumps({"steps_per_s": steps / seconds, "batch_ms": batch_ms,
+    "peak_rss": after["VmHWM"], "anon": after["RssAnon"], "file": after["RssFile"],
     "q_loss": metrics.get("train/q_loss")}))
 """
 
@@ -149,25 +160,6 @@ def _generated(work: Path, battles: int) -> tuple[Path, float | None]:
     return path, battles / (time.perf_counter() - started)
 
 
-def _repeated(work: Path, source: Path, copies: int, battles: int) -> Path:
-    """`source` written `copies` times under new replay ids (the same battles again)."""
-    from poke_tune.data.jsonl import TrajectoryWriter, open_trajectories
-
-    path = work / f"battles-{battles}-repeated.jsonl.gz"
-    if path.is_file():
-        return path
-    partial = path.with_name(f"partial-{path.name}")
-    with open_trajectories(source) as (header, _), TrajectoryWriter(partial, header) as writer:
-        for copy in range(copies):
-            with open_trajectories(source) as (_, records):
-                for _, record in records:
-                    writer.write(
-                        record.model_copy(update={"replay_id": f"{record.replay_id}~{copy}"})
-                    )
-    partial.replace(path)
-    return path
-
-
 def _import_rate(work: Path, battles: int) -> float:
     """Battles/s of `data import` over server logs of `battles` freshly played battles."""
     from poke_tune.data.generate import generate_dataset
@@ -175,7 +167,7 @@ def _import_rate(work: Path, battles: int) -> float:
     from tests.data.test_importer import server_log
 
     logs = Path(tempfile.mkdtemp(dir=work, prefix="logs-"))
-    results = []
+    results: list[Any] = []
     generate_dataset(
         logs / "played.jsonl",
         policies=POLICIES,
@@ -188,14 +180,28 @@ def _import_rate(work: Path, battles: int) -> float:
     for result in results:
         (logs / f"{result.spec.index}.log.json").write_text(json.dumps(server_log(result)))
     (logs / "played.jsonl").unlink()
+    out = work / f"imported-{battles}.jsonl.gz"
     started = time.perf_counter()
-    summary = import_battles(
-        [logs], work / f"imported-{battles}.jsonl.gz", num_workers=2, overwrite=True
-    )
+    summary = import_battles([logs], out, num_workers=2, overwrite=True)
     seconds = time.perf_counter() - started
     shutil.rmtree(logs)
     assert summary.imported == battles, summary.refused_by_reason()
     return battles / seconds
+
+
+def _round_files(source: Path, work: Path, rounds: int, battles: int) -> list[Path]:
+    """`rounds` files of `battles` battles each, cut in order from `source`."""
+    from poke_tune.data.jsonl import TrajectoryWriter, open_trajectories
+
+    paths = [work / f"round-{k}-{battles}.jsonl.gz" for k in range(rounds)]
+    if all(path.is_file() for path in paths):
+        return paths
+    with open_trajectories(source) as (header, records):
+        for path in paths:
+            with TrajectoryWriter(path, header) as writer:
+                for _ in range(2 * battles):  # two trajectories a battle
+                    writer.write(next(records)[1])
+    return paths
 
 
 def _baseline(commit: str) -> Path:
@@ -211,8 +217,77 @@ def _gb(value: float) -> str:
     return f"{value / 1e9:.2f}"
 
 
+def _sizes(text: str, work: Path) -> dict[int, tuple[list[Path], str]]:
+    """Each size's trajectory files and its generate rate (generated now, if it was)."""
+    files: dict[int, tuple[list[Path], str]] = {}
+    for item in text.split(","):
+        size, _, parts = item.partition("=")
+        if parts:  # generated beforehand, in parts, combined as a flywheel's rounds are
+            files[int(size)] = ([Path(part) for part in parts.split("+")], "see note")
+        else:
+            path, rate = _generated(work, int(size))
+            files[int(size)] = ([path], f"{rate:.1f}" if rate else "cached")
+    return files
+
+
+def _scale_table(files: dict[int, tuple[list[Path], str]], work: Path, steps: int) -> None:
+    print(
+        "\n| battles | generate b/s | transitions | file B/tr | compile tr/s | compile peak GB "
+        "| cache B/tr | shards | train steps/s | batch ms | trial peak GB | trial private GB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, (paths, generated) in files.items():
+        cache = work / f"cache-new-{size}"
+        shutil.rmtree(cache, ignore_errors=True)
+        compiled = _child(_COMPILE, [str(cache), *map(str, paths)])
+        trial = _child(_TRAIN, [compiled["dataset"], str(cache), str(steps)])
+        n = compiled["transitions"]
+        file_bytes = sum(path.stat().st_size for path in paths)
+        print(
+            f"| {size:,} | {generated} | {n:,} | {file_bytes / n:.0f} | "
+            f"{n / compiled['seconds']:,.0f} | {_gb(compiled['peak_rss'])} | "
+            f"{compiled['cache_bytes'] / n:.0f} | {compiled['shards']} | "
+            f"{trial['steps_per_s']:.1f} | {trial['batch_ms']:.1f} | "
+            f"{_gb(trial['peak_rss'])} | {_gb(trial['anon'])} |"
+        )
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _before_after(path: Path, base: Path, label: str, work: Path, steps: int) -> None:
+    print(
+        "\n| code | compile s | compile peak GB | cache B/tr | train steps/s | batch ms "
+        "| trial peak GB | trial private GB | q_loss after the steps |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, root in ((f"before ({label})", base), ("after", ROOT)):
+        cache = work / f"cache-{name.split()[0]}"
+        shutil.rmtree(cache, ignore_errors=True)
+        compiled = _child(_COMPILE, [str(cache), str(path)], code_root=root)
+        trial = _child(_TRAIN, [str(path), str(cache), str(steps)], code_root=root)
+        print(
+            f"| {name} | {compiled['seconds']:.1f} | {_gb(compiled['peak_rss'])} | "
+            f"{compiled['cache_bytes'] / compiled['transitions']:.0f} | "
+            f"{trial['steps_per_s']:.1f} | {trial['batch_ms']:.1f} | "
+            f"{_gb(trial['peak_rss'])} | {_gb(trial['anon'])} | {trial['q_loss']:.6f} |"
+        )
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _rounds_table(rounds: list[Path], base: Path, work: Path) -> None:
+    print("| round | before: recombine + recompile s | after: compile the round + concat s |")
+    print("|---|---|---|")
+    times = []
+    for code, root in ((_ROUNDS_OLD, base), (_ROUNDS_NEW, ROOT)):
+        cache = work / "cache-rounds"
+        shutil.rmtree(cache, ignore_errors=True)
+        times.append(_child(code, [str(cache), str(work), *map(str, rounds)], code_root=root))
+        shutil.rmtree(cache, ignore_errors=True)
+    for k, (before, after) in enumerate(zip(*times, strict=True), 1):
+        print(f"| {k} | {before:.1f} | {after:.1f} |")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="400,4000,40000")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-scale")
     parser.add_argument("--steps", type=int, default=300)
@@ -231,95 +306,22 @@ def main() -> None:
         f"Python {platform.python_version()}, torch {torch.__version__}, numpy "
         f"{numpy.__version__}; one torch thread per child"
     )
-    sizes = [int(size) for size in args.sizes.split(",")]
-    files: dict[int, tuple[Path, str]] = {}
-    largest: tuple[int, Path] | None = None
-    for size in sizes:
-        if largest is not None and size > largest[0] and size % largest[0] == 0 and size >= 20000:
-            path = _repeated(args.work, largest[1], size // largest[0], size)
-            files[size] = (path, f"{largest[0]:,} x {size // largest[0]}")
-            continue
-        path, rate = _generated(args.work, size)
-        files[size] = (path, f"{rate:.1f}" if rate else "cached")
-        largest = (size, path)
+    files = _sizes(args.sizes, args.work)
+    rate = _import_rate(args.work, args.import_battles)
     print(
-        f"import: {_import_rate(args.work, args.import_battles):.1f} battles/s "
-        f"({args.import_battles} battles as server logs, 2 workers)"
+        f"import: {rate:.1f} battles/s ({args.import_battles} battles as server logs, 2 workers)"
     )
-
-    print(
-        "\n| battles | generate b/s | transitions | file B/tr | compile tr/s | compile peak GB "
-        "| cache B/tr | train steps/s | trial peak GB | trial private GB |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for size in sizes:
-        path, generated = files[size]
-        cache = args.work / f"cache-new-{size}"
-        shutil.rmtree(cache, ignore_errors=True)
-        compiled = _child(_COMPILE, [str(path), str(cache)])
-        trial = _child(_TRAIN, [str(path), str(cache), str(args.steps)])
-        n = compiled["transitions"]
-        print(
-            f"| {size:,} | {generated} | {n:,} | {path.stat().st_size / n:.0f} | "
-            f"{n / compiled['seconds']:,.0f} | {_gb(compiled['peak_rss'])} | "
-            f"{compiled['cache_bytes'] / n:.0f} | {trial['steps_per_s']:.1f} | "
-            f"{_gb(trial['peak_rss'])} | {_gb(trial['anon'])} |"
-        )
-
+    _scale_table(files, args.work, args.steps)
     base = _baseline(args.baseline)
-    path = files[args.compare][0]
+    path = files[args.compare][0][0]
     print(f"\nbefore/after at {args.compare:,} battles (before: {args.baseline}, same machine)")
-    print(
-        "| code | compile s | compile peak GB | cache B/tr | train steps/s | trial peak GB "
-        "| trial private GB | q_loss after the steps |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for label, root in ((f"before ({args.baseline})", base), ("after", ROOT)):
-        cache = args.work / f"cache-{label.split()[0]}-{args.compare}"
-        shutil.rmtree(cache, ignore_errors=True)
-        compiled = _child(_COMPILE, [str(path), str(cache)], code_root=root)
-        trial = _child(_TRAIN, [str(path), str(cache), str(args.steps)], code_root=root)
-        print(
-            f"| {label} | {compiled['seconds']:.1f} | {_gb(compiled['peak_rss'])} | "
-            f"{compiled['cache_bytes'] / compiled['transitions']:.0f} | "
-            f"{trial['steps_per_s']:.1f} | {_gb(trial['peak_rss'])} | {_gb(trial['anon'])} | "
-            f"{trial['q_loss']:.6f} |"
-        )
-
-    rounds = _round_files(files[args.compare][0], args.work, args.rounds, args.round_battles)
+    _before_after(path, base, args.baseline, args.work, args.steps)
+    rounds = _round_files(path, args.work, args.rounds, args.round_battles)
     print(
         f"\nflywheel data time per round ({args.rounds} rounds of {args.round_battles:,} "
-        "battles; seconds to have round k's combined dataset compiled)"
+        "battles; seconds until round k's combined dataset is compiled)"
     )
-    old = _child(
-        _ROUNDS_OLD,
-        [str(args.work / "cache-rounds-old"), str(args.work), *map(str, rounds)],
-        code_root=base,
-    )
-    new = _child(
-        _ROUNDS_NEW, [str(args.work / "cache-rounds-new"), str(args.work), *map(str, rounds)]
-    )
-    print("| round | before: recombine + recompile s | after: compile the round + concat s |")
-    print("|---|---|---|")
-    for k, (before, after) in enumerate(zip(old, new, strict=True), 1):
-        print(f"| {k} | {before:.1f} | {after:.1f} |")
-    for name in ("cache-rounds-old", "cache-rounds-new"):
-        shutil.rmtree(args.work / name, ignore_errors=True)
-
-
-def _round_files(source: Path, work: Path, rounds: int, battles: int) -> list[Path]:
-    """`rounds` files of `battles` battles each, cut in order from `source`."""
-    from poke_tune.data.jsonl import TrajectoryWriter, open_trajectories
-
-    paths = [work / f"round-{k}-{battles}.jsonl.gz" for k in range(rounds)]
-    if all(path.is_file() for path in paths):
-        return paths
-    with open_trajectories(source) as (header, records):
-        for path in paths:
-            with TrajectoryWriter(path, header) as writer:
-                for _ in range(2 * battles):  # two trajectories a battle
-                    writer.write(next(records)[1])
-    return paths
+    _rounds_table(rounds, base, args.work)
 
 
 if __name__ == "__main__":
