@@ -127,6 +127,6 @@ def redact(text: str, names: dict[str, str], key: bytes) -> str:
     """`text` with each of `names` (clear name -> side) replaced by `SIDE#HASH`: a message
     about a battle never prints who played it."""
     for name in sorted(names, key=len, reverse=True):
-        if name.strip():
+        if name.strip() and name != names[name]:  # a player named after its side hides nothing
             text = text.replace(name, f"{names[name]}#{name_hash(name, key)[:8]}")
     return text

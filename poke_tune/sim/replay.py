@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from poke_tune.sim.actions import ACTION_LAYOUT, action_index, legal_action_mask
+from poke_tune.sim.actions import ACTION_LAYOUT, NUM_SWITCHES, action_index, legal_action_mask
 from poke_tune.sim.battles import SIDES, SimulatorPool, Trajectory, hp_balance
 from poke_tune.sim.dex import to_id
 from poke_tune.sim.encoding import ObservationEncoder
@@ -154,7 +154,8 @@ def choice_to_action(choice: str, request: dict[str, Any]) -> int:
     if "," in choice or not words:
         raise ReplayError(f"choice {choice!r} is not a singles choice of {ACTION_LAYOUT}")
     if kind == "switch":
-        action = action_index(1, int(words[0]) - 1) if words[0].isdigit() else -1
+        position = int(words[0]) if words[0].isascii() and words[0].isdigit() else 0
+        action = action_index(1, position - 1) if 1 <= position <= NUM_SWITCHES else -1
     elif kind == "move":
         extras = words[1:]
         if extras not in ([], ["terastallize"]):
@@ -316,7 +317,7 @@ class _Replay:
             return
         try:
             action = choice_to_action(choice, request)
-        except ReplayError as error:
+        except ValueError as error:  # a ReplayError, or any choice a stranger wrote
             self._fail(f"{side}, turn {self.state.turn}: {error}")
             return
         if trajectory is not None:

@@ -4,12 +4,16 @@ one `error:` line when nothing could be imported."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
-from typer.testing import CliRunner
+import pytest
+from typer.testing import CliRunner, Result
 
 from poke_tune.cli.main import app
+from poke_tune.data.generate import generate_dataset
+from poke_tune.sim.battles import BattleResult
 from tests.data.test_importer import _generate, server_log
 
 
@@ -51,3 +55,83 @@ def test_bad_options_are_refused_before_any_work(tmp_path: Path) -> None:
     for args in (["--sides", "loser"], ["--format", "gen9ou"]):
         result = CliRunner().invoke(app, ["data", "import", str(tmp_path), "o.jsonl", *args])
         assert result.exit_code == 2 and result.stderr.startswith("error: "), result.stderr
+
+
+def _invoke(*args: str) -> Result:
+    return CliRunner().invoke(app, ["data", "import", *args])
+
+
+def _assert_user_error(result: Result, *expected: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") or "\nerror: " in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+def test_bad_input_exits_2_with_the_flag_and_what_was_expected(tmp_path: Path) -> None:
+    source = tmp_path / "a.log.json"
+    source.write_text("{}")
+    out = str(tmp_path / "o.jsonl")
+    too_many = str((os.cpu_count() or 1) + 1)
+    for args, expected in (
+        (["--workers", too_many], ("--workers", "expected 1 to")),
+        (["--workers", "0"], ("--workers 0",)),
+        (["--max-battle-mb", "0"], ("--max-battle-mb 0", "expected 1 to")),
+        (["--max-file-mb", "-3"], ("--max-file-mb -3",)),
+        (["--max-decompressed-mb", "99999999"], ("--max-decompressed-mb",)),
+    ):
+        _assert_user_error(_invoke(str(source), out, *args), *expected)
+    _assert_user_error(_invoke(str(tmp_path / "missing"), out), "missing", "SOURCE")
+    assert not Path(out).exists()
+
+
+def test_out_over_a_source_or_an_existing_file_needs_force(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    source = logs / "a.log.json"
+    source.write_text('{"some": "stranger\'s file"}')
+    before = source.read_bytes()
+    _assert_user_error(_invoke(str(source), str(source)), "sources are never written")
+    _assert_user_error(_invoke(str(logs), str(logs / "o.jsonl")), "inside the source")
+    taken = tmp_path / "taken.jsonl"
+    taken.write_text("mine")
+    _assert_user_error(_invoke(str(logs), str(taken)), "--force")
+    assert source.read_bytes() == before and taken.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.log.json", "logs", "taken.jsonl"]
+
+
+def test_a_short_name_key_is_an_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POKE_TUNE_NAME_KEY", "abc")
+    (tmp_path / "a.log.json").write_text("{}")
+    result = _invoke(str(tmp_path / "a.log.json"), str(tmp_path / "o.jsonl"))
+    _assert_user_error(result, "POKE_TUNE_NAME_KEY", "at least 32")
+
+
+def test_several_formats_exit_2_naming_them(tmp_path: Path) -> None:
+    results = _generate(tmp_path / "generated.jsonl", 1)
+    gen8: list[BattleResult] = []
+    generate_dataset(
+        tmp_path / "gen8.jsonl",
+        policies=["random"],
+        battles=1,
+        battle_format="gen8randombattle",
+        num_workers=1,
+        on_result=gen8.append,
+        keep_logs=True,
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log.json").write_text(json.dumps(server_log(results[0])))
+    (logs / "b.log.json").write_text(json.dumps(server_log(gen8[0])))
+    result = _invoke(str(logs), str(tmp_path / "out.jsonl"), "--workers", "1")
+    _assert_user_error(result, "gen8randombattle (1 battles)", "gen9randombattle (1 battles)")
+    assert "--format" in result.stderr and not (tmp_path / "out.jsonl").exists()
+    chosen = _invoke(
+        str(logs), str(tmp_path / "out.jsonl"), "--workers", "1", "--format", "gen8randombattle"
+    )
+    assert chosen.exit_code == 0, chosen.stderr
+    assert _row(chosen.stdout, "refused: another format than --format") == "1"

@@ -490,10 +490,11 @@ def test_illegal_choices_cannot_be_re_simulated_and_unreadable_is_not_corrupt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     hostile: Files = {}
-    for index in (3, 4):
-        log = server_log(played[index])
+    illegal_choices = ("move 9", "switch 7", "switch 0", "switch \u00b2", "move")
+    for number, illegal in enumerate(illegal_choices):
+        log = server_log(played[3 + number % 2])
         choice = next(i for i, line in enumerate(log["inputLog"]) if line.startswith(">p1 move"))
-        hostile[f"illegal-{index}.log.json"] = _input_line(log, choice, ">p1 move 9")
+        hostile[f"illegal-{number}.log.json"] = _input_line(log, choice, f">p1 {illegal}")
     hostile["locked.log.json"] = json.dumps(server_log(played[3]))
     hostile["locked-folder/x.log.json"] = json.dumps(server_log(played[4]))
     real_open, real_scandir = os.open, os.scandir
@@ -512,6 +513,7 @@ def test_illegal_choices_cannot_be_re_simulated_and_unreadable_is_not_corrupt(
     monkeypatch.setattr(os, "scandir", locked_scandir)
     summary = run_import(tmp_path, pool, good_logs(played), hostile)
     assert summary.imported == 3
-    assert summary.refused_by_reason() == {importer.NOT_REPLAYABLE: 2, importer.UNREADABLE: 2}
-    illegal = [r.detail for r in summary.refusals if r.reason == importer.NOT_REPLAYABLE]
-    assert all("move 9" in detail for detail in illegal), illegal
+    assert summary.refused_by_reason() == {importer.NOT_REPLAYABLE: 5, importer.UNREADABLE: 2}
+    illegal = sorted(r.detail for r in summary.refusals if r.reason == importer.NOT_REPLAYABLE)
+    for choice in illegal_choices:  # each named in its reason
+        assert any(f"'{choice}'" in detail for detail in illegal), (choice, illegal)
