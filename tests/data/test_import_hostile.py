@@ -517,3 +517,22 @@ def test_illegal_choices_cannot_be_re_simulated_and_unreadable_is_not_corrupt(
     illegal = sorted(r.detail for r in summary.refusals if r.reason == importer.NOT_REPLAYABLE)
     for choice in illegal_choices:  # each named in its reason
         assert any(f"'{choice}'" in detail for detail in illegal), (choice, illegal)
+
+
+def test_an_interrupted_import_leaves_nothing_behind(
+    tmp_path: Path, pool: SimulatorPool, played: list[BattleResult]
+) -> None:
+    folder = tmp_path / "in"
+    write_files(
+        folder, {f"{i}.log.json": json.dumps(log) for i, log in enumerate(good_logs(played))}
+    )
+    before = snapshot(tmp_path)
+
+    def interrupt(result: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_battles([folder], tmp_path / "out.jsonl", pool=pool, on_result=interrupt)
+    assert snapshot(tmp_path) == before
+    summary = import_battles([folder], tmp_path / "out.jsonl", pool=pool)  # the pool still works
+    assert summary.imported == 3
