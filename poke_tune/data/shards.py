@@ -25,6 +25,7 @@ import shutil
 import tempfile
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -143,16 +144,30 @@ class Shard:
     def num_trajectories(self) -> int:
         return len(self.arrays["lengths"])
 
+    @cached_property
+    def _codec(self) -> tuple[npt.NDArray[Any], ...]:
+        """The column maps and the flattened code tables, in memory (a few hundred KB)."""
+        a = self.arrays
+        code_columns = np.array(a["code_columns"])
+        offsets = np.arange(len(code_columns), dtype=np.intp) * _CODES
+        tables = np.array(a["code_tables"]).ravel()
+        return (
+            np.array(a["bit_columns"]),
+            code_columns,
+            offsets,
+            tables,
+            np.array(a["float_columns"]),
+        )
+
     def observations(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """[len(rows), observation_size] float32, exactly as recorded."""
-        a = self.arrays
+        bit_columns, code_columns, offsets, tables, float_columns = self._codec
         out = np.empty((len(rows), int(self.meta["observation_size"])), dtype=np.float32)
-        bits = np.unpackbits(a["obs_bits"][rows], axis=1, count=len(a["bit_columns"]))
-        out[:, a["bit_columns"]] = bits
-        code_columns = a["code_columns"]
-        codes = a["obs_codes"][rows].astype(np.intp)
-        out[:, code_columns] = a["code_tables"][np.arange(len(code_columns)), codes]
-        out[:, a["float_columns"]] = a["obs_floats"][rows]
+        out[:, bit_columns] = np.unpackbits(
+            self.arrays["obs_bits"][rows], axis=1, count=len(bit_columns)
+        )
+        out[:, code_columns] = tables[self.arrays["obs_codes"][rows] + offsets]
+        out[:, float_columns] = self.arrays["obs_floats"][rows]
         return out
 
     def masks(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
