@@ -47,9 +47,11 @@ import json, resource, sys, time
 from pathlib import Path
 from poke_tune.data.combine import combine_datasets
 from poke_tune.data.compiled import load_dataset
-cache, sources = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
+cache, shard_rows = Path(sys.argv[1]), int(sys.argv[2])
+sources = [Path(p) for p in sys.argv[3:]]
+options = {"shard_rows": shard_rows} if shard_rows else {}  # the old code has no shards
 started = time.perf_counter()
-parts = [load_dataset(source, cache_root=cache) for source in sources]
+parts = [load_dataset(source, cache_root=cache, **options) for source in sources]
 dataset = parts[0]
 if len(sources) > 1:
     combine_datasets(sources, cache / "combined.json", cache_root=cache)
@@ -239,7 +241,7 @@ def _scale_table(files: dict[int, tuple[list[Path], str]], work: Path, steps: in
     for size, (paths, generated) in files.items():
         cache = work / f"cache-new-{size}"
         shutil.rmtree(cache, ignore_errors=True)
-        compiled = _child(_COMPILE, [str(cache), *map(str, paths)])
+        compiled = _child(_COMPILE, [str(cache), "100000", *map(str, paths)])
         trial = _child(_TRAIN, [compiled["dataset"], str(cache), str(steps)])
         n = compiled["transitions"]
         file_bytes = sum(path.stat().st_size for path in paths)
@@ -255,18 +257,23 @@ def _scale_table(files: dict[int, tuple[list[Path], str]], work: Path, steps: in
 
 def _before_after(path: Path, base: Path, label: str, work: Path, steps: int) -> None:
     print(
-        "\n| code | compile s | compile peak GB | cache B/tr | train steps/s | batch ms "
+        "\n| code | compile s | compile peak GB | cache B/tr | shards | train steps/s | batch ms "
         "| trial peak GB | trial private GB | q_loss after the steps |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, root in ((f"before ({label})", base), ("after", ROOT)):
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    runs = (
+        (f"before ({label})", base, 0),
+        ("after", ROOT, 100_000),
+        ("after, shards of 10,000 rows", ROOT, 10_000),
+    )
+    for name, root, shard_rows in runs:
         cache = work / f"cache-{name.split()[0]}"
         shutil.rmtree(cache, ignore_errors=True)
-        compiled = _child(_COMPILE, [str(cache), str(path)], code_root=root)
+        compiled = _child(_COMPILE, [str(cache), str(shard_rows), str(path)], code_root=root)
         trial = _child(_TRAIN, [str(path), str(cache), str(steps)], code_root=root)
         print(
             f"| {name} | {compiled['seconds']:.1f} | {_gb(compiled['peak_rss'])} | "
-            f"{compiled['cache_bytes'] / compiled['transitions']:.0f} | "
+            f"{compiled['cache_bytes'] / compiled['transitions']:.0f} | {compiled['shards']} | "
             f"{trial['steps_per_s']:.1f} | {trial['batch_ms']:.1f} | "
             f"{_gb(trial['peak_rss'])} | {_gb(trial['anon'])} | {trial['q_loss']:.6f} |"
         )
