@@ -141,6 +141,12 @@ class OfflineDataset:
         return tuple(f"{part}/{id_}" for part, id_ in zip(per_trajectory, ids, strict=True))
 
     @property
+    def num_battles(self) -> int:
+        """Battles with a trajectory trained on (repeats excluded)."""
+        kept = np.flatnonzero(~self.excluded)
+        return len({self.replay_ids[index] for index in kept})
+
+    @property
     def players(self) -> tuple[str, ...]:
         return tuple(self._trajectory_labels("player"))
 

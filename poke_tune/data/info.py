@@ -43,7 +43,6 @@ def dataset_info(dataset: OfflineDataset) -> dict[str, Any]:
     by_type = np.zeros(len(ACTION_TYPES))
     for index, frequency in enumerate(action_counts):
         by_type[action_parts(index)[0]] += frequency
-    replay_ids = np.asarray(dataset.replay_ids)[kept]
     policies = np.asarray(dataset.policies)[kept]
     return {
         "path": str(dataset.source),
@@ -55,7 +54,7 @@ def dataset_info(dataset: OfflineDataset) -> dict[str, Any]:
         "encoder_version": dataset.header.encoder_version,
         "action_layout": dataset.header.action_layout,
         "battle_format": dataset.header.battle_format,
-        "battles": len(set(replay_ids.tolist())),
+        "battles": dataset.num_battles,
         "trajectories": count,
         "transitions": transitions,
         "mean_steps_per_trajectory": transitions / count,

@@ -305,7 +305,7 @@ def _describe(current: RoundRecord, dataset: OfflineDataset) -> None:
     parts = dataset.header.generator.get("parts")
     current.data = [p["path"] for p in parts] if parts else [str(dataset.source)]
     current.dataset = str(dataset.source)
-    current.battles = len(set(dataset.replay_ids))
+    current.battles = dataset.num_battles
     current.trajectories = dataset.num_trajectories
     current.transitions = dataset.num_transitions
 
@@ -325,7 +325,7 @@ def _sweep(
             spec.dataset, recorder=recorder, tracking_uri=spec.mlflow.tracking_uri
         )
         current.generated = str(dataset.source)
-        current.new_battles = len(set(dataset.replay_ids))
+        current.new_battles = dataset.num_battles
         _describe(current, dataset)
         sweep_spec = round_spec(spec, 0, loop.folder)
     else:
