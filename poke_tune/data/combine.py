@@ -76,7 +76,7 @@ def combine_datasets(
     for part, dataset in enumerate(datasets):
         for shard in dataset.shards:
             shards.append((shard, part))
-            for trajectory in shard.meta["trajectories"]:
+            for trajectory in shard.labels():
                 if trajectory["digest"] in seen:
                     excluded.append(index)
                 seen.add(trajectory["digest"])

@@ -37,7 +37,7 @@ from poke_tune.data.records import (
     DatasetHeader,
     header_problem,
 )
-from poke_tune.data.shards import Shard, ShardBuilder, open_shard
+from poke_tune.data.shards import SHARD_FORMAT, Shard, ShardBuilder, open_shard
 from poke_tune.sim.actions import ACTION_LAYOUT
 from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.runtime import cache_dir
@@ -129,7 +129,7 @@ class OfflineDataset:
     # -- labels (read from the shards' metadata when asked) ---------------------------------
 
     def _trajectory_labels(self, name: str) -> list[str]:
-        return [str(t[name]) for s in self.shards for t in s.meta["trajectories"]]
+        return [str(t[name]) for s in self.shards for t in s.labels()]
 
     @cached_property
     def replay_ids(self) -> tuple[str, ...]:
@@ -230,6 +230,7 @@ def write_manifest(
     excluded trajectories."""
     manifest = {
         "manifest_format": MANIFEST_FORMAT,
+        "shard_format": SHARD_FORMAT,
         "key": key,
         "header": header.model_dump(),
         "source_size_bytes": size_bytes,
@@ -237,9 +238,7 @@ def write_manifest(
         "excluded": excluded or [],
         "counts": {
             "trajectories": sum(s.num_trajectories for s, _ in shards) - len(excluded or []),
-            "battles": sum(
-                len({t["replay_id"] for t in s.meta["trajectories"]}) for s, _ in shards
-            ),
+            "transitions": sum(s.num_transitions for s, _ in shards),
         },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +254,8 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(manifest, dict) or manifest.get("manifest_format") != MANIFEST_FORMAT:
         return None
-    return manifest
+    # Shards of another layout: a file's manifest is compiled again, a combined one refused.
+    return manifest if manifest.get("shard_format") == SHARD_FORMAT else None
 
 
 def open_manifest(path: Path, source: Path | None = None) -> OfflineDataset:

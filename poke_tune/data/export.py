@@ -30,7 +30,7 @@ def export_trajectories(dataset: OfflineDataset, out: Path) -> int:
     with TrajectoryWriter(out, dataset.header) as writer:
         for shard in dataset.shards:
             starts = np.r_[0, np.cumsum(shard.arrays["lengths"])]
-            for local, label in enumerate(shard.meta["trajectories"]):
+            for local, label in enumerate(shard.labels()):
                 if not dataset.excluded[first + local]:
                     replay_id = replay_ids[first + local]
                     writer.write(_record(shard, local, int(starts[local]), label, replay_id))

@@ -53,10 +53,11 @@ _SHARD_HEADER = (
     "num_actions",
     "battle_format",
 )
-SHARD_FORMAT = 1
+SHARD_FORMAT = 2
 """Bump when the stored layout changes: the format is part of every shard's key."""
 
 _CODES = 256  # a byte of code per entry
+_LABELS = "trajectories.json"
 _ARRAYS = (
     "obs_bits",  # uint8 [rows, ceil(bit columns / 8)]
     "obs_codes",  # uint8 [rows, code columns]
@@ -175,6 +176,12 @@ class Shard:
         count = int(self.meta["num_actions"])
         return np.unpackbits(self.arrays["mask_bits"][rows], axis=1, count=count).astype(bool)
 
+    def labels(self) -> list[dict[str, Any]]:
+        """Per trajectory: replay_id, player, policy, provenance and the decisions' digest
+        (read from disk when asked: training never needs them)."""
+        labels: list[dict[str, Any]] = orjson.loads((self.folder / _LABELS).read_bytes())
+        return labels
+
     def nbytes(self) -> int:
         """Bytes of the stored arrays (what a process maps)."""
         return sum(int(array.nbytes) for array in self.arrays.values())
@@ -209,9 +216,9 @@ def write_shard(content: ShardContent, store: Path, header: dict[str, Any]) -> S
         "header": header,
         "observation_size": int(content.observations.shape[1]),
         "num_actions": int(content.masks.shape[1]),
-        "trajectories": content.trajectories,
     }
-    key = _content_key(arrays, meta)
+    labels = orjson.dumps(content.trajectories)
+    key = _content_key(arrays, {**meta, "trajectories": content.trajectories})
     folder = store / key
     if not (folder / "meta.json").is_file():
         store.mkdir(parents=True, exist_ok=True)
@@ -219,6 +226,7 @@ def write_shard(content: ShardContent, store: Path, header: dict[str, Any]) -> S
         try:
             for name in _ARRAYS:
                 np.save(staging / f"{name}.npy", arrays[name])
+            (staging / _LABELS).write_bytes(labels)
             (staging / "meta.json").write_bytes(orjson.dumps({**meta, "key": key}))
             with suppress(OSError):  # another process wrote the same content first
                 os.replace(staging, folder)
