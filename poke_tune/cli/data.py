@@ -244,6 +244,8 @@ def _print_import_summary(summary: ImportSummary) -> None:
         "refused": summary.refused,
     }
     values.update({f"  refused: {why}": n for why, n in summary.refused_by_reason().items()})
+    if summary.battle_format:
+        values["format"] = summary.battle_format
     values["simulator"] = f"pokemon-showdown {summary.simulator_version}"
     if summary.imported:
         stdout.print(

@@ -135,7 +135,8 @@ def _open_regular(path: Path, limits: ReadLimits) -> int:
     if not stat.S_ISREG(before.st_mode):
         raise _Refused(NOT_REGULAR, f"{_kind(before.st_mode)}, not a regular file")
     if before.st_size > limits.max_file_bytes:
-        raise _Refused(TOO_LARGE, f"{_mib(before.st_size)} on disk, over {_mib_limit('file')}")
+        limit = _mib_limit('file', limits)
+        raise _Refused(TOO_LARGE, f"{_mib(before.st_size)} on disk, over {limit}")
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as error:
@@ -178,9 +179,13 @@ def _mib(size: int) -> str:
     return f"{size / MIB:.1f} MiB"
 
 
-def _mib_limit(which: str) -> str:
-    flag = {"file": "--max-file-mb", "battle": "--max-battle-mb", "gzip": "--max-decompressed-mb"}
-    return f"the limit ({flag[which]})"
+def _mib_limit(which: str, limits: ReadLimits) -> str:
+    flag, size = {
+        "file": ("--max-file-mb", limits.max_file_bytes),
+        "battle": ("--max-battle-mb", limits.max_battle_bytes),
+        "gzip": ("--max-decompressed-mb", limits.max_decompressed_bytes),
+    }[which]
+    return f"the limit of {size / MIB:g} MiB ({flag})"
 
 
 def _is_jsonl(path: Path) -> bool:
@@ -217,7 +222,7 @@ def _whole(raw: io.BufferedReader, where: str, limits: ReadLimits) -> RawBattle 
     except OSError as error:
         return Refusal(where, UNREADABLE, f"{where}: {_os_reason(error)}")
     if len(data) > limits.max_battle_bytes:
-        return Refusal(where, TOO_LARGE, f"{where}: a battle over {_mib_limit('battle')}")
+        return Refusal(where, TOO_LARGE, f"{where}: a battle over {_mib_limit('battle', limits)}")
     return RawBattle(where, data)
 
 
@@ -244,13 +249,13 @@ def _jsonl(
                 yield Refusal(
                     where,
                     TOO_LARGE,
-                    f"{where}: decompresses past {_mib_limit('gzip')} at line {number}; "
+                    f"{where}: decompresses past {_mib_limit('gzip', limits)} at line {number}; "
                     "the rest of the file is not read",
                 )
                 return
             at = f"{where}:{number}"
             if skipped or len(line) > limits.max_battle_bytes:
-                yield Refusal(at, TOO_LARGE, f"{at}: a line over {_mib_limit('battle')}")
+                yield Refusal(at, TOO_LARGE, f"{at}: a line over {_mib_limit('battle', limits)}")
             elif line.strip():
                 yield RawBattle(at, line)
     except (OSError, EOFError, zlib.error) as error:
