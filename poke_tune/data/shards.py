@@ -96,7 +96,8 @@ class ShardContent:
 
 def _encode_columns(observations: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
     """The observation block split into bits, codes and floats, each column exactly."""
-    binary = np.all((observations == 0) | (observations == 1), axis=0)
+    ones = observations == 1
+    binary = np.all((observations == 0) | ones, axis=0)
     bit_columns = np.flatnonzero(binary)
     code_columns: list[int] = []
     tables: list[npt.NDArray[np.float32]] = []
@@ -110,7 +111,7 @@ def _encode_columns(observations: npt.NDArray[np.float32]) -> dict[str, npt.NDAr
     float_columns = np.setdiff1d(np.flatnonzero(~binary), code_columns)
     rows = len(observations)
     return {
-        "obs_bits": np.packbits(observations[:, bit_columns] == 1, axis=1),
+        "obs_bits": np.packbits(ones[:, bit_columns], axis=1),
         "obs_codes": np.stack(codes, axis=1) if codes else np.zeros((rows, 0), np.uint8),
         "obs_floats": np.ascontiguousarray(observations[:, float_columns]),
         "bit_columns": bit_columns.astype(np.int64),
