@@ -338,7 +338,12 @@ def import_battles(
                 ]
                 results = _in_order(replay_battles(pool, inputs), on_result)
                 for battle, result in zip(usable, results, strict=True):
-                    outcome = verify(battle, result, sides, hp_shaping, key, runtime)
+                    try:
+                        outcome = verify(battle, result, sides, hp_shaping, key, runtime)
+                    except (ValueError, TypeError) as error:  # a record that cannot be
+                        where = f"{battle.source}: {battle.battle_id}"  # written: say why
+                        detail = f"{where}: {type(error).__name__}: {str(error)[:200]}"
+                        outcome = Refusal(battle.source, NOT_REPLAYABLE, detail)
                     if isinstance(outcome, Refusal):
                         tally.refuse(outcome)
                         continue

@@ -135,7 +135,7 @@ def _open_regular(path: Path, limits: ReadLimits) -> int:
     if not stat.S_ISREG(before.st_mode):
         raise _Refused(NOT_REGULAR, f"{_kind(before.st_mode)}, not a regular file")
     if before.st_size > limits.max_file_bytes:
-        limit = _mib_limit('file', limits)
+        limit = _mib_limit("file", limits)
         raise _Refused(TOO_LARGE, f"{_mib(before.st_size)} on disk, over {limit}")
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
