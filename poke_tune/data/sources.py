@@ -236,13 +236,15 @@ def _jsonl(
         read = 0
         number = 0
         while True:
-            line = stream.readline(limits.max_battle_bytes + 1)
+            line = stream.readline(limits.max_battle_bytes + 2)  # the battle and "\n"
             if not line:
                 return
             number += 1
             read += len(line)
+            ended = line.endswith(b"\n")
+            too_large = len(line) - ended > limits.max_battle_bytes
             skipped = 0
-            if len(line) > limits.max_battle_bytes and not line.endswith(b"\n"):
+            if too_large and not ended:
                 skipped = _skip_line(stream, limits.max_decompressed_bytes - read)
                 read += skipped
             if read > limits.max_decompressed_bytes:
@@ -254,7 +256,7 @@ def _jsonl(
                 )
                 return
             at = f"{where}:{number}"
-            if skipped or len(line) > limits.max_battle_bytes:
+            if too_large:
                 yield Refusal(at, TOO_LARGE, f"{at}: a line over {_mib_limit('battle', limits)}")
             elif line.strip():
                 yield RawBattle(at, line)
