@@ -67,6 +67,7 @@ from poke_tune.sim.runtime import find_runtime
 __all__ = [
     "CORRUPT",
     "DIVERGED",
+    "KEPT_REFUSALS",
     "LOW_RATING",
     "MALFORMED",
     "NAME_KEY_ENV",

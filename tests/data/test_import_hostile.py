@@ -405,6 +405,8 @@ def test_only_regular_files_are_read(
     summary = run_import(tmp_path, pool, good_logs(played), hostile, extra)
     assert summary.imported == 4, [r.detail for r in summary.refusals]
     assert summary.refused_by_reason() == {importer.NOT_REGULAR: 5, importer.UNREADABLE: 3}
+    # A sweep's cache key reads the same files the same way: no hang on the pipe or device.
+    assert len(sources.sources_digest([tmp_path / "in", tmp_path / "extra"])) == 32
 
 
 def test_size_limits_refuse_what_is_too_large(
@@ -536,3 +538,17 @@ def test_an_interrupted_import_leaves_nothing_behind(
     assert snapshot(tmp_path) == before
     summary = import_battles([folder], tmp_path / "out.jsonl", pool=pool)  # the pool still works
     assert summary.imported == 3
+
+
+def test_a_flood_of_bad_lines_is_counted_whole_and_kept_in_part(
+    tmp_path: Path, pool: SimulatorPool
+) -> None:
+    flood = tmp_path / "in" / "flood.jsonl.gz"
+    flood.parent.mkdir()
+    flood.write_bytes(gzip.compress(b"{not json}\n" * (importer.KEPT_REFUSALS + 500)))
+    error = assert_nothing_written(
+        tmp_path, lambda: import_battles([flood], tmp_path / "o.jsonl", pool=pool)
+    )
+    assert isinstance(error, NothingImportedError)
+    assert error.summary.refused_by_reason() == {importer.CORRUPT: importer.KEPT_REFUSALS + 500}
+    assert len(error.summary.refusals) == importer.KEPT_REFUSALS
