@@ -8,7 +8,8 @@ refused, never used and never replaced: datasets may already hold hashes made wi
 only its owner can say whether to delete it.
 
 Source paths: `display_path` keeps a path component only if it cannot hold a username (a
-number or date, a format id, a server room id, with their extensions); any other component
+number or date, a format id, a server room id, with their extensions, or a generic folder
+name such as `logs` or `replays`); any other component
 is replaced by `#` and a keyed hash of it, so a replay saved as `alice-vs-bob.json` is
 named `#1f0c...json` in messages, provenance and the dataset header.
 """
@@ -47,6 +48,10 @@ _SAFE_COMPONENT = re.compile(
     r"^(\d[\d._-]*|(battle-)?gen\d+[a-z0-9]*(-\d+)?)(\.log\.json|\.jsonl\.gz|\.jsonl|\.json)?$"
 )
 _EXTENSIONS = (".log.json", ".jsonl.gz", ".jsonl", ".json")
+_GENERIC = frozenset(
+    {"logs", "server-logs", "replays", "battles", "data", "recorded", "imported", "downloads"}
+)
+"""Folder names too common to name anyone, kept so messages stay readable."""
 
 
 class NameKeyError(ValueError):
@@ -107,7 +112,7 @@ def _hash(data: bytes, key: bytes) -> str:
 
 def display_component(component: str, key: bytes) -> str:
     """`component` if it cannot be a name (see the module docstring), else `#HASH.EXT`."""
-    if _SAFE_COMPONENT.match(component):
+    if _SAFE_COMPONENT.match(component) or component in _GENERIC:
         return component
     extension = next((e for e in _EXTENSIONS if component.endswith(e)), "")
     stem = component[: len(component) - len(extension)]
