@@ -12,6 +12,7 @@ from pathlib import Path
 
 from poke_tune.data.compiled import load_dataset, write_manifest
 from poke_tune.data.records import DatasetError, DatasetHeader
+from poke_tune.data.shards import Shard
 
 __all__ = ["CombinedDataset", "combine_datasets"]
 
@@ -71,11 +72,11 @@ def combine_datasets(
     )
     seen: set[str] = set()
     excluded: list[int] = []
-    shards = []
+    shards: list[tuple[Shard, int]] = []
     index = 0
-    for part, dataset in enumerate(datasets):
+    for part_index, dataset in enumerate(datasets):
         for shard in dataset.shards:
-            shards.append((shard, part))
+            shards.append((shard, part_index))
             for trajectory in shard.labels():
                 if trajectory["digest"] in seen:
                     excluded.append(index)

@@ -57,6 +57,11 @@ SHARD_ROWS = 100_000
 """Rows per shard (about 1,400 battles): the compile holds one shard's float32 rows."""
 
 
+def _offsets(sizes: list[int]) -> npt.NDArray[np.int64]:
+    """[len(sizes) + 1] where each item starts, and the total."""
+    return np.cumsum([0, *sizes], dtype=np.int64)
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class OfflineDataset:
     """Shards listed by a manifest, memory-mapped read-only (row layout: the module doc)."""
@@ -86,7 +91,8 @@ class OfflineDataset:
     @cached_property
     def trajectory_starts(self) -> npt.NDArray[np.int64]:
         """[trajectories + 1] first transition of every trajectory, and the total."""
-        return np.r_[0, np.cumsum(self.trajectory_lengths)].astype(np.int64)
+        starts: npt.NDArray[np.int64] = np.r_[0, np.cumsum(self.trajectory_lengths)]
+        return starts
 
     @cached_property
     def trajectory_returns(self) -> npt.NDArray[np.float32]:
@@ -98,11 +104,11 @@ class OfflineDataset:
 
     @cached_property
     def _transition_offsets(self) -> npt.NDArray[np.int64]:
-        return np.r_[0, np.cumsum([s.num_transitions for s in self.shards])].astype(np.int64)
+        return _offsets([s.num_transitions for s in self.shards])
 
     @cached_property
     def _row_offsets(self) -> npt.NDArray[np.int64]:
-        return np.r_[0, np.cumsum([s.num_rows for s in self.shards])].astype(np.int64)
+        return _offsets([s.num_rows for s in self.shards])
 
     @property
     def num_transitions(self) -> int:
@@ -310,6 +316,9 @@ def _compile(
             builder.add(line_no, record)
             if builder.rows >= shard_rows and (shard := builder.flush()) is not None:
                 shards.append(shard)
+                _logger.info(
+                    "compiling %s: shard %d written (line %d)", path, len(shards), line_no
+                )
         if (shard := builder.flush()) is not None:
             shards.append(shard)
     if not shards:

@@ -4,8 +4,8 @@ checkpoints each trial keeps.
 
 The dataset reaches the trials through `tune.with_parameters`, i.e. the object store. The
 `OfflineDataset` pickles as its manifest, so every trial memory-maps the same read-only
-shards (one page-cache copy per node) and gathers its batches from them. Tracking is not this module's business: it arrives as Tune
-callbacks.
+shards (one page-cache copy per node) and gathers its batches from them. Tracking is not
+this module's business: it arrives as Tune callbacks.
 """
 
 from __future__ import annotations
