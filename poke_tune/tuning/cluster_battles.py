@@ -15,6 +15,10 @@ learned policy is its network (a small MLP), so no node needs the checkpoint fil
 storage or the MLflow registry. A spec's policies are swapped for name-only stand-ins
 before its result travels back, and the driver puts its own specs back in.
 
+Generated datasets go one step further (`cluster_shards()`): each Ray task plays a chunk of
+battles and writes it as a shard (`generate_shards`) into the shard store on storage every
+node sees, so only a shard's summary travels back and the driver writes the manifest.
+
 Without Ray, or on a one-node Ray, `cluster_play()` is None and the callers keep their
 local pool, unchanged. `POKE_TUNE_CLUSTER_BATTLES=1` forces the Ray tasks on any Ray that
 is started (tests, benchmarks), `=0` turns them off. Ray is imported only once it is
@@ -36,10 +40,18 @@ from typing import Any
 
 import numpy as np
 
+from poke_tune.data.generate import PlayShards, ShardRecipe, ShardSummary, play_shard
 from poke_tune.sim.battles import BattleResult, BattleSpec, PlayBattles, SimulatorPool
 from poke_tune.sim.policies import PlayerView, Policy
 
-__all__ = ["CLUSTER_BATTLES_ENV", "RayBattles", "chunk_plan", "cluster_play"]
+__all__ = [
+    "CLUSTER_BATTLES_ENV",
+    "RayBattles",
+    "RayShards",
+    "chunk_plan",
+    "cluster_play",
+    "cluster_shards",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -60,20 +72,29 @@ def chunk_plan(count: int, chunks: int) -> list[range]:
     return [range(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
 
-def cluster_play(*, chunks: int | None = None) -> PlayBattles | None:
-    """Ray tasks that play battles over the cluster, when Ray is started and has more than
-    one node (or `POKE_TUNE_CLUSTER_BATTLES=1`); None for the local pool."""
+def _on_cluster() -> bool:
+    """Ray is started and has more than one node (or `POKE_TUNE_CLUSTER_BATTLES=1`)."""
     setting = os.environ.get(CLUSTER_BATTLES_ENV, "")
     if setting == "0" or "ray" not in sys.modules:
-        return None
+        return False
     import ray
 
     if not ray.is_initialized():
-        return None
-    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-    if nodes < 2 and setting != "1":
-        return None
-    return RayBattles(chunks=chunks)
+        return False
+    return setting == "1" or sum(1 for node in ray.nodes() if node.get("Alive")) > 1
+
+
+def cluster_play(*, chunks: int | None = None) -> PlayBattles | None:
+    """Ray tasks that play battles over the cluster, when Ray is started and has more than
+    one node (or `POKE_TUNE_CLUSTER_BATTLES=1`); None for the local pool."""
+    return RayBattles(chunks=chunks) if _on_cluster() else None
+
+
+def cluster_shards() -> PlayShards | None:
+    """Ray tasks that each play a chunk of generated battles and write it as a shard on
+    their node (`generate_shards`), under the same conditions as `cluster_play`; None
+    for the local pool. The shard store must be storage every node and the driver see."""
+    return RayShards() if _on_cluster() else None
 
 
 @dataclass(frozen=True)
@@ -105,11 +126,7 @@ class RayBattles:
         import ray
 
         chunks = self.chunks or CHUNKS_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
-        refs: dict[int, Any] = {}  # one object per distinct policy
-        for spec in specs:
-            for policy in (spec.p1, spec.p2):
-                if id(policy) not in refs:
-                    refs[id(policy)] = ray.put(policy)
+        refs = _policy_refs(specs)
         pending = {
             _remote_chunk().remote(
                 [_wire(specs[i], refs) for i in positions], keep_logs
@@ -130,6 +147,48 @@ class RayBattles:
                 ray.cancel(ref)
 
 
+class RayShards:
+    """`PlayShards` as Ray tasks, one per chunk: each plays its battles in a one-worker pool
+    and writes their shard where it ran; only the shard's summary travels back."""
+
+    def __init__(self) -> None:
+        self.played_on: Counter[str] = Counter()
+
+    def __call__(
+        self, chunks: Sequence[Sequence[BattleSpec]], recipe: ShardRecipe
+    ) -> Iterator[tuple[int, ShardSummary]]:
+        import ray
+
+        refs = _policy_refs([spec for chunk in chunks for spec in chunk])
+        pending = {
+            _remote_shard().remote([_wire(spec, refs) for spec in chunk], recipe): number
+            for number, chunk in enumerate(chunks)
+        }
+        _logger.info("generating %d shards as Ray tasks", len(pending))
+        try:
+            while pending:
+                [done], _ = ray.wait(list(pending), num_returns=1)
+                number = pending.pop(done)
+                node, summary = ray.get(done)
+                self.played_on[node] += summary.battles
+                yield number, summary
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+
+def _policy_refs(specs: Sequence[BattleSpec]) -> dict[int, Any]:
+    """One object in the store per distinct policy of `specs` (by identity)."""
+    import ray
+
+    refs: dict[int, Any] = {}
+    for spec in specs:
+        for policy in (spec.p1, spec.p2):
+            if id(policy) not in refs:
+                refs[id(policy)] = ray.put(policy)
+    return refs
+
+
 def _wire(spec: BattleSpec, refs: dict[int, Any]) -> dict[str, Any]:
     """A spec as a task argument: the policies as object refs, inside a dict so that Ray
     passes the refs through instead of resolving them (the task gets each policy once)."""
@@ -147,9 +206,15 @@ def _remote_chunk() -> Any:
     return ray.remote(num_cpus=1)(_play_chunk)
 
 
-def _play_chunk(wired: list[dict[str, Any]], keep_logs: bool) -> tuple[str, list[BattleResult]]:
-    """Play one chunk on this node; the results in the chunk's order, their specs with
-    name-only policies."""
+@functools.cache
+def _remote_shard() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=1)(_build_shard)
+
+
+def _unwire(wired: list[dict[str, Any]]) -> list[BattleSpec]:
+    """The chunk's specs with their policies read from the object store, each once."""
     import ray
 
     policies: dict[Any, Policy] = {}
@@ -159,7 +224,24 @@ def _play_chunk(wired: list[dict[str, Any]], keep_logs: bool) -> tuple[str, list
             policies[ref] = ray.get(ref)
         return policies[ref]
 
-    specs = [replace(w["spec"], p1=policy(w["p1"]), p2=policy(w["p2"])) for w in wired]
+    return [replace(w["spec"], p1=policy(w["p1"]), p2=policy(w["p2"])) for w in wired]
+
+
+def _build_shard(wired: list[dict[str, Any]], recipe: ShardRecipe) -> tuple[str, ShardSummary]:
+    """Play one chunk on this node and write its shard into the recipe's store."""
+    import ray
+
+    with SimulatorPool(num_workers=1) as pool:
+        summary = play_shard(_unwire(wired), recipe, pool.play)
+    return ray.get_runtime_context().get_node_id(), summary
+
+
+def _play_chunk(wired: list[dict[str, Any]], keep_logs: bool) -> tuple[str, list[BattleResult]]:
+    """Play one chunk on this node; the results in the chunk's order, their specs with
+    name-only policies."""
+    import ray
+
+    specs = _unwire(wired)
     with SimulatorPool(num_workers=1) as pool:
         by_index = {r.spec.index: r for r in pool.play(specs, keep_logs=keep_logs)}
     results = [

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from poke_tune.data.compiled import load_dataset
-from poke_tune.data.generate import generate_dataset
+from poke_tune.data.generate import (
+    ShardRecipe,
+    ShardSummary,
+    generate_dataset,
+    generate_shards,
+    play_shard,
+)
 from poke_tune.data.jsonl import read_trajectories
+from poke_tune.sim.battles import BattleSpec, SimulatorPool
 
 
 @pytest.mark.slow
@@ -52,3 +60,48 @@ def test_hp_shaping_adds_potential_differences(tmp_path: Path) -> None:
         # the initial balance is 0 (both sides full), so it is bounded by c * 2.
         assert abs(shaping.sum()) <= 0.5 * 2 + 1e-9
         assert [s.action_type for s in a.steps] == [s.action_type for s in b.steps]
+
+
+def test_shards_hold_what_compiling_the_generated_file_holds(tmp_path: Path) -> None:
+    # The same battles, straight into shards of 3 battles: the same transitions in the
+    # same order as the trajectory file compiled, and one shard for all of them carries
+    # the compiled file's key (the very same content).
+    recipe = {"policies": ["random", "max-damage"], "battles": 7, "seed": 3, "hp_shaping": 0.5}
+    generate_dataset(tmp_path / "d.jsonl", **recipe)
+    compiled = load_dataset(tmp_path / "d.jsonl", cache_root=tmp_path / "cache")
+    store = tmp_path / "cache" / "shards"
+    summary = generate_shards(tmp_path / "d.json", store=store, battles_per_shard=3, **recipe)
+    sharded = load_dataset(tmp_path / "d.json")
+    assert len(sharded.shards) == 3 and summary.battles == 7
+    assert summary.transitions == sharded.num_transitions == compiled.num_transitions
+    assert sharded.header == compiled.header
+    assert sharded.replay_ids == compiled.replay_ids
+    rows = np.arange(sharded.num_transitions + sharded.num_trajectories)
+    np.testing.assert_array_equal(sharded.observations_at(rows), compiled.observations_at(rows))
+    np.testing.assert_array_equal(sharded.masks_at(rows), compiled.masks_at(rows))
+    np.testing.assert_array_equal(sharded.trajectory_returns, compiled.trajectory_returns)
+    whole = generate_shards(tmp_path / "w.json", store=store, battles_per_shard=7, **recipe)
+    assert load_dataset(whole.path).shards[0].key == compiled.shards[0].key
+
+
+def test_shards_are_written_by_whoever_plays_them(tmp_path: Path) -> None:
+    # A `play_shards` seam (as the Ray tasks are) gets the chunks and the recipe and
+    # builds each shard itself: the manifest lists them in battle order, whatever order
+    # they finish in.
+    seen: list[list[int]] = []
+
+    def backwards(
+        chunks: Sequence[Sequence[BattleSpec]], recipe: ShardRecipe
+    ) -> Iterator[tuple[int, ShardSummary]]:
+        with SimulatorPool(num_workers=1) as pool:
+            for number in reversed(range(len(chunks))):
+                seen.append([spec.index for spec in chunks[number]])
+                yield number, play_shard(chunks[number], recipe, pool.play)
+
+    args = {"policies": ["random"], "battles": 5, "seed": 4, "store": tmp_path / "shards"}
+    generate_shards(tmp_path / "a.json", battles_per_shard=2, play_shards=backwards, **args)
+    generate_shards(tmp_path / "b.json", battles_per_shard=2, **args)
+    assert seen == [[4], [2, 3], [0, 1]]
+    a, b = load_dataset(tmp_path / "a.json"), load_dataset(tmp_path / "b.json")
+    assert [s.key for s in a.shards] == [s.key for s in b.shards]
+    assert a.replay_ids == tuple(f"gen9randombattle-4-{i}" for i in range(5) for _ in (1, 2))
