@@ -16,7 +16,7 @@ from poke_tune.cli.progress import battle_progress
 from poke_tune.data.combine import combine_datasets
 from poke_tune.data.compiled import load_dataset
 from poke_tune.data.export import export_trajectories
-from poke_tune.data.generate import generate_dataset
+from poke_tune.data.generate import generate_dataset, generate_shards
 from poke_tune.data.importer import (
     ImportSummary,
     MixedFormatsError,
@@ -28,6 +28,7 @@ from poke_tune.data.importer import (
 from poke_tune.data.info import dataset_info
 from poke_tune.data.sources import MIB, ReadLimits
 from poke_tune.sim.battles import check_battle_format
+from poke_tune.sim.runtime import cache_dir
 from poke_tune.tuning.policies import pin_policy_name, resolve_policy
 
 __all__ = ["data_app"]
@@ -37,7 +38,13 @@ data_app = typer.Typer(help="Generate and inspect offline datasets.", no_args_is
 
 @data_app.command("generate")
 def data_generate(
-    out: Annotated[Path, typer.Argument(help="Output file (.jsonl or .jsonl.gz).")],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="Output: a trajectory file (.jsonl or .jsonl.gz), or a manifest (.json) of "
+            "shards written straight into the cache's shard store."
+        ),
+    ],
     battles: Annotated[int, typer.Option(min=1, help="Battles to play.")] = 1000,
     policies: Annotated[
         str,
@@ -58,15 +65,21 @@ def data_generate(
         str | None, typer.Option(help="MLflow tracking URI for models:/ policies.")
     ] = None,
 ) -> None:
-    """Play battles between behaviour policies and record a trajectory-JSONL dataset."""
+    """Play battles between behaviour policies and record a dataset: a trajectory-JSONL
+    file, or (OUT.json) a compiled dataset's shards and manifest."""
     with user_errors():
         check_battle_format(battle_format)
         names = [p.strip() for p in policies.split(",") if p.strip()]
         if not names:
             raise ValueError("--policies names no policy")
         pinned = [pin_policy_name(name, tracking_uri) for name in names]
+    generate = (
+        partial(generate_shards, store=cache_dir() / "datasets" / "shards")
+        if out.suffix == ".json"
+        else generate_dataset
+    )
     with user_errors(), battle_progress(battles, "generating") as advance:
-        summary = generate_dataset(
+        summary = generate(
             out.resolve(),
             policies=pinned,
             battles=battles,

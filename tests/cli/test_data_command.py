@@ -27,6 +27,20 @@ def test_generate_with_a_checkpoint_and_its_softmax(
     assert set(generator["policy_files"]) == {generator["policies"][0]}
 
 
+def test_generate_into_a_manifest_of_shards(tmp_path: Path) -> None:
+    # OUT.json: the battles go straight into the cache's shard store; info reads it.
+    out = tmp_path / "data.json"
+    args = ["data", "generate", str(out), "--battles", "3", "--workers", "1", "--seed", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert "3 battles" in result.stdout
+    shards = json.loads(out.read_text())["shards"]
+    assert len(shards) == 1 and Path(shards[0]["folder"]).parent.name == "shards"
+    info = CliRunner().invoke(app, ["data", "info", str(out), "--json"])
+    assert info.exit_code == 0, info.stderr
+    assert json.loads(info.stdout)["battles"] == 3
+
+
 def test_generate_with_a_bad_policy_exits_2(tmp_path: Path) -> None:
     out = tmp_path / "data.jsonl"
     for policies, text in [
