@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["PairedDifference", "paired_difference"]
+__all__ = ["PairedDifference", "paired_difference", "paired_difference_from_counts"]
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,19 @@ def paired_difference(
         raise ValueError(
             f"paired outcomes need the same non-empty battles, got {len(a_won)} and {len(b_won)}"
         )
-    n = len(a_won)
     only_a = sum(a and not b for a, b in zip(a_won, b_won, strict=True))
     only_b = sum(b and not a for a, b in zip(a_won, b_won, strict=True))
+    return paired_difference_from_counts(only_a, only_b, len(a_won), z=z)
+
+
+def paired_difference_from_counts(
+    only_a: int, only_b: int, battles: int, z: float = 1.96
+) -> PairedDifference:
+    """The paired difference from the discordant counts alone: all the interval needs, so
+    sequential looks at growing prefixes of the same battles cost nothing each."""
+    if battles < 1 or only_a < 0 or only_b < 0 or only_a + only_b > battles:
+        raise ValueError(f"discordant counts {only_a} and {only_b} do not fit {battles} battles")
+    n = battles
     # Agresti-Min: half a battle in each cell of the 2x2 table.
     n_adj = n + 2.0
     b, c = only_a + 0.5, only_b + 0.5
