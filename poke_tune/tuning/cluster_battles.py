@@ -51,6 +51,7 @@ __all__ = [
     "chunk_plan",
     "cluster_play",
     "cluster_shards",
+    "on_cluster",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def chunk_plan(count: int, chunks: int) -> list[range]:
     return [range(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
 
-def _on_cluster() -> bool:
+def on_cluster() -> bool:
     """Ray is started and has more than one node (or `POKE_TUNE_CLUSTER_BATTLES=1`)."""
     setting = os.environ.get(CLUSTER_BATTLES_ENV, "")
     if setting == "0" or "ray" not in sys.modules:
@@ -87,14 +88,14 @@ def _on_cluster() -> bool:
 def cluster_play(*, chunks: int | None = None) -> PlayBattles | None:
     """Ray tasks that play battles over the cluster, when Ray is started and has more than
     one node (or `POKE_TUNE_CLUSTER_BATTLES=1`); None for the local pool."""
-    return RayBattles(chunks=chunks) if _on_cluster() else None
+    return RayBattles(chunks=chunks) if on_cluster() else None
 
 
 def cluster_shards() -> PlayShards | None:
     """Ray tasks that each play a chunk of generated battles and write it as a shard on
     their node (`generate_shards`), under the same conditions as `cluster_play`; None
     for the local pool. The shard store must be storage every node and the driver see."""
-    return RayShards() if _on_cluster() else None
+    return RayShards() if on_cluster() else None
 
 
 @dataclass(frozen=True)

@@ -4,19 +4,25 @@ local cluster (conftest.py) give the same bytes and numbers as the local pool.""
 from __future__ import annotations
 
 import gzip
+import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from poke_tune.data.compiled import load_dataset
+from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset, generate_shards
+from poke_tune.data.importer import REPEATED, import_battles
 from poke_tune.eval.race import race
+from poke_tune.sim.battles import BattleResult
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.cluster_battles import RayBattles, RayShards, cluster_play, cluster_shards
+from poke_tune.tuning.cluster_import import ImportSettings, import_on_cluster
 from poke_tune.tuning.policies import resolve_policy
 from tests.cluster.conftest import LocalCluster, driver_of
+from tests.data.test_importer import server_log
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +80,43 @@ def test_shards_generated_on_two_nodes_are_the_local_shards(
     local, spread = load_dataset(tmp_path / "local.json"), load_dataset(tmp_path / "spread.json")
     assert [s.key for s in spread.shards] == [s.key for s in local.shards]
     assert all(s.folder.parent == tmp_path / "spread-shards" for s in spread.shards)
+
+
+def test_an_import_on_two_nodes_holds_what_a_local_import_holds(
+    driver: LocalCluster, tmp_path: Path
+) -> None:
+    """Groups of files imported on both nodes, compiled there; a battle in two groups (a
+    copied log) is kept once, as the local import keeps it."""
+    results: list[BattleResult] = []
+    generate_dataset(
+        tmp_path / "played.jsonl",
+        policies=["random", "max-damage"],
+        battles=5,
+        seed=13,
+        on_result=results.append,
+        keep_logs=True,
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for result in results:
+        (logs / f"{result.spec.index}.log.json").write_text(json.dumps(server_log(result)))
+    shutil.copy(logs / "0.log.json", logs / "9.log.json")  # sorts last: another group
+    local = import_battles([logs], tmp_path / "local.jsonl.gz")
+    assert local.refused_by_reason() == {REPEATED: 1}
+    spread = import_on_cluster(
+        [logs], tmp_path / "spread.json", tmp_path / "parts", ImportSettings(), groups=2
+    )
+    assert len(spread.nodes) == 2, f"groups per node: {dict(spread.nodes)}"
+    assert (spread.read, spread.imported, spread.repeats_dropped) == (6, 6, 2)
+
+    def kept(dataset: OfflineDataset) -> list[str]:
+        labels = [label["digest"] for shard in dataset.shards for label in shard.labels()]
+        return [d for d, out in zip(labels, dataset.excluded, strict=True) if not out]
+
+    local_data = load_dataset(tmp_path / "local.jsonl.gz")
+    spread_data = load_dataset(tmp_path / "spread.json")
+    assert kept(spread_data) == kept(local_data)
+    assert spread_data.num_trajectories == local_data.num_trajectories
 
 
 def test_a_race_on_two_nodes_gives_the_local_numbers(driver: LocalCluster) -> None:
