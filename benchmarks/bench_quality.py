@@ -44,7 +44,7 @@ from poke_tune.eval.winrate import BENCHMARK_SEED, WinRate, evaluate
 from poke_tune.sim.actions import action_parts
 from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import PlayerView, Policy, make_policy
-from poke_tune.tuning.search.dataset import prepare_dataset
+from poke_tune.tuning.datasets import prepare_dataset
 from poke_tune.tuning.spec import SearchSpec
 from poke_tune.tuning.spec_file import load_spec
 

@@ -54,7 +54,7 @@ from ray import tune
 
 from poke_tune.algos import Trainer, run_training
 from poke_tune.data.compiled import OfflineDataset
-from poke_tune.tuning.search.dataset import prepare_dataset
+from poke_tune.tuning.datasets import prepare_dataset
 from poke_tune.tuning.search.search import search
 from poke_tune.tuning.spec import SearchSpec
 

@@ -5,7 +5,7 @@ Round 0 is the spec's sweep, named `NAME-r0`. Round k (k >= 1) has three stages:
 1. generating: `rounds.battles` new battles between round k-1's champion, pinned
    (`models:/MODEL/VERSION:softmax=T` for each temperature; its checkpoint file when MLflow
    is off), and the pool (`rounds.opponents`, earlier champions), made once and cached by
-   their recipe (`search.dataset.prepare_dataset`), then combined with the earlier rounds'
+   their recipe (`datasets.prepare_dataset`), then combined with the earlier rounds'
    data (`rounds.window`), cached too (`rounds.generation_recipe`, `rounds.round_parts`);
 2. sweeping: the spec's sweep on that data as `NAME-rk`, warm-started from round k-1's
    best hyperparameters. Every round registers under one model (`rounds.model_name`), so
@@ -43,6 +43,7 @@ from poke_tune.sim.policies import Policy, make_policy
 from poke_tune.sim.runtime import cache_dir
 from poke_tune.tuning.cluster_battles import cluster_play
 from poke_tune.tuning.confirm.confirm import winner
+from poke_tune.tuning.datasets import Recorder, build_once, prepare_dataset
 from poke_tune.tuning.experiment import Experiment, folder_lock
 from poke_tune.tuning.policies import resolve_policy
 from poke_tune.tuning.records import SweepRecord
@@ -61,7 +62,6 @@ from poke_tune.tuning.rounds import (
     stop_reason,
     write_loop_report,
 )
-from poke_tune.tuning.search.dataset import Recorder, build_once, prepare_dataset
 from poke_tune.tuning.spec import DatasetSpec, SearchSpec
 from poke_tune.tuning.sweep import (
     OnBattle,

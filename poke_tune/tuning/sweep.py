@@ -35,9 +35,9 @@ from poke_tune.sim.battles import BattleResult
 from poke_tune.tuning.confirm.confirm import Confirmation, confirm
 from poke_tune.tuning.confirm.contenders import contenders
 from poke_tune.tuning.confirm.report import write_report
+from poke_tune.tuning.datasets import Recorder, prepare_dataset
 from poke_tune.tuning.experiment import Experiment
 from poke_tune.tuning.records import SearchOutcome, SweepRecord, SweepStage, TrialRow
-from poke_tune.tuning.search.dataset import Recorder, prepare_dataset
 from poke_tune.tuning.search.search import (
     connect_named_cluster,
     resume_search,
@@ -133,7 +133,7 @@ def run_sweep(
 
     `record` (spec file, overrides, command line) is saved in the experiment folder and on
     the MLflow parent run, with credentials redacted; `callbacks` are further Tune
-    callbacks; `recorder` plays a dataset's `record` recipe (see `search.dataset`). An
+    callbacks; `recorder` plays a dataset's `record` recipe (see `tuning.datasets`). An
     unreachable tracking store fails here, before any data or Ray start.
     """
     record = record or SweepRecord()

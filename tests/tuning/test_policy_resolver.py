@@ -20,13 +20,13 @@ from poke_tune.data.jsonl import read_header, read_trajectories
 from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.policies import EpsilonMixturePolicy, MaxDamagePolicy
 from poke_tune.sim.runtime import find_runtime
+from poke_tune.tuning.datasets import prepare_dataset
 from poke_tune.tuning.policies import (
     ModelNotFoundError,
     fluent_tracking_uri,
     pin_policy_name,
     resolve_policy,
 )
-from poke_tune.tuning.search.dataset import prepare_dataset
 from poke_tune.tuning.spec import GenerateRecipe, SpecError
 from poke_tune.tuning.spec_file import load_spec
 

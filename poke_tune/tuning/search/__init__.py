@@ -1,6 +1,6 @@
-"""Stage 1, search: Optuna proposes, Ray Tune runs one training per trial.
+"""Stage 1, search: Optuna proposes, Ray Tune runs one training per trial, on the dataset
+the life cycle compiled first (`tuning/datasets.py`).
 
-- `dataset.py`: the spec's dataset (generated once from its recipe, compiled, cached);
 - `trainable.py`: the function trainable (one training run, scored on the selection battles);
 - `tuner.py`: the Tuner (search space, sampler, scheduler, trainable with its resources);
 - `cluster.py`: the Ray it runs on (start or join, check, fit);

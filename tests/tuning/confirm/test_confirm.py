@@ -111,7 +111,7 @@ def test_selection_optimism_is_positive_and_confirmation_spread_is_noise() -> No
 
 def test_baselines_are_the_data_behaviour_and_bc_on_the_same_budget() -> None:
     from poke_tune.tuning.confirm.contenders import bc_baseline, behaviour_policies
-    from poke_tune.tuning.search.dataset import prepare_dataset
+    from poke_tune.tuning.datasets import prepare_dataset
 
     spec = load_spec(TINY)
     assert behaviour_policies(spec, None) == ["random"]  # tiny.yaml names its baselines

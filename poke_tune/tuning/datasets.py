@@ -1,7 +1,9 @@
 """The spec's dataset, compiled once on the driver before the search: a trajectory file, or
 one built first (once, then cached by content) from the spec's sources: a `generate`
 recipe, an `import` of logged battles (server logs, replays, and the logs of a `record`
-recipe's bot battles), or both combined into one manifest of their shards."""
+recipe's bot battles), or both combined into one manifest of their shards. The sweep's
+life cycle and the data flywheel (each round's new battles and its combined data) both
+build their data here."""
 
 from __future__ import annotations
 

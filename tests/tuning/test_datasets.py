@@ -12,12 +12,12 @@ import yaml
 from poke_tune.data.generate import generate_dataset
 from poke_tune.sim.battles import BattleResult
 from poke_tune.sim.runtime import cache_dir
-from poke_tune.tuning.search.dataset import prepare_dataset
+from poke_tune.tuning.datasets import prepare_dataset
 from poke_tune.tuning.spec import RecordRecipe, SpecError
 from poke_tune.tuning.spec_file import load_spec
 from tests.data.test_importer import FORMAT, server_log
 
-TINY = Path(__file__).parents[1] / "tiny.yaml"
+TINY = Path(__file__).with_name("tiny.yaml")
 
 
 @pytest.fixture(scope="module")
