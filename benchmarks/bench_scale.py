@@ -22,6 +22,7 @@ shaping 1.0), in one run on this machine:
 usage: python benchmarks/bench_scale.py [--sizes 400,4000,40000=A.jsonl.gz+B.jsonl.gz]
        [--work /tmp/bench-scale]
        [--steps 300] [--compare 4000] [--baseline d2b8267] [--round-battles 1000]
+       python benchmarks/bench_scale.py --generation 400   # file + compile vs shards
 """
 
 from __future__ import annotations
@@ -131,6 +132,52 @@ for k in range(1, len(rounds) + 1):
     times.append(time.perf_counter() - started)
 print(json.dumps(times))
 """
+
+
+_GENERATE = """
+import json, resource, sys, time
+from pathlib import Path
+from poke_tune.data.compiled import load_dataset
+from poke_tune.data.generate import generate_dataset, generate_shards
+way, work, battles = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+recipe = dict(policies=["random", "max-damage:softmax=0.3"], battles=battles, seed=0,
+    hp_shaping=1.0, num_workers=2)
+started = time.perf_counter()
+if way == "file":  # the interchange file, then compiled into shards
+    generate_dataset(work / "d.jsonl.gz", **recipe)
+    played = time.perf_counter() - started
+    dataset = load_dataset(work / "d.jsonl.gz", cache_root=work / "cache")
+else:
+    generate_shards(work / "d.json", store=work / "cache" / "shards", **recipe)
+    played = None
+    dataset = load_dataset(work / "d.json")
+seconds = time.perf_counter() - started
+print(json.dumps({"seconds": seconds, "played": played, "keys": [s.key for s in dataset.shards],
+    "transitions": dataset.num_transitions,
+    "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def _generation_table(work: Path, battles: int, repeats: int) -> None:
+    """Generating a dataset the old way (file, then compile) and straight into shards,
+    interleaved; the same battles, so the same transitions."""
+    print(f"\ngenerating {battles:,} battles into a compiled dataset (2 workers, interleaved)")
+    print("| way | run | seconds | battles/s | of which compiling | peak RSS | transitions |")
+    print("|---|---|---|---|---|---|---|")
+    for run in range(1, repeats + 1):
+        for way in ("file", "shards"):
+            folder = work / f"generation-{way}-{run}"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            out = _child(_GENERATE, [way, str(folder), str(battles)])
+            compiling = (
+                f"{out['seconds'] - out['played']:.1f} s" if out["played"] is not None else "-"
+            )
+            label = "file + compile" if way == "file" else "straight into shards"
+            print(
+                f"| {label} | {run} | {out['seconds']:.1f} | {battles / out['seconds']:.2f} | "
+                f"{compiling} | {_gb(out['peak_rss'])} | {out['transitions']:,} |"
+            )
 
 
 def _child(code: str, args: list[str], *, code_root: Path = ROOT) -> Any:
@@ -303,6 +350,12 @@ def main() -> None:
     parser.add_argument("--import-battles", type=int, default=400)
     parser.add_argument("--round-battles", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--generation",
+        type=int,
+        default=0,
+        help="only compare generating N battles via the file and straight into shards",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     import numpy
@@ -313,6 +366,9 @@ def main() -> None:
         f"Python {platform.python_version()}, torch {torch.__version__}, numpy "
         f"{numpy.__version__}; one torch thread per child"
     )
+    if args.generation:
+        _generation_table(args.work, args.generation, repeats=2)
+        return
     files = _sizes(args.sizes, args.work)
     rate = _import_rate(args.work, args.import_battles)
     print(

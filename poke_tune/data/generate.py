@@ -31,6 +31,7 @@ import orjson
 
 from poke_tune.data.compiled import write_manifest
 from poke_tune.data.jsonl import TrajectoryWriter
+from poke_tune.data.league import League
 from poke_tune.data.records import DatasetHeader, TrajectoryRecord
 from poke_tune.data.shards import ShardBuilder, open_shard
 from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS, action_parts
@@ -125,16 +126,25 @@ def policy_file_digests(policies: Sequence[str]) -> dict[str, str]:
 
 
 def _battle_specs(
-    built: Sequence[Policy], battles: int, seed: int, battle_format: str, max_turns: int
+    built: Sequence[Policy],
+    battles: int,
+    seed: int,
+    battle_format: str,
+    max_turns: int,
+    league: League | None,
 ) -> list[BattleSpec]:
     """Battle i is played by the i-th ordered pair of the policies (cycling through all
-    pairs, mirror matches included), both sides recorded."""
-    pairs = list(itertools.product(built, repeat=2))
+    pairs, mirror matches included), or by the league's draw for it; both sides recorded."""
+    pairs = list(itertools.product(range(len(built)), repeat=2))
+    matchups = [
+        league.matchup(seed, i) if league is not None else pairs[i % len(pairs)]
+        for i in range(battles)
+    ]
     return [
         BattleSpec(
             index=i,
-            p1=pairs[i % len(pairs)][0],
-            p2=pairs[i % len(pairs)][1],
+            p1=built[matchups[i][0]],
+            p2=built[matchups[i][1]],
             seed=seed,
             battle_format=battle_format,
             max_turns=max_turns,
@@ -151,6 +161,7 @@ def _header(
     battle_format: str,
     max_turns: int,
     hp_shaping: float,
+    league: League | None,
 ) -> DatasetHeader:
     generator: dict[str, Any] = {
         "policies": list(policies),
@@ -159,6 +170,8 @@ def _header(
         "max_turns": max_turns,
         "hp_shaping": hp_shaping,
     }
+    if league is not None:  # only then: the headers of all-pairs recipes stay as they were
+        generator["league"] = league.describe(list(policies))
     digests = policy_file_digests(policies)
     if digests:  # only then: the headers of built-in recipes stay as they were
         generator["policy_files"] = digests
@@ -224,6 +237,7 @@ def generate_dataset(
     keep_logs: bool = False,
     resolver: Callable[[str], Policy] = make_policy,
     play: PlayBattles | None = None,
+    league: League | None = None,
 ) -> GenerationSummary:
     """Play `battles` battles and write both players' trajectories to the trajectory file
     `out` (the interchange format; `generate_shards` writes a compiled dataset directly).
@@ -235,14 +249,15 @@ def generate_dataset(
     builds each policy from its name; name learned policies as they should be recorded
     (pinned: `poke_tune.tuning.policies.pin_policy_name`). `play` plays the battles
     (default: a `SimulatorPool` of `num_workers` on this machine; the tuning layer hands
-    down Ray tasks on a cluster): the file is the same bytes whoever plays them.
+    down Ray tasks on a cluster): the file is the same bytes whoever plays them. With a
+    `league`, each battle's players are drawn instead (`data.league`), and the header
+    records the league.
     """
     if battles < 1:
         raise ValueError(f"battles must be >= 1, got {battles}")
-    specs = _battle_specs(
-        [resolver(name) for name in policies], battles, seed, battle_format, max_turns
-    )
-    header = _header(policies, battles, seed, battle_format, max_turns, hp_shaping)
+    built = [resolver(name) for name in policies]
+    specs = _battle_specs(built, battles, seed, battle_format, max_turns, league)
+    header = _header(policies, battles, seed, battle_format, max_turns, hp_shaping, league)
     counts = _Counts()
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -348,6 +363,7 @@ def generate_shards(
     on_result: Callable[[BattleResult], None] | None = None,
     resolver: Callable[[str], Policy] = make_policy,
     play_shards: PlayShards | None = None,
+    league: League | None = None,
 ) -> GenerationSummary:
     """Play the battles of `generate_dataset` (the same battles, the same policies) and
     write them straight into shards of `battles_per_shard` consecutive battles under
@@ -361,10 +377,9 @@ def generate_shards(
         raise ValueError(f"battles must be >= 1, got {battles}")
     if manifest.suffix != ".json":
         raise ValueError(f"{manifest}: a generated dataset's manifest is named *.json")
-    specs = _battle_specs(
-        [resolver(name) for name in policies], battles, seed, battle_format, max_turns
-    )
-    header = _header(policies, battles, seed, battle_format, max_turns, hp_shaping)
+    built = [resolver(name) for name in policies]
+    specs = _battle_specs(built, battles, seed, battle_format, max_turns, league)
+    header = _header(policies, battles, seed, battle_format, max_turns, hp_shaping, league)
     recipe = ShardRecipe(header=header, store=store, seed=seed, hp_shaping=hp_shaping)
     chunks = [specs[i : i + battles_per_shard] for i in range(0, battles, battles_per_shard)]
     summaries: dict[int, ShardSummary] = {}

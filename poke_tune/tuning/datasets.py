@@ -17,10 +17,11 @@ from pathlib import Path
 
 from poke_tune.data.combine import combine_datasets
 from poke_tune.data.compiled import OfflineDataset, load_dataset
-from poke_tune.data.generate import generate_dataset
+from poke_tune.data.generate import generate_shards
 from poke_tune.data.importer import import_battles, sources_digest
 from poke_tune.sim.runtime import cache_dir
-from poke_tune.tuning.cluster_battles import cluster_play
+from poke_tune.tuning.cluster_battles import cluster_shards, on_cluster
+from poke_tune.tuning.cluster_import import ImportSettings, import_on_cluster
 from poke_tune.tuning.policies import resolve_policy
 from poke_tune.tuning.spec import DatasetSpec, GenerateRecipe, ImportRecipe, RecordRecipe
 
@@ -68,13 +69,16 @@ def build_once(path: Path, build: Callable[[Path], object]) -> Path:
 
 
 def _generated(recipe: GenerateRecipe, tracking_uri: str | None) -> Path:
-    path = cache_dir() / "generated" / f"{recipe.key(registry=tracking_uri)}.jsonl.gz"
+    # A manifest of shards, each built where its battles were played (Ray tasks on a
+    # started multi-node Ray, whose cache must then be shared storage; else this machine).
+    path = cache_dir() / "generated" / f"{recipe.key(registry=tracking_uri)}.json"
     if not path.is_file():
         _logger.info("generating the spec's dataset (%d battles) into %s", recipe.battles, path)
     return build_once(
         path,
-        lambda out: generate_dataset(
+        lambda out: generate_shards(
             out,
+            store=cache_dir() / "datasets" / "shards",
             policies=recipe.policies,
             battles=recipe.battles,
             seed=recipe.seed,
@@ -82,7 +86,8 @@ def _generated(recipe: GenerateRecipe, tracking_uri: str | None) -> Path:
             max_turns=recipe.max_turns,
             hp_shaping=recipe.hp_shaping,
             resolver=partial(resolve_policy, tracking_uri=tracking_uri),
-            play=cluster_play(),  # Ray tasks on a started multi-node Ray, else local
+            play_shards=cluster_shards(),
+            league=recipe.to_league(),
         ),
     )
 
@@ -113,16 +118,29 @@ def _imported(recipe: ImportRecipe, recorder: Recorder | None) -> Path:
     sources = [*recipe.paths]
     if recipe.record is not None:
         sources.append(_recorded(recipe.record, recorder))
-    path = cache_dir() / "imported" / f"{recipe.key(sources_digest(sources))}.jsonl.gz"
+    key = recipe.key(sources_digest(sources))
+    settings = ImportSettings(
+        battle_format=recipe.format,
+        min_rating=recipe.min_rating,
+        sides=recipe.sides,
+        hp_shaping=recipe.hp_shaping,
+    )
+    if on_cluster():  # groups of files imported and compiled on the nodes
+        folder = cache_dir() / "imported"
+        return build_once(
+            folder / f"{key}.json",
+            lambda out: import_on_cluster(sources, out, folder / "parts" / key, settings),
+        )
+    path = cache_dir() / "imported" / f"{key}.jsonl.gz"
 
     def build(out: Path) -> None:
         summary = import_battles(
             sources,
             out,
-            battle_format=recipe.format,
-            min_rating=recipe.min_rating,
-            sides=recipe.sides,
-            hp_shaping=recipe.hp_shaping,
+            battle_format=settings.battle_format,
+            min_rating=settings.min_rating,
+            sides=settings.sides,
+            hp_shaping=settings.hp_shaping,
         )
         refused = ", ".join(f"{n} {why}" for why, n in summary.refused_by_reason().items())
         _logger.info(

@@ -31,6 +31,7 @@ from pydantic import (
 
 from poke_tune.algos import ALGORITHMS, AlgoConfig, TrainConfig, parse_algo_config
 from poke_tune.data.generate import policy_file_digests
+from poke_tune.data.league import League
 from poke_tune.eval.winrate import BENCHMARK_SEED, CONFIRM_SEED, EVAL_SEED
 from poke_tune.sim.battles import check_battle_format
 from poke_tune.sim.encoding import ENCODER_VERSION
@@ -44,6 +45,7 @@ __all__ = [
     "CategoricalParam",
     "FloatParam",
     "IntParam",
+    "LeagueRecipe",
     "RoundsSpec",
     "SearchSpec",
     "SpecError",
@@ -127,6 +129,18 @@ class CategoricalParam(_Strict):
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
+class LeagueRecipe(_Strict):
+    """Who plays each battle, drawn per battle (`data.generate.League`): the first
+    `learners` policies are the learners (a champion at its temperatures), the rest the
+    pool; a battle is a learner against the pool with probability `learner_share`, else
+    two of the pool, each drawn by `weights`."""
+
+    learners: int = Field(ge=1)
+    learner_share: float = Field(ge=0.0, le=1.0)
+    weights: list[Annotated[float, Field(gt=0)]] | None = None
+    """One per policy, in `policies` order; null: equal."""
+
+
 class GenerateRecipe(_Strict):
     """A dataset made by `poke-tune data generate`, once, cached by this recipe's hash."""
 
@@ -137,12 +151,33 @@ class GenerateRecipe(_Strict):
     max_turns: int = Field(default=200, gt=0)
     hp_shaping: float = Field(default=0.0, ge=0)
     """Reward shaping: this weight times the per-step change in HP balance (0 = win/loss)."""
+    league: LeagueRecipe | None = None
+    """Draw each battle's players (a league); null: every ordered pair of `policies` in
+    turn."""
 
     @field_validator("battle_format")
     @classmethod
     def _generated_teams(cls, battle_format: str) -> str:
         check_battle_format(battle_format)
         return battle_format
+
+    @model_validator(mode="after")
+    def _league_fits(self) -> GenerateRecipe:
+        if self.league is not None:
+            self.to_league()  # raises ValueError naming what does not fit
+        return self
+
+    def to_league(self) -> League | None:
+        """The data layer's league of this recipe (None: all pairs in turn)."""
+        if self.league is None:
+            return None
+        weights = tuple(self.league.weights) if self.league.weights is not None else None
+        return League(
+            learners=self.league.learners,
+            learner_share=self.league.learner_share,
+            weights=weights,
+            policies=len(self.policies),
+        )
 
     def key(self, registry: str | None = None) -> str:
         """The generated file's cache key: the recipe, the encoder that records it (a file
@@ -152,7 +187,9 @@ class GenerateRecipe(_Strict):
         `models:/x/1` of another store is another policy. Pin the names first
         (`spec_file.load_spec` does): an alias in the key would not move when the model it
         points to does."""
-        values = {**self.model_dump(), "encoder_version": ENCODER_VERSION}
+        # Without a league the key is what it was before leagues existed.
+        dumped = self.model_dump(exclude={"league"} if self.league is None else set())
+        values = {**dumped, "encoder_version": ENCODER_VERSION}
         digests = policy_file_digests(self.policies)
         if digests:  # only then: the keys of built-in recipes stay as they were
             values["policy_files"] = digests

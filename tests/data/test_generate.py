@@ -16,7 +16,8 @@ from poke_tune.data.generate import (
     generate_shards,
     play_shard,
 )
-from poke_tune.data.jsonl import read_trajectories
+from poke_tune.data.jsonl import read_header, read_trajectories
+from poke_tune.data.league import League
 from poke_tune.sim.battles import BattleSpec, SimulatorPool
 
 
@@ -105,3 +106,22 @@ def test_shards_are_written_by_whoever_plays_them(tmp_path: Path) -> None:
     a, b = load_dataset(tmp_path / "a.json"), load_dataset(tmp_path / "b.json")
     assert [s.key for s in a.shards] == [s.key for s in b.shards]
     assert a.replay_ids == tuple(f"gen9randombattle-4-{i}" for i in range(5) for _ in (1, 2))
+
+
+def test_a_league_draws_each_battle_and_the_header_says_so(tmp_path: Path) -> None:
+    league = League(learners=1, learner_share=0.75, weights=(1.0, 3.0, 1.0), policies=3)
+    policies = ["max-damage:softmax=0.1", "random", "heuristic"]
+    generate_dataset(tmp_path / "l.jsonl", policies=policies, battles=8, seed=6, league=league)
+    generator = read_header(tmp_path / "l.jsonl").generator
+    assert generator["league"] == {
+        "learners": policies[:1],
+        "pool": policies[1:],
+        "learner_share": 0.75,
+        "weights": [1.0, 3.0, 1.0],
+    }
+    played: dict[str, dict[str, str]] = {}
+    for record in read_trajectories(tmp_path / "l.jsonl"):
+        played.setdefault(record.replay_id, {})[record.player] = record.policy
+    for i in range(8):
+        p1, p2 = league.matchup(6, i)
+        assert played[f"gen9randombattle-6-{i}"] == {"p1": policies[p1], "p2": policies[p2]}

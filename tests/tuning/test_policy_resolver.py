@@ -89,7 +89,7 @@ def test_a_checkpoint_behaviour_policy_is_recorded_by_path_and_content(
     Path(checkpoint).write_bytes(Path(checkpoint).read_bytes() + b"\0")  # another checkpoint
     assert recipe.key() != key
     builtin = GenerateRecipe(battles=4, policies=["random", "max-damage"])
-    values = {**builtin.model_dump(), "encoder_version": ENCODER_VERSION}
+    values = {**builtin.model_dump(exclude={"league"}), "encoder_version": ENCODER_VERSION}
     unchanged = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
     assert builtin.key() == unchanged  # built-in recipes keep their cached datasets
 
@@ -156,7 +156,7 @@ def test_a_registered_behaviour_policy_is_recorded_by_its_version(
     dataset = prepare_dataset(spec.dataset, tracking_uri=store)
     assert dataset.header.generator["policies"] == recipe.policies
     # Keyed with its registry: models:/flywheel/1 of another store is another policy.
-    assert (tmp_path / "cache" / "generated" / f"{recipe.key(store)}.jsonl.gz").is_file()
+    assert (tmp_path / "cache" / "generated" / f"{recipe.key(store)}.json").is_file()
     assert recipe.key(store) != recipe.key()
 
 

@@ -15,7 +15,13 @@ import pytest
 import yaml
 
 from poke_tune.algos import CQLConfig
-from poke_tune.tuning.spec import FloatParam, GenerateRecipe, SearchSpec, SpecError
+from poke_tune.tuning.spec import (
+    FloatParam,
+    GenerateRecipe,
+    LeagueRecipe,
+    SearchSpec,
+    SpecError,
+)
 from poke_tune.tuning.spec_file import load_spec
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -470,6 +476,19 @@ def test_generated_datasets_are_keyed_by_recipe_and_encoder(
     assert key != GenerateRecipe(battles=10, hp_shaping=1.0).key()
     monkeypatch.setattr(spec_module, "ENCODER_VERSION", "obs-v0")
     assert recipe.key() != key  # a file another encoder wrote is another dataset
+
+
+def test_a_league_is_part_of_the_key_and_checked_against_the_policies() -> None:
+    plain = GenerateRecipe(battles=10, policies=["heuristic", "random", "max-damage"])
+    league = {"learners": 1, "learner_share": 0.5}
+    drawn = plain.model_copy(update={"league": LeagueRecipe(**league)})
+    assert drawn.key() != plain.key()
+    for bad, message in [
+        ({"learners": 3, "learner_share": 0.5}, "at least one policy for the pool"),
+        ({"learners": 1, "learner_share": 0.5, "weights": [1, 2]}, "one positive weight"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            GenerateRecipe(battles=10, policies=plain.policies, league=bad)
 
 
 def test_a_registered_behaviour_policy_is_keyed_with_its_registry() -> None:
