@@ -1,5 +1,5 @@
-"""Layers import downward only (sim -> data -> algos -> eval -> tuning -> cli) and Ray and
-Optuna stay under tuning, checked by import-linter."""
+"""Layers import downward only (sim -> data -> algos -> eval -> tuning -> cli), Ray and
+Optuna stay under tuning and MLflow under tuning/track, checked by import-linter."""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ def test_layers_import_downward_only() -> None:
     assert "tuning: life cycle over tracking over the stages over the spine KEPT" in result.stdout
     for package in ("search", "confirm", "track"):
         assert f"tuning.{package}: " in result.stdout
+    assert "tuning.loop: run over stages over folder | report over plan KEPT" in result.stdout
     assert "cli: main registers command modules" in result.stdout
+    # track/ is the one MLflow writer: the loop's runs are logged there too.
+    assert "MLflow only in tuning.track and the policy resolver KEPT" in result.stdout
 
 
 def test_stage_packages_load_no_ray_until_a_module_is_imported() -> None:
@@ -30,7 +33,8 @@ def test_stage_packages_load_no_ray_until_a_module_is_imported() -> None:
     # and `best` import the packages.
     code = (
         "import sys, poke_tune.tuning.search, poke_tune.tuning.confirm, poke_tune.tuning.track"
-        ", poke_tune.tuning.spec_file; print(sorted({'ray', 'mlflow'} & set(sys.modules)))"
+        ", poke_tune.tuning.loop, poke_tune.tuning.spec_file"
+        "; print(sorted({'ray', 'mlflow'} & set(sys.modules)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120

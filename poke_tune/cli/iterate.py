@@ -1,4 +1,4 @@
-"""`poke-tune iterate`: the data flywheel, round after round (`poke_tune.tuning.iterate`).
+"""`poke-tune iterate`: the data flywheel, round after round (`poke_tune.tuning.loop`).
 
 Exit status beyond `cli.errors`: 130 when Ctrl-C stopped the loop (`--resume` continues it
 at the round and stage it was in).
@@ -18,9 +18,9 @@ from poke_tune.cli.errors import console, stdout, user_errors
 from poke_tune.tuning.spec_file import parse_overrides
 
 if TYPE_CHECKING:
-    from poke_tune.tuning.iterate import IterateOutcome
-    from poke_tune.tuning.rounds import LoopRecord, RoundRecord
-    from poke_tune.tuning.spec import SearchSpec
+    from poke_tune.tuning.loop.plan import LoopSettings
+    from poke_tune.tuning.loop.run import IterateOutcome
+    from poke_tune.tuning.records import LoopRecord, RoundRecord
 
 __all__ = ["iterate"]
 
@@ -46,8 +46,9 @@ def iterate(
     """The data flywheel: the spec's sweep (round 0), then per round the champion plays
     new battles that join the data and the sweep runs again, warm-started, until
     `rounds.count` rounds or the stop rule; a report of the champions' curve at the end."""
-    from poke_tune.tuning.iterate import resume_iterate, run_iterate
-    from poke_tune.tuning.rounds import LoopRecord
+    from poke_tune.tuning.loop.run import resume_iterate, run_iterate
+    from poke_tune.tuning.loop.stages import LoopHooks
+    from poke_tune.tuning.records import LoopRecord
 
     if (spec is None) == (resume is None):
         console.print("[bold red]error:[/] give a SPEC, or --resume FOLDER (not both)")
@@ -55,10 +56,11 @@ def iterate(
     import torch
 
     torch.set_num_threads(1)  # the driver's own work is battles, one decision at a time
+    hooks = LoopHooks(address=address, on_round=_verdict)
     try:
         with user_errors():
             if resume is not None:
-                outcome = resume_iterate(resume.resolve(), address=address, on_round=_verdict)
+                outcome = resume_iterate(resume.resolve(), hooks=hooks)
             else:
                 assert spec is not None
                 from poke_tune.tuning.spec_file import load_spec
@@ -67,7 +69,7 @@ def iterate(
                 record = LoopRecord(
                     spec_file=str(spec.resolve()), overrides=overrides or [], argv=list(sys.argv)
                 )
-                outcome = run_iterate(loaded, record=record, address=address, on_round=_verdict)
+                outcome = run_iterate(loaded, record=record, hooks=hooks)
     except KeyboardInterrupt:
         console.print(
             "[bold yellow]interrupted:[/] continue the loop with `poke-tune iterate --resume "
@@ -77,7 +79,7 @@ def iterate(
     _finish(outcome)
 
 
-def _verdict(spec: SearchSpec, record: LoopRecord, current: RoundRecord) -> None:
+def _verdict(settings: LoopSettings, record: LoopRecord, current: RoundRecord) -> None:
     """One line per finished round."""
     if current.index == 0:
         state = f"starts the loop ({current.promotion or 'not registered'})"
@@ -87,7 +89,7 @@ def _verdict(spec: SearchSpec, record: LoopRecord, current: RoundRecord) -> None
         state = (
             f"does NOT beat the previous champion, which stays ({current.promotion or 'curve'})"
         )
-    reference = spec.rounds.reference_opponent(spec.objective) if spec.rounds else ""
+    reference = settings.reference
     point = current.point(reference)
     rate = f", {point.win_rate:.3f} vs {reference}" if point is not None else ""
     stdout.print(
@@ -97,9 +99,9 @@ def _verdict(spec: SearchSpec, record: LoopRecord, current: RoundRecord) -> None
 
 
 def _finish(outcome: IterateOutcome) -> None:
-    from poke_tune.tuning.rounds import loop_table
+    from poke_tune.tuning.loop.report import loop_table
 
-    rows = loop_table(outcome.spec, outcome.record)
+    rows = loop_table(outcome.settings, outcome.record)
     if rows:
         table = Table(title=f"{outcome.spec.name}: the data flywheel")
         columns = [c for c in rows[0] if c in _SHOWN or c.startswith("vs ") or c.endswith(" s")]

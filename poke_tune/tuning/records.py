@@ -1,5 +1,6 @@
-"""The typed records that cross the tuning stages: one row per trial of the search and
-the sweep's own record (how it was started, where its life cycle stands)."""
+"""The typed records that cross the tuning stages: one row per trial of the search, the
+sweep's own record (how it was started, where its life cycle stands) and the data
+flywheel's loop record (each round's data, sweep, winner, champion and curve)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ if TYPE_CHECKING:  # records know no Ray at run time
 
 __all__ = [
     "SCORED",
+    "CurvePoint",
+    "LoopRecord",
+    "RoundRecord",
+    "RoundStage",
     "SearchOutcome",
     "SweepRecord",
     "SweepStage",
@@ -35,6 +40,7 @@ SCORED: tuple[TrialStatus, ...] = ("completed", "early-stopped")
 """Trials whose selection score counts."""
 
 SweepStage = Literal["searching", "interrupted", "searched", "confirmed"]
+RoundStage = Literal["generating", "sweeping", "measuring", "done"]
 
 
 def trial_status(last_result: dict[str, Any], *, failed: bool, state: str | None) -> TrialStatus:
@@ -101,3 +107,69 @@ class SweepRecord(BaseModel):
     overrides: list[str] = []
     argv: list[str] = []
     stage: SweepStage = "searching"
+
+
+class CurvePoint(BaseModel):
+    """A round's winner against one opponent on the curve battles (paired across rounds)."""
+
+    opponent: str
+    win_rate: float
+    ci_low: float
+    ci_high: float
+    won: list[bool]
+
+
+class RoundRecord(BaseModel):
+    """One round of the loop: its data, its sweep, its winner and champion, its times."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    index: int
+    stage: RoundStage = "generating"
+    sweep: str = ""
+    """The round's sweep folder."""
+    behaviour: list[str] = []
+    """The policies that played the round's new battles (pinned; empty for round 0)."""
+    generated: str = ""
+    """The round's own data file (round 0: the spec's dataset)."""
+    data: list[str] = []
+    """The files of the dataset the round's sweep trains on (windowed)."""
+    dataset: str = ""
+    """The file the round's sweep trains on (the parts combined)."""
+    new_battles: int = 0
+    battles: int = 0
+    trajectories: int = 0
+    transitions: int = 0
+    winner: str | None = None
+    """The sweep's answer, pinned: `models:/MODEL/VERSION`, or its checkpoint file."""
+    best_params: dict[str, Any] = {}
+    promotion: str = ""
+    """What the registry said of the winner (MLflow on)."""
+    promoted: bool | None = None
+    """The winner became the loop's champion (beat the previous one)."""
+    champion_round: int | None = None
+    """The round whose winner is the loop's champion after this round."""
+    champion: str | None = None
+    sweep_run_id: str | None = None
+    curve: list[CurvePoint] = []
+    """The winner's curve (round 0 on: against `rounds.curve_opponents`; later rounds also
+    against the previous champion)."""
+    seconds: dict[str, float] = {}
+    """Wall time per stage (summed over resumes)."""
+
+    def point(self, opponent: str) -> CurvePoint | None:
+        return next((p for p in self.curve if p.opponent == opponent), None)
+
+
+class LoopRecord(BaseModel):
+    """How a loop was started and where it stands (`poke_tune_loop.json`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    spec_file: str = ""
+    overrides: list[str] = []
+    argv: list[str] = []
+    rounds: list[RoundRecord] = []
+    stopped: str | None = None
+    """Why the loop ended before `rounds.count` (the stop rule), if it did."""
+    finished: bool = False

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from poke_tune.sim.runtime import find_runtime
 
-TINY = Path(__file__).with_name("tiny.yaml")
+TINY = Path(__file__).parents[1] / "tiny.yaml"
 POKE_TUNE = str(Path(sys.executable).with_name("poke-tune"))
 pytestmark = pytest.mark.slow
 

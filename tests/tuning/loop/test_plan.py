@@ -1,5 +1,6 @@
-"""The data flywheel's spec section and plan (`tuning/rounds.py`): what each round trains
-on, which battles it generates, its sweep's spec, and the stop rule. Fast: no battles."""
+"""The data flywheel's spec section and plan (`tuning/loop/plan.py`): the settings checked
+once, what each round trains on, which battles it generates, its sweep's spec, and the
+stop rule. Fast: no battles."""
 
 from __future__ import annotations
 
@@ -9,24 +10,20 @@ from typing import Any
 import pytest
 import yaml
 
-from poke_tune.tuning.rounds import (
-    PREVIOUS_CHAMPION,
-    CurvePoint,
-    LoopRecord,
-    RoundRecord,
+from poke_tune.tuning.loop.plan import (
+    LoopSettings,
     gain,
     generation_recipe,
-    loop_table,
     round_parts,
     round_spec,
     stop_reason,
-    write_loop_report,
 )
+from poke_tune.tuning.records import CurvePoint, LoopRecord, RoundRecord
 from poke_tune.tuning.spec import CURVE_SEED, SearchSpec, SpecError
 from poke_tune.tuning.spec_file import load_spec
 
-SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
-TINY = Path(__file__).with_name("tiny.yaml")
+SEARCH_SPACES = Path(__file__).resolve().parents[3] / "search_spaces"
+TINY = Path(__file__).parents[1] / "tiny.yaml"
 
 
 def _spec(tmp_path: Path, **rounds: Any) -> SearchSpec:
@@ -34,6 +31,10 @@ def _spec(tmp_path: Path, **rounds: Any) -> SearchSpec:
         TINY,
         {"storage_path": str(tmp_path / "ray"), "rounds": {"count": 3, **rounds}},
     )
+
+
+def _settings(tmp_path: Path, **rounds: Any) -> LoopSettings:
+    return LoopSettings.of(_spec(tmp_path, **rounds))
 
 
 def test_the_rounds_section_has_its_defaults(tmp_path: Path) -> None:
@@ -85,6 +86,18 @@ def test_the_checked_in_loop_spec_is_valid() -> None:
     assert spec.rounds is not None and spec.rounds.count == 3
 
 
+def test_the_settings_are_the_spec_checked_once(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, reference="random")
+    assert settings.rounds is settings.spec.rounds
+    assert settings.recipe is settings.spec.dataset.generate
+    assert settings.reference == "random"
+    assert settings.curve_against == ["max-damage", "heuristic", "random"]
+    # A spec without a `rounds:` section has no loop: refused once, with the way out.
+    plain = load_spec(TINY, {"storage_path": str(tmp_path)})
+    with pytest.raises(ValueError, match="has no `rounds:` section: add one or pass --rounds"):
+        LoopSettings.of(plain)
+
+
 def test_window_keeps_the_last_rounds() -> None:
     files = ["r0", "r1", "r2", "r3"]
     assert round_parts(files, None) == files
@@ -95,34 +108,37 @@ def test_window_keeps_the_last_rounds() -> None:
 def test_each_round_generates_its_own_seeded_battles_with_the_pinned_champion(
     tmp_path: Path,
 ) -> None:
-    spec = _spec(tmp_path, opponents=["max-damage"], earlier_champions=True)
-    first = generation_recipe(spec, 1, "models:/poke-tune-tiny/1")
+    settings = _settings(tmp_path, opponents=["max-damage"], earlier_champions=True)
+    first = generation_recipe(settings, 1, "models:/poke-tune-tiny/1")
     assert first.policies == [
         "models:/poke-tune-tiny/1:softmax=0.1",
         "models:/poke-tune-tiny/1:softmax=0.2",
         "max-damage",
     ]
     assert first.battles == 400 and first.seed == 1  # the recipe's seed 0 + round
-    later = generation_recipe(spec, 2, "models:/poke-tune-tiny/3", ["models:/poke-tune-tiny/1"])
+    later = generation_recipe(
+        settings, 2, "models:/poke-tune-tiny/3", ["models:/poke-tune-tiny/1"]
+    )
     assert later.seed == 2 and later.policies[-1] == "models:/poke-tune-tiny/1"
-    assert len({first.key(), later.key(), spec.dataset.generate.key()}) == 3  # type: ignore[union-attr]
+    assert len({first.key(), later.key(), settings.recipe.key()}) == 3
     # Like the dataset's recipe otherwise; the default pool is its behaviour policies.
-    default = generation_recipe(_spec(tmp_path), 1, "models:/m/1")
+    default = generation_recipe(_settings(tmp_path), 1, "models:/m/1")
     assert default.policies[2:] == ["random", "max-damage"]
-    assert default.hp_shaping == spec.dataset.generate.hp_shaping  # type: ignore[union-attr]
+    assert default.hp_shaping == settings.recipe.hp_shaping
 
 
 def test_a_round_spec_keeps_one_model_and_warm_starts_from_the_previous_best(
     tmp_path: Path,
 ) -> None:
-    spec = _spec(tmp_path, num_samples=2)
+    settings = _settings(tmp_path, num_samples=2)
+    spec = settings.spec
     folder = tmp_path / "ray" / "tiny"
-    zero = round_spec(spec, 0, folder)
+    zero = round_spec(settings, 0, folder)
     assert zero.name == "tiny-r0" and zero.storage_path == str(folder)
     assert zero.dataset == spec.dataset and zero.num_samples == spec.num_samples
     assert zero.rounds is None
     best = {"expectile": 0.8, "temperature": 2.0}
-    one = round_spec(spec, 1, folder, dataset=tmp_path / "combined.jsonl.gz", warm_start=best)
+    one = round_spec(settings, 1, folder, dataset=tmp_path / "combined.jsonl.gz", warm_start=best)
     assert one.name == "tiny-r1" and one.num_samples == 2
     assert one.dataset.path == tmp_path / "combined.jsonl.gz"
     assert one.searcher.warm_start[0] == best and len(one.searcher.warm_start) == 2
@@ -136,56 +152,33 @@ def test_a_round_spec_keeps_one_model_and_warm_starts_from_the_previous_best(
     assert SearchSpec.model_validate_json(one.model_dump_json()) == one
 
 
-def _point(opponent: str, won: list[bool]) -> CurvePoint:
+def curve_point(opponent: str, won: list[bool]) -> CurvePoint:
     rate = sum(won) / len(won)
     return CurvePoint(opponent=opponent, win_rate=rate, ci_low=0.0, ci_high=1.0, won=won)
 
 
-def _round(index: int, champion_round: int, wins: int, **fields: Any) -> RoundRecord:
+def done_round(index: int, champion_round: int, wins: int, **fields: Any) -> RoundRecord:
     won = [True] * wins + [False] * (10 - wins)
     return RoundRecord(
         index=index,
         stage="done",
         champion_round=champion_round,
         champion=f"models:/m/{champion_round + 1}",
-        curve=[_point("random", won), _point("max-damage", won)],
+        curve=[curve_point("random", won), curve_point("max-damage", won)],
         **fields,
     )
 
 
 def test_the_stop_rule_reads_the_champions_gain_against_the_reference(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, min_gain=0.05)
-    record = LoopRecord(rounds=[_round(0, 0, 5), _round(1, 1, 8)])
+    settings = _settings(tmp_path, min_gain=0.05)
+    record = LoopRecord(rounds=[done_round(0, 0, 5), done_round(1, 1, 8)])
     assert gain(record, 0, "random") is None
     assert gain(record, 1, "random").difference == pytest.approx(0.3)  # type: ignore[union-attr]
-    assert stop_reason(spec, record, 1) is None
+    assert stop_reason(settings, record, 1) is None
     # A round whose champion stayed gains nothing: the loop stops, saying why.
-    record.rounds.append(_round(2, 1, 2))
-    reason = stop_reason(spec, record, 2)
+    record.rounds.append(done_round(2, 1, 2))
+    reason = stop_reason(settings, record, 2)
     assert reason is not None and "+0.000 against random" in reason and "min_gain" in reason
     # Without a min_gain, or at the last round, nothing stops early.
-    assert stop_reason(_spec(tmp_path), record, 2) is None
-    assert stop_reason(_spec(tmp_path, min_gain=0.05, count=2), record, 2) is None
-
-
-def test_the_loop_report_has_a_row_per_round(tmp_path: Path) -> None:
-    spec = _spec(tmp_path)
-    head = _point(PREVIOUS_CHAMPION, [True] * 6 + [False] * 4)
-    record = LoopRecord(
-        rounds=[
-            _round(0, 0, 5, transitions=100, seconds={"sweeping": 30.0}),
-            _round(1, 1, 8, transitions=220, seconds={"generating": 5.0, "sweeping": 20.0}),
-            RoundRecord(index=2, stage="sweeping"),
-        ]
-    )
-    record.rounds[1].curve.append(head)
-    rows = loop_table(spec, record)
-    assert [r["round"] for r in rows] == ["0", "1"]
-    assert rows[1]["vs random"] == "0.800"
-    assert rows[1]["vs random paired to previous"].startswith("+0.300")
-    assert rows[1]["winner vs previous champion"] == "0.600"
-    assert rows[1]["generating s"] == "5"
-    files = write_loop_report(tmp_path / "report", spec, record)
-    assert [f.name for f in files] == ["rounds.csv", "curve.png"]
-    assert all(f.stat().st_size > 0 for f in files)
-    assert len((tmp_path / "report" / "rounds.csv").read_text().splitlines()) == 3
+    assert stop_reason(_settings(tmp_path), record, 2) is None
+    assert stop_reason(_settings(tmp_path, min_gain=0.05, count=2), record, 2) is None
