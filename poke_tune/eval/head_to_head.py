@@ -54,6 +54,7 @@ def head_to_head(
     battles: int,
     seed: int,
     max_turns: int,
+    battle_format: str = "gen9randombattle",
     play: PlayBattles | None = None,
     on_result: Callable[[BattleResult], None] | None = None,
 ) -> HeadToHead:
@@ -78,6 +79,7 @@ def head_to_head(
                 policies[column],
                 battles=battles,
                 seed=seed,
+                battle_format=battle_format,
                 max_turns=max_turns,
                 play=play,
                 on_result=_recording(seen, on_result),

@@ -19,7 +19,9 @@ if TYPE_CHECKING:  # records know no Ray at run time
 __all__ = [
     "SCORED",
     "CurvePoint",
+    "HeadToHeadCell",
     "LoopRecord",
+    "PromotionRecord",
     "RoundRecord",
     "RoundStage",
     "SearchOutcome",
@@ -119,6 +121,31 @@ class CurvePoint(BaseModel):
     won: list[bool]
 
 
+class PromotionRecord(BaseModel):
+    """A round's winner against the champion in sequential paired battles
+    (`rounds.promotion`): the 95% paired difference, the battles it took, why it stopped."""
+
+    opponent: str
+    difference: float
+    ci_low: float
+    ci_high: float
+    battles: int
+    looks: int
+    stopped: str
+    """`candidate better` (promoted), `champion better` or `budget`."""
+
+
+class HeadToHeadCell(BaseModel):
+    """Round `row`'s champion against round `column`'s on the same seeded battles."""
+
+    row: int
+    column: int
+    win_rate: float
+    ci_low: float
+    ci_high: float
+    battles: int
+
+
 class RoundRecord(BaseModel):
     """One round of the loop: its data, its sweep, its winner and champion, its times."""
 
@@ -154,6 +181,8 @@ class RoundRecord(BaseModel):
     curve: list[CurvePoint] = []
     """The winner's curve (round 0 on: against `rounds.curve_opponents`; later rounds also
     against the previous champion)."""
+    sequential: PromotionRecord | None = None
+    """The sequential promotion's battles (`rounds.promotion`; later rounds)."""
     seconds: dict[str, float] = {}
     """Wall time per stage (summed over resumes)."""
 
@@ -173,3 +202,6 @@ class LoopRecord(BaseModel):
     stopped: str | None = None
     """Why the loop ended before `rounds.count` (the stop rule), if it did."""
     finished: bool = False
+    head_to_head: list[HeadToHeadCell] = []
+    """Every champion against every earlier one (`rounds.head_to_head_battles`), both
+    directions."""

@@ -62,6 +62,9 @@ the newest, deleting the peak."""
 CURVE_SEED = 20_261_404
 """Seed of the data flywheel's curve battles (`rounds.curve_battles`): apart from the
 selection (`EVAL_SEED`), confirmation (`CONFIRM_SEED`) and benchmark seeds."""
+PROMOTION_SEED = 20_261_207
+"""Seed of the flywheel's sequential promotion battles: apart from the curve's, which
+report the champion it picks."""
 
 
 PARAM_TYPES = ("float", "int", "categorical")
@@ -377,6 +380,28 @@ class MLflowSpec(_Strict):
     saves the unsent records to the experiment folder."""
 
 
+class RoundsLeague(_Strict):
+    """Each round's battles drawn per battle (`data.league`), not every pair in turn."""
+
+    champion_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Battles of the champion (a temperature drawn per battle) against the pool; the rest
+    are two of the pool (the scripted bots' exploring battles)."""
+    earlier_share: float = Field(default=0.25, ge=0.0, lt=1.0)
+    """With `earlier_champions`, the earlier champions' share of the pool's draws (equal
+    among them; the opponents share the rest equally)."""
+
+
+class PromotionSpec(_Strict):
+    """A round's winner is promoted over the champion by sequential paired battles
+    (`eval.sequential`): chunks of `chunk` battles against the reference opponent until the
+    paired interval (Pocock's width for the looks the budget allows) excludes 0, or
+    `budget` battles are spent."""
+
+    chunk: int = Field(default=500, gt=0)
+    budget: int = Field(default=3000, gt=0)
+    seed: int = PROMOTION_SEED
+
+
 class RoundsSpec(_Strict):
     """The data flywheel (`poke-tune iterate`): after the spec's sweep (round 0), each
     round's champion plays new battles with exploration against a pool of opponents, the
@@ -411,6 +436,14 @@ class RoundsSpec(_Strict):
     """Fresh battles (the same for every round: paired) of the loop's curve."""
     curve_opponents: list[str] = Field(default=["max-damage", "heuristic"], min_length=1)
     curve_seed: int = CURVE_SEED
+    league: RoundsLeague | None = None
+    """Draw each battle's players (a league); null: every ordered pair in turn."""
+    promotion: PromotionSpec | None = None
+    """Promote by sequential paired battles against the previous champion; null: the
+    registry's verdict (MLflow on), else the curve's paired difference."""
+    head_to_head_battles: int = Field(default=0, ge=0)
+    """Battles of each new champion against every earlier one (the report's matrix); 0:
+    none."""
 
     def reference_opponent(self, objective: ObjectiveSpec) -> str:
         return self.reference or objective.opponent
@@ -623,6 +656,15 @@ class SearchSpec(_Strict):
                     ("rounds", "curve_seed"),
                     f"{rounds.curve_seed} is {taken[rounds.curve_seed]} seed: the curve's "
                     "battles must be fresh",
+                )
+            )
+        taken[rounds.curve_seed] = "the curve's"
+        if rounds.promotion is not None and rounds.promotion.seed in taken:
+            found.append(
+                (
+                    ("rounds", "promotion", "seed"),
+                    f"{rounds.promotion.seed} is {taken[rounds.promotion.seed]} seed: the "
+                    "promotion's battles select, so they must be apart from every other set",
                 )
             )
         return found

@@ -12,7 +12,13 @@ from typing import Any
 
 from poke_tune.eval.paired import PairedDifference, paired_difference
 from poke_tune.tuning.records import CurvePoint, LoopRecord
-from poke_tune.tuning.spec import DatasetSpec, GenerateRecipe, RoundsSpec, SearchSpec
+from poke_tune.tuning.spec import (
+    DatasetSpec,
+    GenerateRecipe,
+    LeagueRecipe,
+    RoundsSpec,
+    SearchSpec,
+)
 
 __all__ = [
     "PREVIOUS_CHAMPION",
@@ -84,19 +90,41 @@ def generation_recipe(
     settings: LoopSettings, index: int, champion: str, earlier: Sequence[str] = ()
 ) -> GenerateRecipe:
     """Round `index`'s new battles: the champion at each temperature, the opponent pool
-    and (`earlier_champions`) the earlier champions, every ordered pair of them in turn
-    (`generate_dataset`); seeded apart from every other round (the recipe's seed + index)
-    and otherwise like the dataset's recipe."""
+    and (`earlier_champions`) the earlier champions. Every ordered pair of them in turn,
+    or with `rounds.league` drawn per battle: the champion against the pool in
+    `champion_share` of the battles, the earlier champions `earlier_share` of the pool's
+    draws. Seeded apart from every other round (the recipe's seed + index) and otherwise
+    like the dataset's recipe."""
     rounds, base = settings.rounds, settings.recipe
-    pool = list(rounds.opponents if rounds.opponents is not None else base.policies)
-    if rounds.earlier_champions:
-        pool += [name for name in earlier if name != champion]
-    players = [f"{champion}:softmax={t:g}" for t in rounds.temperatures]
+    players = list(dict.fromkeys(f"{champion}:softmax={t:g}" for t in rounds.temperatures))
+    opponents = list(rounds.opponents if rounds.opponents is not None else base.policies)
+    earlier_pool = (
+        [name for name in earlier if name != champion] if rounds.earlier_champions else []
+    )
+    weights = {name: 1.0 for name in players}
+    for name in opponents:
+        weights.setdefault(name, 1.0)
+    if earlier_pool and rounds.league is not None:
+        share = rounds.league.earlier_share  # of the pool's total weight
+        each = share / (1.0 - share) * len(opponents) / len(earlier_pool)
+        for name in earlier_pool:
+            weights.setdefault(name, each)
+    else:
+        for name in earlier_pool:
+            weights.setdefault(name, 1.0)
+    league = None
+    if rounds.league is not None:
+        league = LeagueRecipe(
+            learners=len(players),
+            learner_share=rounds.league.champion_share,
+            weights=list(weights.values()),
+        )
     return base.model_copy(
         update={
             "battles": rounds.battles,
-            "policies": list(dict.fromkeys([*players, *pool])),
+            "policies": list(weights),
             "seed": base.seed + index,
+            "league": league,
         }
     )
 
@@ -147,14 +175,16 @@ def round_spec(
     return spec.model_copy(update=update)
 
 
-def gain(record: LoopRecord, index: int, reference: str) -> PairedDifference | None:
-    """Round `index`'s champion against round `index - 1`'s on the curve battles against
-    `reference` (None for round 0; zero when the champion stayed)."""
+def gain(
+    record: LoopRecord, index: int, reference: str, since: int | None = None
+) -> PairedDifference | None:
+    """Round `index`'s champion against round `since`'s (default `index - 1`) on the
+    curve battles against `reference` (None for round 0; zero when the champion stayed)."""
     if index == 0:
         return None
     now, before = (
         _champion_point(record, index, reference),
-        _champion_point(record, index - 1, reference),
+        _champion_point(record, index - 1 if since is None else since, reference),
     )
     if now is None or before is None:
         return None

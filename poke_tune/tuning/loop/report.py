@@ -1,6 +1,8 @@
 """The data flywheel's report: a row per finished round (the champion after it, its curve
-with the paired difference to the previous round's champion, data sizes, times per stage)
-as `rounds.csv`, and the champion's curve beside the data per round as `curve.png`.
+with the paired difference to the previous round's champion and to round 0's, the
+sequential promotion's battles, data sizes, times per stage) as `rounds.csv`, the
+champion's curve beside the data per round as `curve.png`, and every champion against
+every other as `head_to_head.csv`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import matplotlib
 from poke_tune.tuning.loop.plan import PREVIOUS_CHAMPION, LoopSettings, gain
 from poke_tune.tuning.records import CurvePoint, LoopRecord
 
-__all__ = ["loop_table", "write_loop_report"]
+__all__ = ["head_to_head_table", "loop_table", "write_loop_report"]
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,24 @@ def _report_rows(settings: LoopSettings, record: LoopRecord) -> list[_Row]:
             cells[f"vs {opponent} ci"] = (
                 "" if point is None else f"[{point.ci_low:.3f}, {point.ci_high:.3f}]"
             )
-            difference = gain(record, item.index, opponent)
-            cells[f"vs {opponent} paired to previous"] = (
-                ""
-                if difference is None
-                else f"{difference.difference:+.3f} [{difference.ci_low:+.3f}, "
-                f"{difference.ci_high:+.3f}]"
-            )
+            for base, since in (("previous", None), ("round 0", 0)):
+                difference = gain(record, item.index, opponent, since)
+                cells[f"vs {opponent} paired to {base}"] = (
+                    ""
+                    if difference is None
+                    else f"{difference.difference:+.3f} [{difference.ci_low:+.3f}, "
+                    f"{difference.ci_high:+.3f}]"
+                )
         head = item.point(PREVIOUS_CHAMPION)
         cells["winner vs previous champion"] = "" if head is None else f"{head.win_rate:.3f}"
+        sequential = item.sequential
+        cells["promotion battles"] = "" if sequential is None else str(sequential.battles)
+        cells["promotion"] = (
+            ""
+            if sequential is None
+            else f"{sequential.stopped}: {sequential.difference:+.3f} "
+            f"[{sequential.ci_low:+.3f}, {sequential.ci_high:+.3f}] vs {sequential.opponent}"
+        )
         for stage in ("generating", "sweeping", "measuring"):
             cells[f"{stage} s"] = f"{item.seconds.get(stage, 0.0):.0f}"
         rows.append(_Row(cells, points))
@@ -89,7 +100,38 @@ def write_loop_report(folder: Path, settings: LoopSettings, record: LoopRecord) 
             writer.writerow(row.cells)
     chart = folder / "curve.png"
     _plot_curve(rows, settings, chart)
-    return [table, chart]
+    written = [table, chart]
+    if record.head_to_head:
+        written.append(_write_head_to_head(folder / "head_to_head.csv", record))
+    return written
+
+
+def head_to_head_table(record: LoopRecord) -> list[dict[str, str]]:
+    """The champions' matrix: row round's champion against column round's, win rate and
+    95% interval over the same seeded battles (empty where they did not meet)."""
+    champions = sorted({cell.row for cell in record.head_to_head})
+    cells = {(cell.row, cell.column): cell for cell in record.head_to_head}
+    table = []
+    for row in champions:
+        line = {"champion of round": str(row)}
+        for column in champions:
+            cell = cells.get((row, column))
+            line[f"vs round {column}"] = (
+                ""
+                if cell is None
+                else f"{cell.win_rate:.3f} [{cell.ci_low:.3f}, {cell.ci_high:.3f}]"
+            )
+        table.append(line)
+    return table
+
+
+def _write_head_to_head(path: Path, record: LoopRecord) -> Path:
+    table = head_to_head_table(record)
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    return path
 
 
 def _plot_curve(rows: Sequence[_Row], settings: LoopSettings, path: Path) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from poke_tune.data.combine import combine_datasets
 from poke_tune.data.compiled import OfflineDataset, load_dataset
+from poke_tune.eval.head_to_head import head_to_head
+from poke_tune.eval.sequential import confirm_sequentially
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.policies import Policy, make_policy
 from poke_tune.sim.runtime import cache_dir
@@ -31,7 +33,14 @@ from poke_tune.tuning.loop.plan import (
     round_spec,
 )
 from poke_tune.tuning.policies import resolve_policy
-from poke_tune.tuning.records import CurvePoint, LoopRecord, RoundRecord, SweepRecord
+from poke_tune.tuning.records import (
+    CurvePoint,
+    HeadToHeadCell,
+    LoopRecord,
+    PromotionRecord,
+    RoundRecord,
+    SweepRecord,
+)
 from poke_tune.tuning.spec import DatasetSpec
 from poke_tune.tuning.sweep import OnBattle, SweepOutcome, resume_sweep, run_sweep, track_sweep
 
@@ -224,6 +233,8 @@ def measure_round(
     if previous is None:
         current.promoted = True if current.promoted is None else current.promoted
         beats = True  # round 0's winner starts the loop, promoted or not
+    elif rounds.promotion is not None and previous.champion is not None:
+        beats = _promote_sequentially(settings, current, policy, previous.champion, on_battle)
     elif spec.mlflow.enabled:
         beats = bool(current.promoted)
     else:
@@ -235,3 +246,103 @@ def measure_round(
         current.champion_round, current.champion = current.index, current.winner
     else:
         current.champion_round, current.champion = previous.champion_round, previous.champion
+    if rounds.head_to_head_battles and (previous is None or beats):
+        _head_to_head(settings, record, current, on_battle)
+
+
+def _promote_sequentially(
+    settings: LoopSettings,
+    current: RoundRecord,
+    policy: Policy,
+    champion: str,
+    on_battle: OnBattle | None,
+) -> bool:
+    """The winner against the champion in sequential paired battles (`rounds.promotion`):
+    promoted only when the paired interval excludes 0 in its favour. With MLflow on, the
+    registry's `champion` alias follows the loop's decision, so the next round's
+    confirmation replays the loop's champion."""
+    spec, promotion = settings.spec, settings.rounds.promotion
+    assert promotion is not None, "called only with rounds.promotion"
+    if current.sequential is None:  # not yet played (a resumed round keeps its answer)
+        result = confirm_sequentially(
+            policy,
+            resolve_policy(champion, spec.mlflow.tracking_uri),
+            make_policy(settings.reference),
+            seed=promotion.seed,
+            chunk=promotion.chunk,
+            budget=promotion.budget,
+            max_turns=spec.objective.max_turns,
+            battle_format=settings.recipe.battle_format,
+            play=cluster_play(),
+            on_result=on_battle,
+        )
+        difference = result.difference
+        current.sequential = PromotionRecord(
+            opponent=settings.reference,
+            difference=difference.difference,
+            ci_low=difference.ci_low,
+            ci_high=difference.ci_high,
+            battles=result.battles,
+            looks=result.looks,
+            stopped=result.stopped,
+        )
+    decided = current.sequential
+    current.promoted = decided.stopped == "candidate better"
+    current.promotion = (
+        f"{'promoted' if current.promoted else 'not promoted'}: {decided.stopped} after "
+        f"{decided.battles} paired battles against {decided.opponent} "
+        f"({decided.difference:+.3f} [{decided.ci_low:+.3f}, {decided.ci_high:+.3f}])"
+    )
+    if spec.mlflow.enabled and current.winner and current.winner.startswith("models:/"):
+        from poke_tune.tuning.track.registry import move_champion  # MLflow only when on
+
+        move_champion(
+            spec.mlflow.tracking_uri,
+            current.winner if current.promoted else champion,
+            f"the flywheel's sequential promotion, round {current.index}: {current.promotion}",
+        )
+    return current.promoted
+
+
+def _head_to_head(
+    settings: LoopSettings, record: LoopRecord, current: RoundRecord, on_battle: OnBattle | None
+) -> None:
+    """The new champion against every earlier champion on the same seeded battles (the
+    curve's seed: the same teams, other opponents), both directions recorded."""
+    rounds, uri = settings.rounds, settings.spec.mlflow.tracking_uri
+    assert current.champion is not None
+    earlier = {
+        r.index: r.champion
+        for r in record.rounds[: current.index]
+        if r.champion_round == r.index and r.champion is not None
+    }
+    played = {(cell.row, cell.column) for cell in record.head_to_head}
+    new = resolve_policy(current.champion, uri)
+    for index, name in earlier.items():
+        if (current.index, index) in played:
+            continue
+        match = head_to_head(
+            {"new": new, "old": resolve_policy(name, uri)},
+            battles=rounds.head_to_head_battles,
+            seed=rounds.curve_seed,
+            max_turns=settings.spec.objective.max_turns,
+            battle_format=settings.recipe.battle_format,
+            play=cluster_play(),
+            on_result=on_battle,
+        )
+        for row, column, key in (
+            (current.index, index, ("new", "old")),
+            (index, current.index, ("old", "new")),
+        ):
+            result = match.result(*key)
+            assert result is not None
+            record.head_to_head.append(
+                HeadToHeadCell(
+                    row=row,
+                    column=column,
+                    win_rate=result.win_rate,
+                    ci_low=result.ci_low,
+                    ci_high=result.ci_high,
+                    battles=result.battles,
+                )
+            )

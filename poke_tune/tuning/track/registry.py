@@ -37,6 +37,7 @@ __all__ = [
     "CHAMPION",
     "Promotion",
     "current_champion",
+    "move_champion",
     "promote",
     "register",
     "registered_name",
@@ -194,6 +195,18 @@ def promote(
     if promoted and not already:
         client.set_registered_model_alias(name, CHAMPION, version)
     return Promotion(name, version, promoted, reason)
+
+
+def move_champion(tracking_uri: str | None, model_uri: str, reason: str) -> None:
+    """Point `champion` at `model_uri` (`models:/NAME/VERSION`) when a decision made
+    outside the sweep's confirmation (the flywheel's sequential promotion) says so, and
+    write why on the version. The next round's confirmation then replays this champion."""
+    name, _, version = model_uri.removeprefix("models:/").rpartition("/")
+    client = MlflowClient(tracking_uri)
+    client.set_model_version_tag(name, version, "promotion", reason)
+    champion = current_champion(client, name)
+    if champion is None or str(champion.version) != version:
+        client.set_registered_model_alias(name, CHAMPION, version)
 
 
 def _confirmation_tags(

@@ -58,6 +58,12 @@ def test_the_rounds_section_has_its_defaults(tmp_path: Path) -> None:
         ({"rounds": {"curve_seed": 20_261_202}}, "20261202 is the confirmation's seed"),
         ({"rounds": {"count": 1}, "objective": {"metric": "offline/action_match"}}, "win rate"),
         ({"rounds": {"opponents": ["nobody"]}}, "rounds.opponents.0: unknown policy"),
+        (
+            {"rounds": {"promotion": {"seed": CURVE_SEED}}},
+            f"rounds.promotion.seed: {CURVE_SEED} is the curve's seed",
+        ),
+        ({"rounds": {"promotion": {"chunk": 0}}}, "rounds.promotion.chunk: Input should be"),
+        ({"rounds": {"league": {"champion_share": 2}}}, "rounds.league.champion_share: Input"),
     ],
 )
 def test_a_bad_rounds_section_is_refused_at_its_key(
@@ -125,6 +131,39 @@ def test_each_round_generates_its_own_seeded_battles_with_the_pinned_champion(
     default = generation_recipe(_settings(tmp_path), 1, "models:/m/1")
     assert default.policies[2:] == ["random", "max-damage"]
     assert default.hp_shaping == settings.recipe.hp_shaping
+
+
+def test_a_league_round_draws_the_champion_against_the_pool_with_its_shares(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(
+        tmp_path,
+        temperatures=[0.05, 0.2],
+        opponents=["heuristic:softmax=0.1", "max-damage:softmax=0.3"],
+        earlier_champions=True,
+        league={"champion_share": 0.6, "earlier_share": 0.2},
+    )
+    earlier = ["models:/m/1", "models:/m/2"]
+    recipe = generation_recipe(settings, 3, "models:/m/4", earlier)
+    assert recipe.policies == [
+        "models:/m/4:softmax=0.05",
+        "models:/m/4:softmax=0.2",
+        "heuristic:softmax=0.1",
+        "max-damage:softmax=0.3",
+        *earlier,
+    ]
+    assert recipe.league is not None and recipe.league.learners == 2
+    assert recipe.league.learner_share == 0.6
+    weights = recipe.league.weights
+    assert weights is not None and weights[:4] == [1.0, 1.0, 1.0, 1.0]
+    # The earlier champions hold 20% of the pool's weight, equally.
+    assert sum(weights[4:]) / sum(weights[2:]) == pytest.approx(0.2)
+    assert weights[4] == weights[5]
+    league = recipe.to_league()
+    assert league is not None and league.policies == 6  # fits its policies
+    # Round 1 has no earlier champion: the pool is the opponents alone.
+    first = generation_recipe(settings, 1, "models:/m/1")
+    assert first.league is not None and first.policies[2:] == settings.rounds.opponents
 
 
 def test_a_round_spec_keeps_one_model_and_warm_starts_from_the_previous_best(

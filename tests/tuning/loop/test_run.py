@@ -104,7 +104,9 @@ def test_the_loop_record_reads_as_earlier_loops_wrote_it(tmp_path: Path) -> None
     assert record.rounds[0].curve[0].won == [True, False] and record.rounds[1].stage == "sweeping"
     loop.write(record)
     again = json.loads((loop.folder / LOOP_FILE).read_text())
-    assert set(again) == set(written) and set(again["rounds"][0]) == set(written["rounds"][0])
+    # Every field an earlier loop wrote is kept; later fields (promotion, head to head)
+    # are added with their defaults.
+    assert set(written) <= set(again) and set(written["rounds"][0]) <= set(again["rounds"][0])
 
 
 def test_the_turn_writes_the_record_after_every_stage_and_hands_the_hooks_on(
