@@ -43,6 +43,10 @@ def test_a_killed_loop_resumes_without_generating_any_battle_twice(tmp_path: Pat
         "rounds.temperatures=[0.05]",
         "rounds.curve_battles=8",
         "rounds.curve_opponents=[max-damage]",
+        # A league, promotion by sequential battles and the champions' matrix, tiny.
+        "rounds.league={champion_share: 0.5}",
+        "rounds.promotion={chunk: 8, budget: 16}",
+        "rounds.head_to_head_battles=4",
     ):
         command += ["--set", override]
     loop = storage / "tiny"
@@ -96,3 +100,15 @@ def test_a_killed_loop_resumes_without_generating_any_battle_twice(tmp_path: Pat
     assert rounds == ["0", "1", "loop"]
     # Both rounds' sweeps registered under the one model.
     assert len(client.search_model_versions("name = 'poke-tune-tiny'")) == 2
+    # Round 1's battles were drawn by the league, and its header says so.
+    manifest = json.loads(Path(one["generated"]).read_text())
+    assert manifest["header"]["generator"]["league"]["learners"] == [f"{zero['winner']}:softmax=0.05"]
+    # Promotion by sequential paired battles decided the champion, and the registry's
+    # alias follows the loop's decision.
+    decided = one["sequential"]
+    assert decided["battles"] in (8, 16) and decided["opponent"] == "random"
+    assert one["promoted"] == (decided["stopped"] == "candidate better")
+    champion = client.get_model_version_by_alias("poke-tune-tiny", "champion")
+    assert f"models:/poke-tune-tiny/{champion.version}" == one["champion"]
+    cells = {(c["row"], c["column"]) for c in record["head_to_head"]}
+    assert cells == ({(1, 0), (0, 1)} if one["promoted"] else set())
