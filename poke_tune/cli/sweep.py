@@ -22,7 +22,8 @@ from poke_tune.tuning.spec_file import parse_overrides
 
 if TYPE_CHECKING:
     from poke_tune.sim.battles import BattleResult
-    from poke_tune.tuning.spec import RecordRecipe, SearchSpec
+    from poke_tune.tuning.spec import SearchSpec
+    from poke_tune.tuning.spec_data import RecordRecipe
     from poke_tune.tuning.sweep import SweepOutcome
 
 __all__ = ["best", "confirm", "resume", "run", "track", "validate"]

@@ -23,7 +23,7 @@ from poke_tune.sim.runtime import cache_dir
 from poke_tune.tuning.cluster_battles import cluster_shards, on_cluster
 from poke_tune.tuning.cluster_import import ImportSettings, import_on_cluster
 from poke_tune.tuning.policies import resolve_policy
-from poke_tune.tuning.spec import DatasetSpec, GenerateRecipe, ImportRecipe, RecordRecipe
+from poke_tune.tuning.spec_data import DatasetSpec, GenerateRecipe, ImportRecipe, RecordRecipe
 
 __all__ = ["Recorder", "build_once", "prepare_dataset"]
 

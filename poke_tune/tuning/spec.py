@@ -8,9 +8,6 @@ Reading it from a YAML file, with errors that name the file and the line, is
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from optuna.distributions import (
@@ -20,8 +17,6 @@ from optuna.distributions import (
     IntDistribution,
 )
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -30,22 +25,19 @@ from pydantic import (
 )
 
 from poke_tune.algos import ALGORITHMS, AlgoConfig, TrainConfig, parse_algo_config
-from poke_tune.data.generate import policy_file_digests
-from poke_tune.data.league import League
 from poke_tune.eval.winrate import BENCHMARK_SEED, CONFIRM_SEED, EVAL_SEED
-from poke_tune.sim.battles import check_battle_format
-from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.locations import resolve_tracking_uri
+from poke_tune.tuning.spec_base import Strict
+from poke_tune.tuning.spec_data import DatasetSpec
+from poke_tune.tuning.spec_rounds import RoundsSpec
 
 __all__ = [
-    "CURVE_SEED",
     "OBJECTIVE_KEY",
     "SCORE_KEY",
     "CategoricalParam",
     "FloatParam",
     "IntParam",
-    "LeagueRecipe",
     "RoundsSpec",
     "SearchSpec",
     "SpecError",
@@ -59,13 +51,6 @@ SCORE_KEY = "objective/value"
 """The objective's value at this evaluation. Checkpoints are ranked by it: ranked by the
 running best, every checkpoint after a trial's peak ties with the peak and Ray would keep
 the newest, deleting the peak."""
-CURVE_SEED = 20_261_404
-"""Seed of the data flywheel's curve battles (`rounds.curve_battles`): apart from the
-selection (`EVAL_SEED`), confirmation (`CONFIRM_SEED`) and benchmark seeds."""
-PROMOTION_SEED = 20_261_207
-"""Seed of the flywheel's sequential promotion battles: apart from the curve's, which
-report the champion it picks."""
-
 
 PARAM_TYPES = ("float", "int", "categorical")
 
@@ -74,19 +59,14 @@ class SpecError(ValueError):
     """An invalid search spec; the message names file, line, key path and expectation."""
 
 
-class _Strict(BaseModel):
-    # strict: `steps: true` or `num_samples: "8"` is an error, not 1 or 8; no inf/nan bounds.
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class Condition(_Strict):
+class Condition(Strict):
     """Sample a parameter only when another parameter has one of some values."""
 
     param: str
     values: list[Any] = Field(min_length=1)
 
 
-class _RangeParam(_Strict):
+class _RangeParam(Strict):
     """A numeric range; for integers `low > 0` means `low >= 1`, so one check serves both."""
 
     low: float
@@ -120,7 +100,7 @@ class IntParam(_RangeParam):
         return IntDistribution(self.low, self.high, log=self.log)
 
 
-class CategoricalParam(_Strict):
+class CategoricalParam(Strict):
     type: Literal["categorical"]
     choices: list[Any] = Field(min_length=1)
     when: Condition | None = None
@@ -132,156 +112,7 @@ class CategoricalParam(_Strict):
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
-class LeagueRecipe(_Strict):
-    """Who plays each battle, drawn per battle (`data.generate.League`): the first
-    `learners` policies are the learners (a champion at its temperatures), the rest the
-    pool; a battle is a learner against the pool with probability `learner_share`, else
-    two of the pool, each drawn by `weights`."""
-
-    learners: int = Field(ge=1)
-    learner_share: float = Field(ge=0.0, le=1.0)
-    weights: list[Annotated[float, Field(gt=0)]] | None = None
-    """One per policy, in `policies` order; null: equal."""
-
-
-class GenerateRecipe(_Strict):
-    """A dataset made by `poke-tune data generate`, once, cached by this recipe's hash."""
-
-    battles: int = Field(gt=0)
-    policies: list[str] = Field(default=["random", "max-damage"], min_length=1)
-    seed: int = 0
-    battle_format: str = "gen9randombattle"
-    max_turns: int = Field(default=200, gt=0)
-    hp_shaping: float = Field(default=0.0, ge=0)
-    """Reward shaping: this weight times the per-step change in HP balance (0 = win/loss)."""
-    league: LeagueRecipe | None = None
-    """Draw each battle's players (a league); null: every ordered pair of `policies` in
-    turn."""
-
-    @field_validator("battle_format")
-    @classmethod
-    def _generated_teams(cls, battle_format: str) -> str:
-        check_battle_format(battle_format)
-        return battle_format
-
-    @model_validator(mode="after")
-    def _league_fits(self) -> GenerateRecipe:
-        if self.league is not None:
-            self.to_league()  # raises ValueError naming what does not fit
-        return self
-
-    def to_league(self) -> League | None:
-        """The data layer's league of this recipe (None: all pairs in turn)."""
-        if self.league is None:
-            return None
-        weights = tuple(self.league.weights) if self.league.weights is not None else None
-        return League(
-            learners=self.league.learners,
-            learner_share=self.league.learner_share,
-            weights=weights,
-            policies=len(self.policies),
-        )
-
-    def key(self, registry: str | None = None) -> str:
-        """The generated file's cache key: the recipe, the encoder that records it (a file
-        written by another encoder version is another dataset), the content of every
-        checkpoint among the policies (a checkpoint overwritten is another policy) and,
-        with a `models:/` policy, the `registry` (MLflow tracking URI) it is read from:
-        `models:/x/1` of another store is another policy. Pin the names first
-        (`spec_file.load_spec` does): an alias in the key would not move when the model it
-        points to does."""
-        # Without a league the key is what it was before leagues existed.
-        dumped = self.model_dump(exclude={"league"} if self.league is None else set())
-        values = {**dumped, "encoder_version": ENCODER_VERSION}
-        digests = policy_file_digests(self.policies)
-        if digests:  # only then: the keys of built-in recipes stay as they were
-            values["policy_files"] = digests
-        if registry and any(name.startswith("models:/") for name in self.policies):
-            values["registry"] = registry
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class RecordRecipe(_Strict):
-    """Battles between poke-env bots on a local Showdown server, kept in the server's logs
-    and then imported (`poke-tune data record`): a logged dataset a fresh clone can rebuild.
-    Server battles are not seeded, so a rebuild holds other battles of the same recipe."""
-
-    battles: int = Field(gt=0)
-    matchups: list[Annotated[tuple[str, str], Field(strict=False)]] = Field(
-        default=[
-            ("poke-env:simple-heuristics", "poke-env:max-base-power"),
-            ("poke-env:simple-heuristics", "poke-env:random"),
-        ],
-        min_length=1,
-    )
-    """(player, opponent) pairs sharing the battles: poke-env bots or poke-tune policies."""
-    battle_format: str = "gen9randombattle"
-
-    def key(self) -> str:
-        """The logs folder's cache key."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
-
-
-class ImportRecipe(_Strict):
-    """Logged battles (`poke-tune data import`): server logs and replays, re-simulated and
-    verified, imported once and cached by their content and these settings."""
-
-    paths: list[Annotated[Path, Field(strict=False)]] = []
-    """Server log files (`*.log.json`), folders of them, replay JSON or JSONL files."""
-    record: RecordRecipe | None = None
-    """Play these bot battles first and import their logs too."""
-    battle_format: str | None = None
-    """Battles of other formats are refused (default: the record recipe's, else the first
-    battle's)."""
-    min_rating: float | None = None
-    sides: Literal["both", "winner", "p1", "p2"] = "both"
-    hp_shaping: float = Field(default=0.0, ge=0)
-
-    @property
-    def format(self) -> str | None:
-        if self.battle_format is None and self.record is not None:
-            return self.record.battle_format
-        return self.battle_format
-
-    @model_validator(mode="after")
-    def _some_source(self) -> ImportRecipe:
-        if not self.paths and self.record is None:
-            raise ValueError("an import needs `paths`, a `record` recipe, or both")
-        return self
-
-    def key(self, sources_digest: str) -> str:
-        """The imported file's cache key: the sources' content, these settings and the
-        encoder that records it."""
-        values = {
-            **self.model_dump(mode="json", exclude={"paths"}),
-            "sources": sources_digest,
-            "encoder_version": ENCODER_VERSION,
-        }
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class DatasetSpec(_Strict):
-    """A trajectory file (`path`), or sources to build one from, once, cached: a `generate`
-    recipe, an `import` of logged battles, or both (one dataset holding the two)."""
-
-    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=False)
-
-    path: Path | None = Field(default=None, strict=False)
-    generate: GenerateRecipe | None = None
-    import_: ImportRecipe | None = Field(default=None, alias="import")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DatasetSpec:
-        built = self.generate is not None or self.import_ is not None
-        if (self.path is None) == (not built):
-            raise ValueError(
-                "give exactly one of `path` or the sources to build it from (`generate`, "
-                "`import`, or both)"
-            )
-        return self
-
-
-class ObjectiveSpec(_Strict):
+class ObjectiveSpec(Strict):
     """What a trial is judged by."""
 
     metric: str = "eval/win_rate"
@@ -304,7 +135,7 @@ class ObjectiveSpec(_Strict):
         return 1.0 if self.mode == "max" else -1.0
 
 
-class ConfirmSpec(_Strict):
+class ConfirmSpec(Strict):
     """After the search: re-play the shortlist on fresh battles, choose and promote there.
 
     The selection score of the best of many trials is biased upwards (winner's curse), so
@@ -328,24 +159,24 @@ class ConfirmSpec(_Strict):
     rounds: int = Field(default=5, gt=0)
 
 
-class SearcherSpec(_Strict):
+class SearcherSpec(Strict):
     algorithm: Literal["tpe", "cmaes", "random", "grid"] = "tpe"
     seed: int = 0
-    warm_start: list[dict[str, Any]] = []
+    warm_start: list[dict[str, Any]] = Field(default_factory=list)
     """Points to evaluate first (e.g. the paper's defaults)."""
     storage: str | None = None
     """Optional Optuna RDB storage (e.g. `sqlite:///runs/optuna.db`) so optuna-dashboard can
     watch the study; the study is named after the sweep. In memory by default."""
 
 
-class SchedulerSpec(_Strict):
+class SchedulerSpec(Strict):
     type: Literal["fifo", "asha"] = "asha"
     grace_period: int = Field(default=2, gt=0)
     """Evaluations before ASHA may stop a trial."""
     reduction_factor: float = Field(default=2.0, gt=1)
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(Strict):
     cpu: float = Field(default=1.0, gt=0)
     gpu: float = Field(default=0.0, ge=0)
 
@@ -357,14 +188,14 @@ class ResourcesSpec(_Strict):
         return gpu
 
 
-class CheckpointSpec(_Strict):
+class CheckpointSpec(Strict):
     every: int = Field(default=1, gt=0)
     """Checkpoint every this many evaluations."""
     keep: int = Field(default=2, gt=0)
     """Best checkpoints kept per trial, by the objective."""
 
 
-class MLflowSpec(_Strict):
+class MLflowSpec(Strict):
     """Where and how the sweep is tracked (see `poke_tune.tuning.track.tracking`)."""
 
     enabled: bool = True
@@ -380,80 +211,7 @@ class MLflowSpec(_Strict):
     saves the unsent records to the experiment folder."""
 
 
-class RoundsLeague(_Strict):
-    """Each round's battles drawn per battle (`data.league`), not every pair in turn."""
-
-    champion_share: float = Field(default=0.5, ge=0.0, le=1.0)
-    """Battles of the champion (a temperature drawn per battle) against the pool; the rest
-    are two of the pool (the scripted bots' exploring battles)."""
-    earlier_share: float = Field(default=0.25, ge=0.0, lt=1.0)
-    """With `earlier_champions`, the earlier champions' share of the pool's draws (equal
-    among them; the opponents share the rest equally)."""
-
-
-class PromotionSpec(_Strict):
-    """A round's winner is promoted over the champion by sequential paired battles
-    (`eval.sequential`): chunks of `chunk` battles against the reference opponent until the
-    paired interval (Pocock's width for the looks the budget allows) excludes 0, or
-    `budget` battles are spent."""
-
-    chunk: int = Field(default=500, gt=0)
-    budget: int = Field(default=3000, gt=0)
-    seed: int = PROMOTION_SEED
-
-
-class RoundsSpec(_Strict):
-    """The data flywheel (`poke-tune iterate`): after the spec's sweep (round 0), each
-    round's champion plays new battles with exploration against a pool of opponents, the
-    battles join the data, and the sweep runs again on the grown dataset, warm-started from
-    the previous round's best hyperparameters. Every round registers under the same model,
-    so its confirmation replays the previous champion and promotion must beat it."""
-
-    count: int = Field(default=2, ge=1)
-    """Rounds after round 0."""
-    battles: int = Field(default=400, gt=0)
-    """New battles per round."""
-    temperatures: list[Annotated[float, Field(gt=0)]] = Field(default=[0.1, 0.2], min_length=1)
-    """The champion plays as `:softmax=T` for each T (normalised per decision: the best
-    legal action exp(1/T) times as likely as the worst). The quick start's champion picks
-    its argmax with probability 0.96, 0.89, 0.79, 0.62, 0.50 on average at T = 0.02, 0.05,
-    0.1, 0.2, 0.3 (2,838 decisions of its data): 0.1 and 0.2 are the issue's probe's 0.78
-    and 0.57."""
-    opponents: list[str] | None = None
-    """The pool besides earlier champions; default: the generate recipe's policies."""
-    earlier_champions: bool = False
-    """Add earlier rounds' champions (greedy) to the pool."""
-    window: int | None = Field(default=None, gt=0)
-    """Train on the last N rounds' data (round 0's data counts as a round); null: all."""
-    num_samples: int | None = Field(default=None, gt=0)
-    """Trials per round after round 0; default the spec's `num_samples`."""
-    min_gain: float | None = None
-    """Stop rule: a round whose champion beats the previous one by less than this (win
-    rate against `reference` on the curve battles) ends the loop; null: never early."""
-    reference: str | None = None
-    """The stop rule's opponent; default the objective's."""
-    curve_battles: int = Field(default=500, gt=0)
-    """Fresh battles (the same for every round: paired) of the loop's curve."""
-    curve_opponents: list[str] = Field(default=["max-damage", "heuristic"], min_length=1)
-    curve_seed: int = CURVE_SEED
-    league: RoundsLeague | None = None
-    """Draw each battle's players (a league); null: every ordered pair in turn."""
-    promotion: PromotionSpec | None = None
-    """Promote by sequential paired battles against the previous champion; null: the
-    registry's verdict (MLflow on), else the curve's paired difference."""
-    head_to_head_battles: int = Field(default=0, ge=0)
-    """Battles of each new champion against every earlier one (the report's matrix); 0:
-    none."""
-
-    def reference_opponent(self, objective: ObjectiveSpec) -> str:
-        return self.reference or objective.opponent
-
-    def curve_against(self, objective: ObjectiveSpec) -> list[str]:
-        """The curve's opponents, the stop rule's reference among them."""
-        return list(dict.fromkeys([*self.curve_opponents, self.reference_opponent(objective)]))
-
-
-class SearchSpec(_Strict):
+class SearchSpec(Strict):
     """A whole sweep."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")

@@ -13,7 +13,8 @@ from poke_tune.data.generate import generate_dataset
 from poke_tune.sim.battles import BattleResult
 from poke_tune.sim.runtime import cache_dir
 from poke_tune.tuning.datasets import prepare_dataset
-from poke_tune.tuning.spec import RecordRecipe, SpecError
+from poke_tune.tuning.spec import SpecError
+from poke_tune.tuning.spec_data import RecordRecipe
 from poke_tune.tuning.spec_file import load_spec
 from tests.data.test_importer import FORMAT, server_log
 
@@ -131,7 +132,7 @@ def test_import_sources_are_checked_where_the_spec_names_them(tmp_path: Path) ->
 
 
 def test_the_cache_key_follows_content_and_settings_not_the_folder(tmp_path: Path) -> None:
-    from poke_tune.tuning.spec import ImportRecipe
+    from poke_tune.tuning.spec_data import ImportRecipe
 
     recipe = ImportRecipe(paths=[tmp_path])
     assert recipe.key("abc") == ImportRecipe(paths=[tmp_path / "elsewhere"]).key("abc")

@@ -27,7 +27,8 @@ from poke_tune.tuning.policies import (
     pin_policy_name,
     resolve_policy,
 )
-from poke_tune.tuning.spec import GenerateRecipe, SpecError
+from poke_tune.tuning.spec import SpecError
+from poke_tune.tuning.spec_data import GenerateRecipe
 from poke_tune.tuning.spec_file import load_spec
 
 TINY = Path(__file__).parent / "tiny.yaml"

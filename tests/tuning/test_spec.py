@@ -15,13 +15,8 @@ import pytest
 import yaml
 
 from poke_tune.algos import CQLConfig
-from poke_tune.tuning.spec import (
-    FloatParam,
-    GenerateRecipe,
-    LeagueRecipe,
-    SearchSpec,
-    SpecError,
-)
+from poke_tune.tuning.spec import FloatParam, SearchSpec, SpecError
+from poke_tune.tuning.spec_data import GenerateRecipe, LeagueRecipe
 from poke_tune.tuning.spec_file import load_spec
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -468,7 +463,7 @@ def test_overrides_read_exponents_as_numbers() -> None:
 def test_generated_datasets_are_keyed_by_recipe_and_encoder(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from poke_tune.tuning import spec as spec_module
+    from poke_tune.tuning import spec_data as spec_module
 
     recipe = GenerateRecipe(battles=10)
     key = recipe.key()

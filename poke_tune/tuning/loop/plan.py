@@ -12,13 +12,9 @@ from typing import Any
 
 from poke_tune.eval.paired import PairedDifference, paired_difference
 from poke_tune.tuning.records import CurvePoint, LoopRecord
-from poke_tune.tuning.spec import (
-    DatasetSpec,
-    GenerateRecipe,
-    LeagueRecipe,
-    RoundsSpec,
-    SearchSpec,
-)
+from poke_tune.tuning.spec import SearchSpec
+from poke_tune.tuning.spec_data import DatasetSpec, GenerateRecipe, LeagueRecipe
+from poke_tune.tuning.spec_rounds import RoundsSpec
 
 __all__ = [
     "PREVIOUS_CHAMPION",
@@ -63,12 +59,12 @@ class LoopSettings:
     @property
     def reference(self) -> str:
         """The stop rule's opponent (the objective's unless `rounds.reference`)."""
-        return self.rounds.reference_opponent(self.spec.objective)
+        return self.rounds.reference_opponent(self.spec.objective.opponent)
 
     @property
     def curve_against(self) -> list[str]:
         """The curve's opponents, the stop rule's reference among them."""
-        return self.rounds.curve_against(self.spec.objective)
+        return self.rounds.curve_against(self.spec.objective.opponent)
 
 
 def round_name(spec: SearchSpec, index: int) -> str:

@@ -41,7 +41,7 @@ from poke_tune.tuning.records import (
     RoundRecord,
     SweepRecord,
 )
-from poke_tune.tuning.spec import DatasetSpec
+from poke_tune.tuning.spec_data import DatasetSpec
 from poke_tune.tuning.sweep import OnBattle, SweepOutcome, resume_sweep, run_sweep, track_sweep
 
 __all__ = ["LoopHooks", "OnRound", "generate_round", "measure_round", "sweep_round"]

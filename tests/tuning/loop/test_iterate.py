@@ -102,7 +102,9 @@ def test_a_killed_loop_resumes_without_generating_any_battle_twice(tmp_path: Pat
     assert len(client.search_model_versions("name = 'poke-tune-tiny'")) == 2
     # Round 1's battles were drawn by the league, and its header says so.
     manifest = json.loads(Path(one["generated"]).read_text())
-    assert manifest["header"]["generator"]["league"]["learners"] == [f"{zero['winner']}:softmax=0.05"]
+    assert manifest["header"]["generator"]["league"]["learners"] == [
+        f"{zero['winner']}:softmax=0.05"
+    ]
     # Promotion by sequential paired battles decided the champion, and the registry's
     # alias follows the loop's decision.
     decided = one["sequential"]

@@ -19,8 +19,9 @@ from poke_tune.tuning.loop.plan import (
     stop_reason,
 )
 from poke_tune.tuning.records import CurvePoint, LoopRecord, RoundRecord
-from poke_tune.tuning.spec import CURVE_SEED, SearchSpec, SpecError
+from poke_tune.tuning.spec import SearchSpec, SpecError
 from poke_tune.tuning.spec_file import load_spec
+from poke_tune.tuning.spec_rounds import CURVE_SEED
 
 SEARCH_SPACES = Path(__file__).resolve().parents[3] / "search_spaces"
 TINY = Path(__file__).parents[1] / "tiny.yaml"
@@ -44,7 +45,11 @@ def test_the_rounds_section_has_its_defaults(tmp_path: Path) -> None:
     assert rounds.curve_battles == 500 and rounds.curve_opponents == ["max-damage", "heuristic"]
     assert rounds.curve_seed == CURVE_SEED
     # The reference is the objective's opponent, and always on the curve.
-    assert rounds.curve_against(_spec(tmp_path).objective) == ["max-damage", "heuristic", "random"]
+    assert rounds.curve_against(_spec(tmp_path).objective.opponent) == [
+        "max-damage",
+        "heuristic",
+        "random",
+    ]
     assert load_spec(TINY, {"storage_path": str(tmp_path)}).rounds is None
 
 
