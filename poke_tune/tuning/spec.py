@@ -29,7 +29,16 @@ from poke_tune.eval.winrate import BENCHMARK_SEED, CONFIRM_SEED, EVAL_SEED
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.locations import resolve_tracking_uri
 from poke_tune.tuning.spec_base import Strict
-from poke_tune.tuning.spec_data import DatasetSpec
+
+# GenerateRecipe, ImportRecipe and RecordRecipe are not used here: they are named here
+# because a sweep's searcher state, pickled by Tune before the dataset section moved to
+# spec_data.py, names them in this module, and `poke-tune resume` must still read it.
+from poke_tune.tuning.spec_data import (  # noqa: F401
+    DatasetSpec,
+    GenerateRecipe,
+    ImportRecipe,
+    RecordRecipe,
+)
 from poke_tune.tuning.spec_rounds import RoundsSpec
 
 __all__ = [
