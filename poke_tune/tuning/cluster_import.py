@@ -71,8 +71,8 @@ def import_on_cluster(
 ) -> ClusterImport:
     """Import `sources` as Ray tasks, one per group of their files, into the manifest
     `manifest` (`*.json`); `work` holds the groups' trajectory files (kept: the
-    interchange form of each part). Raises `NothingImportedError`-like `ValueError` when no
-    group imported a battle."""
+    interchange form of each part). Raises ValueError, with the refusals counted by
+    reason, when no group imported a battle."""
     import ray
 
     files: list[Path] = []
