@@ -70,6 +70,11 @@ class TrainConfig(BaseModel):
     """'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'."""
 
 
+def _is_optimiser_state(key: str) -> bool:
+    """An algorithm state key that belongs to training's progress, not to the networks."""
+    return key.endswith(("optimizer", "scheduler"))
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when present, else CPU."""
     if name == "auto":
@@ -268,6 +273,27 @@ class Trainer:
         trainer = cls(parse_algo_config(state["algo_config"]), train_config, dataset)
         trainer.load_state_dict(state)
         return trainer
+
+    def fine_tune_from(self, path: Path) -> None:
+        """Start from another run's networks (the same algorithm, any data): a fine-tune.
+
+        The checkpoint's networks (and learned temperatures such as CQL's alpha) replace
+        the fresh ones; the optimisers and learning-rate schedules stay fresh, so this run
+        takes its own `steps` from the start of its schedule, on its own data.
+        """
+        state = read_checkpoint(path)
+        check_compatible(state, self.dataset)
+        if state["algo_config"]["algo"] != self.algo_config.algo:
+            raise ValueError(
+                f"{path} is a {state['algo_config']['algo']} checkpoint: a fine-tune of "
+                f"{self.algo_config.algo} starts from {self.algo_config.algo}"
+            )
+        fresh = self.algorithm.state_dict()
+        fine_tuned = {
+            key: fresh[key] if _is_optimiser_state(key) else value
+            for key, value in state["algorithm"].items()
+        }
+        self.algorithm.load_state_dict(fine_tuned)
 
     def init_policy_from(self, path: Path) -> None:
         """Start the policy from a BC checkpoint's policy (IQL and BC only)."""

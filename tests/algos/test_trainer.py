@@ -146,3 +146,31 @@ def test_bc_initialisation_copies_the_policy(
     cql = _trainer(CQLConfig(network=SMALL), synthetic_dataset)
     with pytest.raises(ValueError, match="no policy network"):
         cql.init_policy_from(tmp_path / "bc.pt")
+
+
+@pytest.mark.parametrize("config", [CQLConfig(network=SMALL), IQLConfig(network=SMALL)])
+def test_fine_tune_takes_the_networks_and_keeps_fresh_optimisers(
+    config: Any, synthetic_dataset: OfflineDataset, tmp_path: Path
+) -> None:
+    earlier = _trainer(config, synthetic_dataset)
+    earlier.train(30)
+    earlier.save(tmp_path / "earlier.pt")
+    tuned = _trainer(config, synthetic_dataset)
+    fresh = tuned.algorithm.state_dict()
+    tuned.fine_tune_from(tmp_path / "earlier.pt")
+    now, trained = tuned.algorithm.state_dict(), earlier.algorithm.state_dict()
+    networks = [key for key in now if not key.endswith(("optimizer", "scheduler"))]
+    assert networks and all(_states_equal(now[k], trained[k]) for k in networks)
+    schedules = [key for key in now if key.endswith("scheduler")]
+    assert schedules and all(now[k] == fresh[k] for k in schedules)
+    assert tuned.step == 0
+    tuned.train(10)  # and it trains on from there
+
+
+def test_fine_tune_refuses_another_algorithm(
+    synthetic_dataset: OfflineDataset, tmp_path: Path
+) -> None:
+    bc = _trainer(BCConfig(network=SMALL), synthetic_dataset)
+    bc.save(tmp_path / "bc.pt")
+    with pytest.raises(ValueError, match="a fine-tune of cql starts from cql"):
+        _trainer(CQLConfig(network=SMALL), synthetic_dataset).fine_tune_from(tmp_path / "bc.pt")
