@@ -19,6 +19,7 @@ Rows print as they finish (markdown) and are appended to `--out` as JSON lines.
 
 usage: python benchmarks/bench_server.py table --bc PATH --learned PATH_OR_URI
            [--label-learned TEXT] [--battles 500] [--policies random max-damage ...]
+           [--bots poke-env:simple-heuristics ...]
        python benchmarks/bench_server.py parity --learned PATH_OR_URI [--battles 300]
 """
 
@@ -74,18 +75,19 @@ def table(args: argparse.Namespace) -> None:
         args.label_learned: args.learned,
     }
     wanted = [p for p in policies if p in args.policies] if args.policies else policies
+    bots = args.bots or BOTS
     print(
-        "| policy | vs RandomPlayer | vs MaxBasePowerPlayer | vs SimpleHeuristicsPlayer "
+        f"| policy | {' | '.join(f'vs {b}' for b in bots)} "
         "| battles/s server | battles/s in-process (vs max-damage) | failed | invalid |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|" + "---|" * (len(bots) + 4))
     for label in wanted:
         name = policies[label]
         if name is None:
             continue
         policy = resolve_policy(name)
         cells, rates, failed, invalid = [], [], 0, 0
-        for bot in BOTS:
+        for bot in bots:
             result = _server_match(policy, bot, args.battles, args.concurrency)
             row = {"part": "table", "label": label, **result.to_dict()}
             _emit(row, args.out)
@@ -168,6 +170,7 @@ def main() -> None:
     parser.add_argument("--inprocess-battles", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--policies", nargs="+", help="labels of the rows to run (default: all)")
+    parser.add_argument("--bots", nargs="+", choices=BOTS, help="the columns (default: all)")
     parser.add_argument("--out", type=Path, default=Path("bench_server.jsonl"))
     args = parser.parse_args()
     torch.set_num_threads(1)
