@@ -35,7 +35,7 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.cluster.conftest
 
 from poke_tune.data.generate import generate_dataset
-from poke_tune.sim.battles import PlayBattles
+from poke_tune.sim.battle_records import PlayBattles
 from poke_tune.sim.runtime import find_runtime
 from poke_tune.tuning.cluster_battles import CLUSTER_BATTLES_ENV, cluster_play
 from tests.cluster.conftest import driver_of, local_cluster

@@ -48,7 +48,8 @@ from poke_tune.data.generate import generate_dataset
 from poke_tune.data.importer import import_battles
 from poke_tune.eval.winrate import evaluate
 from poke_tune.sim.actions import NUM_ACTIONS, NUM_MOVES
-from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool
+from poke_tune.sim.battle_records import BattleResult, BattleSpec
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.dex import load_dex
 from poke_tune.sim.encoding import ObservationEncoder
 from poke_tune.sim.policies import PlayerView, Policy, make_policy

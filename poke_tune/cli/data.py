@@ -27,7 +27,7 @@ from poke_tune.data.importer import (
 )
 from poke_tune.data.info import dataset_info
 from poke_tune.data.sources import MIB, ReadLimits
-from poke_tune.sim.battles import check_battle_format
+from poke_tune.sim.battle_records import check_battle_format
 from poke_tune.sim.runtime import cache_dir
 from poke_tune.tuning.policies import pin_policy_name, resolve_policy
 

@@ -11,7 +11,7 @@ import typer
 from poke_tune.cli.errors import stdout, user_errors
 from poke_tune.cli.progress import battle_progress
 from poke_tune.eval.winrate import EVAL_SEED, evaluate
-from poke_tune.sim.battles import check_battle_format
+from poke_tune.sim.battle_records import check_battle_format
 from poke_tune.tuning.policies import resolve_policy
 
 __all__ = ["eval_command", "resolve_policy"]

@@ -85,7 +85,7 @@ def play(
     torch.set_num_threads(1)  # one observation at a time: intra-op threads only compete
     from poke_tune.play.factory import check_player_name
     from poke_tune.play.server import LocalServer, check_server_reachable, free_port
-    from poke_tune.sim.battles import check_battle_format
+    from poke_tune.sim.battle_records import check_battle_format
     from poke_tune.tuning.policies import resolve_policy
 
     with user_errors():

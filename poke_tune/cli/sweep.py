@@ -21,7 +21,7 @@ from poke_tune.cli.progress import battle_progress
 from poke_tune.tuning.spec_file import parse_overrides
 
 if TYPE_CHECKING:
-    from poke_tune.sim.battles import BattleResult
+    from poke_tune.sim.battle_records import BattleResult
     from poke_tune.tuning.spec import SearchSpec
     from poke_tune.tuning.spec_data import RecordRecipe
     from poke_tune.tuning.sweep import SweepOutcome

@@ -35,13 +35,8 @@ from poke_tune.data.league import League
 from poke_tune.data.records import DatasetHeader, TrajectoryRecord
 from poke_tune.data.shards import ShardBuilder, open_shard
 from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS, action_parts
-from poke_tune.sim.battles import (
-    BattleResult,
-    BattleSpec,
-    PlayBattles,
-    SimulatorPool,
-    Trajectory,
-)
+from poke_tune.sim.battle_records import BattleResult, BattleSpec, PlayBattles, Trajectory
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.dex import load_dex
 from poke_tune.sim.encoding import ENCODER_VERSION, ObservationEncoder
 from poke_tune.sim.policies import Policy, make_policy, split_policy_name

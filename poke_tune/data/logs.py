@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from poke_tune.data.sources import CORRUPT, RawBattle, Refusal
-from poke_tune.sim.battles import SIDES, check_battle_format
+from poke_tune.sim.battle_records import SIDES, check_battle_format
 from poke_tune.sim.replay import LogView, ReplayError, parse_input_log
 
 __all__ = [

@@ -30,7 +30,8 @@ from poke_tune.data.names import name_hash, redact
 from poke_tune.data.records import DatasetHeader, Provenance, TrajectoryRecord
 from poke_tune.data.sources import Refusal
 from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS
-from poke_tune.sim.battles import SIDES, SimulatorPool
+from poke_tune.sim.battle_records import SIDES
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.sim.replay import ReplayResult, normalise_log, spectator_log
 from poke_tune.sim.runtime import ShowdownRuntime

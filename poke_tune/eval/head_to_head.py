@@ -25,7 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from poke_tune.eval.winrate import WinRate, evaluate, wilson_interval
-from poke_tune.sim.battles import BattleResult, PlayBattles, SimulatorPool
+from poke_tune.sim.battle_records import BattleResult, PlayBattles
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import Policy
 
 __all__ = ["HeadToHead", "head_to_head", "reverse_win_rate"]

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from poke_tune.eval.paired import paired_difference
 from poke_tune.eval.winrate import WinRate, combine, evaluate
-from poke_tune.sim.battles import BattleResult, PlayBattles, SimulatorPool
+from poke_tune.sim.battle_records import BattleResult, PlayBattles
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import Policy
 
 __all__ = ["ELIMINATION_Z", "RaceResult", "race"]

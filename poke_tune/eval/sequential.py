@@ -35,7 +35,8 @@ from poke_tune.eval.paired import (
     paired_difference_from_counts,
 )
 from poke_tune.eval.winrate import WinRate, combine, evaluate
-from poke_tune.sim.battles import BattleResult, PlayBattles, SimulatorPool
+from poke_tune.sim.battle_records import BattleResult, PlayBattles
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import Policy
 
 __all__ = [

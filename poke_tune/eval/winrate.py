@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from poke_tune.sim.battles import BattleResult, BattleSpec, PlayBattles, SimulatorPool
+from poke_tune.sim.battle_records import BattleResult, BattleSpec, PlayBattles
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import Policy
 
 __all__ = [

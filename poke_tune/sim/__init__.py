@@ -7,7 +7,8 @@ The lowest layer of poke-tune. Nothing here imports from `poke_tune.data`,
 from __future__ import annotations
 
 from poke_tune.sim.actions import ACTION_LAYOUT, NUM_ACTIONS, action_to_choice, legal_action_mask
-from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool, Trajectory
+from poke_tune.sim.battle_records import BattleResult, BattleSpec, Trajectory
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.dex import Dex, load_dex
 from poke_tune.sim.encoding import ENCODER_VERSION, ObservationEncoder
 from poke_tune.sim.policies import PlayerView, Policy, make_policy

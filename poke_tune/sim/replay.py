@@ -26,7 +26,8 @@ import numpy as np
 import orjson
 
 from poke_tune.sim.actions import ACTION_LAYOUT, NUM_SWITCHES, action_index, legal_action_mask
-from poke_tune.sim.battles import SIDES, SimulatorPool, Trajectory, hp_balance
+from poke_tune.sim.battle_records import SIDES, Trajectory, hp_balance
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.dex import to_id
 from poke_tune.sim.encoding import ObservationEncoder
 from poke_tune.sim.state import BattleState

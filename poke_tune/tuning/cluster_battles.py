@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from poke_tune.data.generate import PlayShards, ShardRecipe, ShardSummary, play_shard
-from poke_tune.sim.battles import BattleResult, BattleSpec, PlayBattles, SimulatorPool
+from poke_tune.sim.battle_records import BattleResult, BattleSpec, PlayBattles
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import PlayerView, Policy
 
 __all__ = [

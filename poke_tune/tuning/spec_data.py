@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from poke_tune.data.generate import policy_file_digests
 from poke_tune.data.league import League
-from poke_tune.sim.battles import check_battle_format
+from poke_tune.sim.battle_records import check_battle_format
 from poke_tune.sim.encoding import ENCODER_VERSION
 from poke_tune.tuning.spec_base import Strict
 

@@ -31,7 +31,7 @@ from typing import Literal
 from ray import tune
 
 from poke_tune.data.compiled import OfflineDataset
-from poke_tune.sim.battles import BattleResult
+from poke_tune.sim.battle_records import BattleResult
 from poke_tune.tuning.confirm.confirm import Confirmation, confirm
 from poke_tune.tuning.confirm.contenders import contenders
 from poke_tune.tuning.confirm.report import write_report

@@ -13,7 +13,7 @@ from typer.testing import CliRunner, Result
 
 from poke_tune.cli.main import app
 from poke_tune.data.generate import generate_dataset
-from poke_tune.sim.battles import BattleResult
+from poke_tune.sim.battle_records import BattleResult
 from tests.data.test_importer import _generate, server_log
 
 

@@ -16,7 +16,7 @@ from poke_tune.data.compiled import OfflineDataset, load_dataset
 from poke_tune.data.generate import generate_dataset, generate_shards
 from poke_tune.data.importer import REPEATED, import_battles
 from poke_tune.eval.race import race
-from poke_tune.sim.battles import BattleResult
+from poke_tune.sim.battle_records import BattleResult
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.cluster_battles import RayBattles, RayShards, cluster_play, cluster_shards
 from poke_tune.tuning.cluster_import import ImportSettings, import_on_cluster

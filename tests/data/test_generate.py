@@ -18,7 +18,8 @@ from poke_tune.data.generate import (
 )
 from poke_tune.data.jsonl import read_header, read_trajectories
 from poke_tune.data.league import League
-from poke_tune.sim.battles import BattleSpec, SimulatorPool
+from poke_tune.sim.battle_records import BattleSpec
+from poke_tune.sim.battles import SimulatorPool
 
 
 @pytest.mark.slow

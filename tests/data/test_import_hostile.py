@@ -27,7 +27,8 @@ from poke_tune.data.importer import (
     import_battles,
 )
 from poke_tune.data.jsonl import read_trajectories
-from poke_tune.sim.battles import BattleResult, SimulatorPool
+from poke_tune.sim.battle_records import BattleResult
+from poke_tune.sim.battles import SimulatorPool
 from tests.data.test_importer import _generate, replay_json, server_log
 
 KEY = "k" * 40

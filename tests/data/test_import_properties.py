@@ -21,7 +21,8 @@ from poke_tune.data.logs import LoggedBattle, parse_battle
 from poke_tune.data.records import TrajectoryRecord
 from poke_tune.data.sources import RawBattle, Refusal
 from poke_tune.sim.actions import action_index
-from poke_tune.sim.battles import BattleResult, SimulatorPool
+from poke_tune.sim.battle_records import BattleResult
+from poke_tune.sim.battles import SimulatorPool
 from tests.data.test_import_hostile import _respaced
 from tests.data.test_importer import _generate, server_log
 

@@ -18,7 +18,7 @@ from poke_tune.data.generate import generate_dataset
 from poke_tune.data.importer import NothingImportedError, import_battles
 from poke_tune.data.jsonl import read_trajectories
 from poke_tune.data.records import DatasetError, TrajectoryRecord
-from poke_tune.sim.battles import BattleResult
+from poke_tune.sim.battle_records import BattleResult
 from poke_tune.sim.replay import spectator_log
 
 FORMAT = "gen9randombattle"

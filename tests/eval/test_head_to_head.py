@@ -7,7 +7,8 @@ import pytest
 
 from poke_tune.eval.head_to_head import head_to_head, reverse_win_rate
 from poke_tune.eval.winrate import WinRate, wilson_interval
-from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool
+from poke_tune.sim.battle_records import BattleResult, BattleSpec
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import make_policy
 
 

@@ -15,7 +15,8 @@ from poke_tune.eval.sequential import (
     pocock_z,
     sequential_decision,
 )
-from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool
+from poke_tune.sim.battle_records import BattleResult, BattleSpec
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import make_policy
 
 

@@ -22,7 +22,8 @@ from poke_env.ps_client import AccountConfiguration
 from poke_tune.play.player import PolicyPlayer, ServerBattle
 from poke_tune.sim import battles as battles_module
 from poke_tune.sim.actions import action_to_choice
-from poke_tune.sim.battles import BattleSpec, SimulatorPool
+from poke_tune.sim.battle_records import BattleSpec
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import PlayerView, Policy, make_policy
 
 ROOM = ">battle-gen9randombattle-1"

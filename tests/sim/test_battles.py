@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from poke_tune.sim.battles import BattleSpec, SimulatorPool
+from poke_tune.sim.battle_records import BattleSpec
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import make_policy
 
 RANDOM, MAX_DAMAGE, HEURISTIC = (make_policy(n) for n in ("random", "max-damage", "heuristic"))

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from poke_tune.sim.actions import action_index
-from poke_tune.sim.battles import BattleSpec, SimulatorPool
+from poke_tune.sim.battle_records import BattleSpec
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.dex import Dex
 from poke_tune.sim.encoding import ENCODER_VERSION, ObservationEncoder
 from poke_tune.sim.policies import PlayerView, RandomPolicy

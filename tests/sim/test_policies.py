@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from poke_tune.sim.actions import action_parts
-from poke_tune.sim.battles import BattleSpec, SimulatorPool
+from poke_tune.sim.battle_records import BattleSpec
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import (
     Exploration,
     PlayerView,

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from poke_tune.sim.battles import BattleSpec, SimulatorPool
+from poke_tune.sim.battle_records import BattleSpec
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import make_policy
 from poke_tune.sim.replay import (
     ReplayError,

@@ -12,7 +12,8 @@ import pytest
 from poke_tune.data.generate import generate_dataset
 from poke_tune.eval.race import race
 from poke_tune.eval.winrate import evaluate
-from poke_tune.sim.battles import BattleResult, BattleSpec, SimulatorPool
+from poke_tune.sim.battle_records import BattleResult, BattleSpec
+from poke_tune.sim.battles import SimulatorPool
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.cluster_battles import CLUSTER_BATTLES_ENV, chunk_plan, cluster_play
 

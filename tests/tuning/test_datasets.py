@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from poke_tune.data.generate import generate_dataset
-from poke_tune.sim.battles import BattleResult
+from poke_tune.sim.battle_records import BattleResult
 from poke_tune.sim.runtime import cache_dir
 from poke_tune.tuning.datasets import prepare_dataset
 from poke_tune.tuning.spec import SpecError

@@ -25,7 +25,7 @@ from pydantic import TypeAdapter
 from poke_tune.eval.paired import PairedDifference, paired_difference
 from poke_tune.eval.race import race
 from poke_tune.eval.winrate import WinRate
-from poke_tune.sim.battles import BattleResult
+from poke_tune.sim.battle_records import BattleResult
 from poke_tune.sim.policies import make_policy
 from poke_tune.tuning.cluster_battles import cluster_play
 from poke_tune.tuning.confirm.contenders import Contender, Entrant

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from poke_tune.eval.winrate import evaluate
-from poke_tune.sim.battles import battle_seeds
+from poke_tune.sim.battle_records import battle_seeds
 from poke_tune.sim.policies import Policy, make_policy
 from poke_tune.tuning.confirm.confirm import Confirmation, confirm
 from poke_tune.tuning.confirm.contenders import Contender
