@@ -36,7 +36,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -52,10 +52,12 @@ __all__ = [
     "chunk_plan",
     "cluster_play",
     "cluster_shards",
+    "in_completion_order",
     "on_cluster",
 ]
 
 _logger = logging.getLogger(__name__)
+_Key = TypeVar("_Key")
 
 CLUSTER_BATTLES_ENV = "POKE_TUNE_CLUSTER_BATTLES"
 """`1`: play battles as Ray tasks whenever Ray is started; `0`: never; unset: on a Ray of
@@ -136,17 +138,10 @@ class RayBattles:
             for positions in chunk_plan(len(specs), chunks)
         }
         _logger.info("playing %d battles as %d Ray tasks", len(specs), len(pending))
-        try:
-            while pending:
-                [done], _ = ray.wait(list(pending), num_returns=1)
-                positions = pending.pop(done)
-                node, results = ray.get(done)
-                self.played_on[node] += len(results)
-                for position, result in zip(positions, results, strict=True):
-                    yield replace(result, spec=specs[position])
-        finally:
-            for ref in pending:  # the caller stopped early (an error, a closed generator)
-                ray.cancel(ref)
+        for positions, (node, results) in in_completion_order(pending):
+            self.played_on[node] += len(results)
+            for position, result in zip(positions, results, strict=True):
+                yield replace(result, spec=specs[position])
 
 
 class RayShards:
@@ -159,24 +154,29 @@ class RayShards:
     def __call__(
         self, chunks: Sequence[Sequence[BattleSpec]], recipe: ShardRecipe
     ) -> Iterator[tuple[int, ShardSummary]]:
-        import ray
-
         refs = _policy_refs([spec for chunk in chunks for spec in chunk])
         pending = {
             _remote_shard().remote([_wire(spec, refs) for spec in chunk], recipe): number
             for number, chunk in enumerate(chunks)
         }
         _logger.info("generating %d shards as Ray tasks", len(pending))
-        try:
-            while pending:
-                [done], _ = ray.wait(list(pending), num_returns=1)
-                number = pending.pop(done)
-                node, summary = ray.get(done)
-                self.played_on[node] += summary.battles
-                yield number, summary
-        finally:
-            for ref in pending:
-                ray.cancel(ref)
+        for number, (node, summary) in in_completion_order(pending):
+            self.played_on[node] += summary.battles
+            yield number, summary
+
+
+def in_completion_order(pending: dict[Any, _Key]) -> Iterator[tuple[_Key, Any]]:
+    """Each Ray task's key and value as the task finishes. The tasks still running are
+    cancelled when the caller stops early (an error, a closed generator)."""
+    import ray
+
+    try:
+        while pending:
+            [done], _ = ray.wait(list(pending), num_returns=1)
+            yield pending.pop(done), ray.get(done)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
 
 
 def _policy_refs(specs: Sequence[BattleSpec]) -> dict[int, Any]:

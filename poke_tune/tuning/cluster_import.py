@@ -29,7 +29,7 @@ from poke_tune.data.compiled import load_dataset
 from poke_tune.data.importer import ImportSummary, NothingImportedError, Sides, import_battles
 from poke_tune.data.sources import source_files
 from poke_tune.sim.battles import SimulatorPool
-from poke_tune.tuning.cluster_battles import CHUNKS_PER_CPU, chunk_plan
+from poke_tune.tuning.cluster_battles import CHUNKS_PER_CPU, chunk_plan, in_completion_order
 
 __all__ = ["ClusterImport", "ImportSettings", "import_on_cluster"]
 
@@ -91,10 +91,7 @@ def import_on_cluster(
     _logger.info("importing %d files as %d Ray tasks", len(files), len(pending))
     parts: dict[int, Path] = {}
     read, imported, refused, nodes = 0, 0, Counter[str](), Counter[str]()
-    while pending:
-        [done], _ = ray.wait(list(pending), num_returns=1)
-        number = pending.pop(done)
-        node, summary, part = ray.get(done)
+    for number, (node, summary, part) in in_completion_order(pending):
         nodes[node] += 1
         read += summary.read
         imported += summary.imported
