@@ -359,6 +359,7 @@ def generate_shards(
     resolver: Callable[[str], Policy] = make_policy,
     play_shards: PlayShards | None = None,
     league: League | None = None,
+    progress: Path | None = None,
 ) -> GenerationSummary:
     """Play the battles of `generate_dataset` (the same battles, the same policies) and
     write them straight into shards of `battles_per_shard` consecutive battles under
@@ -367,6 +368,10 @@ def generate_shards(
     Memory holds one shard's battles. A shard's content depends only on its battles, so
     whoever builds it (this machine's pool, or `play_shards`: Ray tasks on the nodes) writes
     the same key; a shard already in the store is not written again.
+
+    Each finished shard is noted in `progress` (default `MANIFEST.progress.jsonl`; deleted
+    at the end), so a run that was stopped and started again with the same recipe plays
+    only the battles of the shards it lacks.
     """
     if battles < 1:
         raise ValueError(f"battles must be >= 1, got {battles}")
@@ -377,20 +382,33 @@ def generate_shards(
     header = _header(policies, battles, seed, battle_format, max_turns, hp_shaping, league)
     recipe = ShardRecipe(header=header, store=store, seed=seed, hp_shaping=hp_shaping)
     chunks = [specs[i : i + battles_per_shard] for i in range(0, battles, battles_per_shard)]
-    summaries: dict[int, ShardSummary] = {}
-    with contextlib.ExitStack() as stack:
-        if play_shards is None:
-            pool = stack.enter_context(SimulatorPool(num_workers=num_workers))
-            play_shards = _local_shards(pool.play, on_result)
-        for number, summary in play_shards(chunks, recipe):
-            summaries[number] = summary
-            _logger.info(
-                "generated shard %d of %d (%d battles, %d transitions)",
-                len(summaries),
-                len(chunks),
-                summary.battles,
-                summary.transitions,
-            )
+    noted = _Progress(
+        progress or manifest.with_name(f"{manifest.name}.progress.jsonl"),
+        f"{header.model_dump_json()} {battles_per_shard}",
+    )
+    summaries = noted.done(len(chunks))
+    todo = [number for number in range(len(chunks)) if number not in summaries]
+    if summaries:
+        _logger.info(
+            "%d of %d shards were written before: played again only the rest",
+            len(summaries),
+            len(chunks),
+        )
+    if todo:
+        with contextlib.ExitStack() as stack:
+            if play_shards is None:
+                pool = stack.enter_context(SimulatorPool(num_workers=num_workers))
+                play_shards = _local_shards(pool.play, on_result)
+            for position, summary in play_shards([chunks[n] for n in todo], recipe):
+                summaries[todo[position]] = summary
+                noted.add(todo[position], summary)
+                _logger.info(
+                    "generated shard %d of %d (%d battles, %d transitions)",
+                    len(summaries),
+                    len(chunks),
+                    summary.battles,
+                    summary.transitions,
+                )
     ordered = [summaries[number] for number in range(len(chunks))]
     shards = [open_shard(summary.folder) for summary in ordered]
     write_manifest(
@@ -400,6 +418,7 @@ def generate_shards(
         size_bytes=sum(shard.nbytes() for shard in shards),
         shards=[(shard, 0) for shard in shards],
     )
+    noted.remove()
     return GenerationSummary(
         manifest,
         battles,
@@ -408,6 +427,44 @@ def generate_shards(
         sum(s.failed for s in ordered),
         sum(s.truncated for s in ordered),
     )
+
+
+class _Progress:
+    """The shards a `generate_shards` run has finished, a JSON line each. A line counts only
+    for the same recipe (its digest) and while its shard is in the store."""
+
+    def __init__(self, path: Path, recipe: str) -> None:
+        self.path = path
+        self.digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+    def done(self, chunks: int) -> dict[int, ShardSummary]:
+        found: dict[int, ShardSummary] = {}
+        lines = self.path.read_bytes().splitlines() if self.path.is_file() else []
+        for line in lines:
+            with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                entry = orjson.loads(line)  # a line cut off by a kill is skipped
+                summary = ShardSummary(
+                    **{**entry["summary"], "folder": Path(entry["summary"]["folder"])}
+                )
+                if (
+                    entry["recipe"] == self.digest
+                    and entry["chunk"] < chunks
+                    and summary.folder.is_dir()
+                ):
+                    found[entry["chunk"]] = summary
+        return found
+
+    def add(self, chunk: int, summary: ShardSummary) -> None:
+        entry = {
+            "recipe": self.digest,
+            "chunk": chunk,
+            "summary": {**summary.__dict__, "folder": str(summary.folder)},
+        }
+        with self.path.open("ab") as out:
+            out.write(orjson.dumps(entry) + b"\n")
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _local_shards(

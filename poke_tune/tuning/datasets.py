@@ -88,6 +88,7 @@ def _generated(recipe: GenerateRecipe, tracking_uri: str | None) -> Path:
             resolver=partial(resolve_policy, tracking_uri=tracking_uri),
             play_shards=cluster_shards(),
             league=recipe.to_league(),
+            progress=path.with_name(f"{path.name}.progress.jsonl"),  # `out` is a partial name
         ),
     )
 

@@ -10,6 +10,7 @@ import pytest
 
 from poke_tune.data.compiled import load_dataset
 from poke_tune.data.generate import (
+    PlayShards,
     ShardRecipe,
     ShardSummary,
     generate_dataset,
@@ -107,6 +108,40 @@ def test_shards_are_written_by_whoever_plays_them(tmp_path: Path) -> None:
     a, b = load_dataset(tmp_path / "a.json"), load_dataset(tmp_path / "b.json")
     assert [s.key for s in a.shards] == [s.key for s in b.shards]
     assert a.replay_ids == tuple(f"gen9randombattle-4-{i}" for i in range(5) for _ in (1, 2))
+
+
+def _played_into(played: list[list[int]], stop_at: int | None = None) -> PlayShards:
+    def play_shards(
+        chunks: Sequence[Sequence[BattleSpec]], recipe: ShardRecipe
+    ) -> Iterator[tuple[int, ShardSummary]]:
+        with SimulatorPool(num_workers=1) as pool:
+            for number, chunk in enumerate(chunks):
+                if number == stop_at:
+                    raise KeyboardInterrupt  # stopped while this shard plays
+                played.append([spec.index for spec in chunk])
+                yield number, play_shard(chunk, recipe, pool.play)
+
+    return play_shards
+
+
+def test_a_stopped_generation_plays_only_the_shards_it_lacks(tmp_path: Path) -> None:
+    args = {"policies": ["random"], "battles": 6, "store": tmp_path / "s", "battles_per_shard": 2}
+    played: list[list[int]] = []
+    with pytest.raises(KeyboardInterrupt):
+        generate_shards(tmp_path / "a.json", seed=5, play_shards=_played_into(played, 1), **args)
+    assert not (tmp_path / "a.json").exists() and played == [[0, 1]]
+    generate_shards(tmp_path / "a.json", seed=5, play_shards=_played_into(played), **args)
+    assert played == [[0, 1], [2, 3], [4, 5]]
+    assert not (tmp_path / "a.json.progress.jsonl").exists()
+    whole = generate_shards(tmp_path / "whole.json", seed=5, **args)
+    shards = [s.key for s in load_dataset(tmp_path / "a.json").shards]
+    assert shards == [s.key for s in load_dataset(whole.path).shards]
+    # Another recipe under the same name plays all its battles.
+    with pytest.raises(KeyboardInterrupt):
+        generate_shards(tmp_path / "c.json", seed=5, play_shards=_played_into([], 1), **args)
+    again: list[list[int]] = []
+    generate_shards(tmp_path / "c.json", seed=6, play_shards=_played_into(again), **args)
+    assert again == [[0, 1], [2, 3], [4, 5]]
 
 
 def test_a_league_draws_each_battle_and_the_header_says_so(tmp_path: Path) -> None:
