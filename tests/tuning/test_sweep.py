@@ -121,7 +121,10 @@ def test_quarter_gpus_pack_four_trials_at_once(local_ray: None, tmp_path: Path) 
         max_concurrent_trials=4,
         scheduler={"type": "fifo"},
     )
+    before = signal.getsignal(signal.SIGINT)
     results = run_sweep(spec).results
+    # Tune's SIGINT handler is gone after the sweep: the next Ctrl-C is the caller's again.
+    assert signal.getsignal(signal.SIGINT) is before
     assert results is not None
     frame = results.get_dataframe()
     assert len(frame) == 4

@@ -19,6 +19,9 @@ can run the sweep, and fitting the Tuner on it without leaking credentials or tr
   session folder it makes world-writable, and every worker it starts chmods that folder
   back to 777; so a local Ray the sweep starts is started under umask 077 instead, which
   its processes inherit: their logs are readable by this user only.
+- Signals: Tune installs its own SIGINT handler in `Tuner.fit()` and leaves it there, so
+  after a sweep the next Ctrl-C (a flywheel's generation, a confirmation) would only be
+  swallowed; `fit` puts the caller's handlers back when the search ends.
 - Memory: Ray's memory monitor killing a trial's worker while Tune starts it surfaces as
   `RuntimeError: Caught unexpected exception: ...` out of `Tuner.fit()`; it becomes a
   `MemoryExhaustedError` whose message says what to lower.
@@ -30,6 +33,8 @@ search ran), so importing the CLI loads no Ray.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,6 +69,7 @@ __all__ = [
     "memory_exhausted",
     "out_of_memory",
     "private_files",
+    "signal_handlers_kept",
     "tune_forwarded_secrets",
     "withheld",
 ]
@@ -179,12 +185,27 @@ def fit(tuner: tune.Tuner, spec: SearchSpec) -> tune.ResultGrid:
     its logs) when the storage needs none; memory running out ends in a one-line
     `MemoryExhaustedError`, not Tune's traceback."""
     try:
-        with withheld(tune_forwarded_secrets(spec.storage_path)):
+        with withheld(tune_forwarded_secrets(spec.storage_path)), signal_handlers_kept():
             return tuner.fit()
     except Exception as error:
         if not out_of_memory(error):
             raise
         raise memory_exhausted(Experiment(spec).location) from error
+
+
+@contextmanager
+def signal_handlers_kept() -> Iterator[None]:
+    """The SIGINT and SIGUSR1 handlers as they were before the block, put back after it
+    (Tune's stay installed after `Tuner.fit()` returns, ray-project/ray tune.py)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread sets handlers, Tune's included
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
 
 
 _TUNE_FORWARDS = ("AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
