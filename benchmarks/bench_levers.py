@@ -51,8 +51,7 @@ from poke_tune.sim.policies import Policy, make_policy
 from poke_tune.tuning.loop.folder import Loop
 from poke_tune.tuning.loop.plan import round_parts
 from poke_tune.tuning.policies import resolve_policy
-
-CHECKPOINT_TAG = "poke_tune.checkpoint"  # tuning.track.registry's tag of a version's file
+from poke_tune.tuning.track.registry import CHECKPOINT_TAG
 
 
 @dataclass(frozen=True)

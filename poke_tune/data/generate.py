@@ -18,6 +18,7 @@ whose name is a file (a checkpoint) is recorded with the SHA-256 of its bytes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -458,7 +459,7 @@ class _Progress:
         entry = {
             "recipe": self.digest,
             "chunk": chunk,
-            "summary": {**summary.__dict__, "folder": str(summary.folder)},
+            "summary": {**dataclasses.asdict(summary), "folder": str(summary.folder)},
         }
         with self.path.open("ab") as out:
             out.write(orjson.dumps(entry) + b"\n")
